@@ -1,0 +1,3 @@
+"""ocpp-oicp-bridge: OCPP 1.6J / 2.0.1 statuses to Hubject OICP eRoamingPushEvseStatus."""
+
+__version__ = "0.1.0"

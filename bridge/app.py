@@ -1,0 +1,196 @@
+"""Wiring: builds the pieces from the settings, starts them in order, stops them gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from collections.abc import Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from bridge.config import Settings
+from bridge.delivery.ingest import Ingest
+from bridge.delivery.outbox import Outbox
+from bridge.delivery.policy import TokenBucket
+from bridge.delivery.scheduler import run_daily_full_load
+from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
+from bridge.errors import StoreError
+from bridge.hubsim import HubSimulator
+from bridge.ocpp.server import OcppServer
+from bridge.oicp.client import OicpClient
+from bridge.status.engine import StatusEngine
+from bridge.status.registry import Registry
+from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
+from bridge.store.sqlite import StateStore
+
+log = structlog.get_logger("bridge")
+
+
+class DatabaseLock:
+    """One bridge per state database: two would push in parallel, which OICP forbids."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"another bridge process is using {self.path.with_suffix('')}; "
+                "two bridges on one database would push in parallel"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class Bridge:
+    """The running bridge. ``start`` → ``wait`` → ``stop``, or ``run`` for all three."""
+
+    def __init__(self, settings: Settings, *, client: PushClient | None = None) -> None:
+        self.settings = settings
+        self.lock = DatabaseLock(settings.state.database)
+        self.store = StateStore(
+            settings.state.database,
+            group_commit_ms=settings.state.group_commit_ms,
+            synchronous=settings.state.synchronous,
+        )
+        self.table = effective_table(settings.status.overrides)
+        self.registry = Registry(
+            {cp: c.evses for cp, c in settings.chargers.items()},
+            settings.oicp.operator_id,
+            template=settings.ocpp.evse_id_template,
+            allow_unlisted=settings.ocpp.allow_unlisted,
+        )
+        self.engine = StatusEngine(
+            self.table, self.registry, offline_status=OicpStatus(settings.ocpp.offline_status)
+        )
+        self.outbox = Outbox(self.store)
+        self.ingest = Ingest(
+            self.engine, self.outbox, self.store, offline_grace=settings.ocpp.offline_grace
+        )
+        self.hub_sim: HubSimulator | None = None
+        self._client = client
+        self.worker: PushWorker | None = None
+        self.ocpp = OcppServer(settings.ocpp, self.registry, self.ingest)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    def open_state(self) -> None:
+        """Take the database lock and load the durable state (blocking; at start-up)."""
+        self.lock.acquire()
+        snapshot = self.store.open()
+        self.engine.restore(
+            ((r.charge_point_id, r.evse_key, r.connector_id, OcppStatus(r.ocpp_status))
+             for r in snapshot.connectors),
+            offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
+        )  # fmt: skip
+        self.outbox.restore(snapshot.evses)
+        self.ingest.restore(snapshot.charge_points)
+        log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
+                 connectors=len(snapshot.connectors), pending=len(self.outbox))  # fmt: skip
+
+    def make_worker(self, client: PushClient) -> PushWorker:
+        d = self.settings.delivery
+        self.worker = PushWorker(
+            self.outbox,
+            self.engine,
+            client,
+            limiter=TokenBucket(d.rate_limit_per_minute),
+            retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
+        )
+        return self.worker
+
+    async def start(self) -> None:
+        s = self.settings
+        log_table(self.table, s.status.overrides)
+        self.open_state()
+        if s.hub_sim.embedded:
+            self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
+            await self.hub_sim.start()
+            log.info("hubsim.embedded", url=self.hub_sim.base_url)
+        client = self._client or OicpClient(s.oicp)
+        self._client = client
+        worker = self.make_worker(client)
+        self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
+        if s.fullload.enabled:
+            self._tasks.append(asyncio.create_task(
+                run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
+                name="fullload-scheduler",
+            ))  # fmt: skip
+        await self.ocpp.start()
+        self.ingest.start_grace_for_all()
+        log.info("bridge.started", ocpp_port=self.ocpp.port, hub=s.oicp.base_url,
+                 operator_id=s.oicp.operator_id, chargers=len(s.chargers),
+                 evses=len(self.engine.evse_ids()))  # fmt: skip
+
+    async def stop(self) -> None:
+        """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
+        log.info("bridge.stopping")
+        await self.ocpp.close()
+        self.ingest.close()
+        if self.worker is not None:
+            self.worker.stop()
+        scheduler = [t for t in self._tasks if t.get_name() == "fullload-scheduler"]
+        for task in scheduler:
+            task.cancel()
+        pushing = [t for t in self._tasks if t.get_name() == "push-worker"]
+        if pushing:
+            _, late = await asyncio.wait(pushing, timeout=self.settings.delivery.shutdown_timeout)
+            for task in late:  # the push stays pending and is sent after the next start
+                task.cancel()
+                log.warning("bridge.push_abandoned", reason="shutdown timeout")
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        if isinstance(self._client, OicpClient):
+            await self._client.aclose()
+        if self.hub_sim is not None:
+            await self.hub_sim.stop()
+        self.lock.release()
+        log.info("bridge.stopped", pending=len(self.outbox))
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+def log_table(
+    table: Mapping[OcppStatus, OicpStatus], overrides: Mapping[OcppStatus, OicpStatus]
+) -> None:
+    """Log the effective mapping table once at start, marking overridden rows."""
+    rows = [
+        {"ocpp": row.ocpp.value, "ocpi": row.ocpi.value,
+         "oicp": table[row.ocpp].value, "overridden": row.ocpp in overrides}
+        for row in TABLE
+    ]  # fmt: skip
+    log.info("status.table", rows=rows)

@@ -1,0 +1,69 @@
+"""The one exception hierarchy of the bridge.
+
+Every error the bridge raises on purpose derives from :class:`BridgeError`, so callers at the
+edges (CLI, server loops) can tell "ours, with a clear message" from a bug.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of all errors raised on purpose by the bridge."""
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; ``field`` names the offending setting."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class StoreError(BridgeError):
+    """The state database cannot be opened or written."""
+
+
+class OcppCallError(BridgeError):
+    """An incoming OCPP CALL is answered with a CALLERROR carrying this code."""
+
+    def __init__(
+        self, code: str, description: str, details: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details or {}
+
+
+class HubError(BridgeError):
+    """A push to the OICP hub did not succeed.
+
+    ``code`` is the OICP StatusCode.Code when the hub answered with one, ``http_status`` the HTTP
+    status when there was an HTTP answer; both are ``None`` for network errors and timeouts.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        description: str | None = None,
+        additional_info: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.description = description
+        self.additional_info = additional_info
+        self.retry_after = retry_after
+
+
+class HubTransportError(HubError):
+    """No usable HTTP answer: connection refused/reset, TLS failure, timeout."""
+
+
+class HubRejectedError(HubError):
+    """The hub answered, but not with ``Result: true`` and code ``000``."""

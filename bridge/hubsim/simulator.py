@@ -1,0 +1,632 @@
+"""A development/test double of Hubject's OICP hub (EVSE status and EVSE data pushes).
+
+It is a real HTTP(S) server (aiohttp), so the bridge talks to it exactly as to Hubject,
+including mutual TLS. It applies the OICP ActionType semantics per operator and endpoint,
+records every push, measures how many pushes were in flight at once (OICP demands strictly
+sequential pushes) and injects faults, in-process or over HTTP under ``/sim/``.
+
+Not a production component: no authentication beyond optional TLS client certificates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bridge.config import evse_belongs_to
+from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
+
+__all__ = [
+    "BodyValidator",
+    "Faults",
+    "HubSimulator",
+    "ReceivedPush",
+    "run_hub_sim",
+    "server_ssl_context",
+]
+
+Endpoint = Literal["status", "data"]
+BodyValidator = Callable[[str, dict[str, Any]], None]
+
+STATUS_ROUTE = "/api/oicp/evsepush/v21/operators/{operatorID}/status-records"
+DATA_ROUTE = "/api/oicp/evsepush/v23/operators/{operatorID}/data-records"
+
+# Descriptions as in the OICP CodeType table.
+_DESCRIPTIONS = {
+    "000": "Success.",
+    "001": "Hubject system error.",
+    "002": "Hubject database error.",
+    "009": "Data transaction error.",
+    "017": "Unauthorized Access.",
+    "018": "Inconsistent EvseID.",
+    "021": "System error.",
+    "022": "Data error.",
+    "300": "Partner not found.",
+    "320": "Service not available.",
+}
+# Codes Hubject sends with a non-200 HTTP status (observed: 401/017, 404/300).
+_CODE_HTTP_STATUS = {"017": 401, "300": 404}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedPush:
+    """One push request as the simulator saw and answered it."""
+
+    time: float  # time.monotonic() on arrival
+    endpoint: Endpoint
+    operator_id: str  # from the URL path
+    action: str | None  # None if the body had no usable ActionType
+    records: list[tuple[str, str | None]]  # (EvseID, EvseStatus); status None for data pushes
+    body: dict[str, Any] | None  # parsed JSON body, None if not a JSON object
+    http_status: int | None  # None: the client went away before the answer
+    code: str | None  # OICP StatusCode.Code answered, None if the answer had none
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "endpoint": self.endpoint,
+            "operator_id": self.operator_id,
+            "action": self.action,
+            "records": [list(r) for r in self.records],
+            "body": self.body,
+            "http_status": self.http_status,
+            "code": self.code,
+        }
+
+
+@dataclass(slots=True)
+class _Fault:
+    count: int | None  # None: until cleared
+    status: int = 0
+    retry_after: float | str | None = None
+    code: str = ""
+    seconds: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        fields = {k: getattr(self, k) for k in self.__slots__ if k != "count"}
+        return {"count": self.count} | {k: v for k, v in fields.items() if v not in ("", 0, None)}
+
+
+class Faults:
+    """Fault injection. Each kind has one slot; setting it again replaces the previous one.
+
+    Per request: ``hang`` (sleep first), then ``fail_http`` (answer that HTTP status), else
+    ``answer_code`` (answer that OICP code). Each applied fault uses up one of its ``count``.
+    """
+
+    _KINDS = ("hang", "fail_http", "answer_code")
+
+    def __init__(self, simulator: HubSimulator) -> None:
+        self._sim = simulator
+        self._active: dict[str, _Fault] = {}
+
+    def fail_http(
+        self, status: int, count: int | None = None, retry_after: float | str | None = None
+    ) -> None:
+        """Answer HTTP ``status`` (with Retry-After if given) to the next ``count`` pushes."""
+        if not 400 <= status <= 599:
+            raise ValueError(f"fail_http needs a 4xx/5xx status, got {status}")
+        self._active["fail_http"] = _Fault(_count(count), status=status, retry_after=retry_after)
+
+    def answer_code(self, code: str, count: int | None = None) -> None:
+        """Answer OICP ``code`` (Result false; 017 as HTTP 401, 300 as HTTP 404 like Hubject)."""
+        if not (len(code) == 3 and code.isdigit()) or code == "000":
+            raise ValueError(f"answer_code needs a 3-digit error code, got {code!r}")
+        self._active["answer_code"] = _Fault(_count(count), code=code)
+
+    def hang(self, seconds: float, count: int | None = None) -> None:
+        """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts)."""
+        if seconds < 0:
+            raise ValueError("hang needs seconds >= 0")
+        self._active["hang"] = _Fault(_count(count), seconds=float(seconds))
+
+    def forget(self, evse_id: str) -> bool:
+        """Drop ``evse_id`` from the status state, as if the hub lost it; True if it was there."""
+        return self._sim._forget(evse_id)
+
+    def clear(self) -> None:
+        self._active.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {kind: fault.describe() for kind, fault in self._active.items()}
+
+    def apply(self, spec: dict[str, Any]) -> None:
+        """Set a fault from its JSON form, e.g. ``{"fault": "fail_http", "status": 503}``."""
+        kind = spec.get("fault")
+        args = {k: v for k, v in spec.items() if k != "fault"}
+        actions: dict[str, Callable[..., Any]] = {
+            "fail_http": self.fail_http,
+            "answer_code": self.answer_code,
+            "hang": self.hang,
+            "forget": self.forget,
+            "clear": self.clear,
+        }
+        if kind not in actions:
+            raise ValueError(f"unknown fault {kind!r}; one of {sorted(actions)}")
+        try:
+            actions[kind](**args)
+        except TypeError as exc:
+            raise ValueError(f"{kind}: {exc}") from exc
+
+    def _take(self, kind: str) -> _Fault | None:
+        fault = self._active.get(kind)
+        if fault is None:
+            return None
+        if fault.count is not None:
+            fault.count -= 1
+            if fault.count <= 0:
+                del self._active[kind]
+        return fault
+
+
+def _count(count: int | None) -> int | None:
+    if count is not None and count < 1:
+        raise ValueError("count must be >= 1 (or None for 'until cleared')")
+    return count
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: Any
+    code: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    html: bool = False
+
+    def response(self) -> web.Response:
+        if self.html:
+            return web.Response(
+                status=self.status, text=self.body, content_type="text/html", headers=self.headers
+            )
+        return web.json_response(self.body, status=self.status, headers=self.headers)
+
+
+class HubSimulator:
+    """In-process OICP hub double; see the module docstring."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        body_validator: BodyValidator | None = None,
+        latency: float = 0.0,
+        on_push: Callable[[ReceivedPush], None] | None = None,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._ssl_context = ssl_context
+        self.body_validator = body_validator
+        self.latency = latency
+        self.on_push = on_push
+        self.faults = Faults(self)
+        self.received: list[ReceivedPush] = []
+        self.schema_errors: list[str] = []
+        self.max_in_flight = 0
+        self.in_flight = 0
+        # operator → EvseID → EvseStatus / EvseDataRecord: the "currently valid data".
+        self._status: dict[str, dict[str, str]] = {}
+        self._data: dict[str, dict[str, dict[str, Any]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("hub simulator already started")
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(STATUS_ROUTE, self._on_status)
+        app.router.add_post(DATA_ROUTE, self._on_data)
+        app.router.add_get("/sim/state", self._on_sim_state)
+        app.router.add_get("/sim/received", self._on_sim_received)
+        app.router.add_get("/sim/stats", self._on_sim_stats)
+        app.router.add_get("/sim/faults", self._on_sim_get_faults)
+        app.router.add_post("/sim/faults", self._on_sim_faults)
+        app.router.add_post("/sim/clear", self._on_sim_clear)
+        app.router.add_post("/sim/reset", self._on_sim_reset)
+        app.router.add_post("/sim/forget", self._on_sim_forget)
+        # handler_cancellation: a client that timed out must not stay "in flight" while its
+        # handler sleeps on; short shutdown_timeout so stop() does not wait for hung handlers.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(
+                runner, self.host, self._requested_port, ssl_context=self._ssl_context
+            )
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("hub simulator not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, str]:
+        """EvseID → EvseStatus of the currently valid status set (all operators)."""
+        return {k: v for per_op in self._status.values() for k, v in per_op.items()}
+
+    @property
+    def state_by_operator(self) -> dict[str, dict[str, str]]:
+        return {op: dict(per_op) for op, per_op in self._status.items()}
+
+    @property
+    def data_state(self) -> dict[str, dict[str, Any]]:
+        """EvseID → EvseDataRecord of the currently valid data set (all operators)."""
+        return {k: v for per_op in self._data.values() for k, v in per_op.items()}
+
+    def reset(self) -> None:
+        """Forget everything: state, received pushes, statistics and faults."""
+        self._status.clear()
+        self._data.clear()
+        self.received.clear()
+        self.schema_errors.clear()
+        self.max_in_flight = self.in_flight
+        self.faults.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "max_in_flight": self.max_in_flight,
+            "in_flight": self.in_flight,
+            "requests": len(self.received),
+            "by_http_status": dict(Counter(str(p.http_status) for p in self.received)),
+            "by_code": dict(Counter(str(p.code) for p in self.received)),
+            "schema_errors": list(self.schema_errors),
+        }
+
+    def _forget(self, evse_id: str) -> bool:
+        found = False
+        for per_op in self._status.values():
+            found = per_op.pop(evse_id, None) is not None or found
+        return found
+
+    # -- push endpoints --------------------------------------------------------------------
+
+    async def _on_status(self, request: web.Request) -> web.Response:
+        return await self._handle_push(request, "status")
+
+    async def _on_data(self, request: web.Request) -> web.Response:
+        return await self._handle_push(request, "data")
+
+    async def _handle_push(self, request: web.Request, endpoint: Endpoint) -> web.Response:
+        arrived = time.monotonic()
+        operator = request.match_info["operatorID"]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        body: dict[str, Any] | None = None
+        answer: _Answer | None = None
+        try:
+            raw = await request.read()
+            body = _json_object(raw)
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            answer = await self._answer(request, endpoint, operator, body)
+            return answer.response()
+        finally:
+            self.in_flight -= 1
+            action, records = _summary(endpoint, body)
+            push = ReceivedPush(
+                time=arrived,
+                endpoint=endpoint,
+                operator_id=operator,
+                action=action,
+                records=records,
+                body=body,
+                http_status=answer.status if answer else None,
+                code=answer.code if answer else None,
+            )
+            self.received.append(push)
+            if self.on_push is not None:
+                self.on_push(push)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        operator: str,
+        body: dict[str, Any] | None,
+    ) -> _Answer:
+        # Validate first so that schema errors are recorded even for faulted requests.
+        problem = self._check_body(request, endpoint, body)
+
+        hang = self.faults._take("hang")
+        if hang is not None:
+            await asyncio.sleep(hang.seconds)
+        failure = self.faults._take("fail_http")
+        if failure is not None:
+            return _http_failure(failure)
+        coded = self.faults._take("answer_code")
+        if coded is not None:
+            return _ack(coded.code, f"simulated answer {coded.code}")
+
+        if problem is not None:
+            return problem
+        assert body is not None  # _check_body returns a problem otherwise
+        if endpoint == "status":
+            status_req = PushEvseStatusRequest.model_validate(body)
+            ose = status_req.OperatorEvseStatus
+            items: list[tuple[str, Any]] = [
+                (r.EvseID, str(r.EvseStatus)) for r in ose.EvseStatusRecord
+            ]
+            return _apply(self._status, operator, ose.OperatorID, status_req.ActionType, items)
+        data_req = PushEvseDataRequest.model_validate(body)
+        oed = data_req.OperatorEvseData
+        items = [(r["EvseID"], r) for r in oed.EvseDataRecord]
+        return _apply(self._data, operator, oed.OperatorID, data_req.ActionType, items)
+
+    def _check_body(
+        self, request: web.Request, endpoint: Endpoint, body: dict[str, Any] | None
+    ) -> _Answer | None:
+        """An HTTP 4xx answer if the request is malformed, else None."""
+        if request.content_type != "application/json":
+            return _fault_body(
+                415, f"Content-Type must be application/json, not {request.content_type!r}"
+            )
+        if request.charset is not None and request.charset.lower() not in ("utf-8", "utf8"):
+            return _fault_body(415, f"charset must be UTF-8, not {request.charset!r}")
+        if body is None:
+            return _fault_body(400, "request body is not a JSON object")
+        if self.body_validator is not None:
+            try:
+                self.body_validator(endpoint, body)
+            except Exception as exc:
+                self.schema_errors.append(f"{endpoint}: {exc}")
+                return _fault_body(400, f"schema violation: {exc}")
+        model: type[BaseModel] = (
+            PushEvseStatusRequest if endpoint == "status" else PushEvseDataRequest
+        )
+        try:
+            model.model_validate(body)
+        except ValidationError as exc:
+            errors = [
+                {
+                    "fieldReference": ".".join(str(p) for p in err["loc"]),
+                    "errorMessage": err["msg"],
+                }
+                for err in exc.errors()
+            ]
+            return _fault_body(400, "Validation error", errors)
+        return None
+
+    # -- control endpoints -----------------------------------------------------------------
+
+    async def _on_sim_state(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": self.state,
+                "status_by_operator": self.state_by_operator,
+                "data": self.data_state,
+            }
+        )
+
+    async def _on_sim_received(self, request: web.Request) -> web.Response:
+        return web.json_response([p.to_json() for p in self.received])
+
+    async def _on_sim_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _on_sim_get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.describe())
+
+    async def _on_sim_faults(self, request: web.Request) -> web.Response:
+        spec = _json_object(await request.read())
+        if spec is None:
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        try:
+            self.faults.apply(spec)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"faults": self.faults.describe()})
+
+    async def _on_sim_clear(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.json_response({"faults": {}})
+
+    async def _on_sim_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _on_sim_forget(self, request: web.Request) -> web.Response:
+        spec = _json_object(await request.read())
+        evse_id = spec.get("evse_id") if spec else None
+        if not isinstance(evse_id, str):
+            return web.json_response({"error": 'body must be {"evse_id": "..."}'}, status=400)
+        return web.json_response({"forgotten": self.faults.forget(evse_id)})
+
+
+def _apply(
+    store: dict[str, dict[str, Any]],
+    path_operator: str,
+    body_operator: str,
+    action: ActionType,
+    items: list[tuple[str, Any]],
+) -> _Answer:
+    """Apply one push to ``store`` with OICP semantics; all or nothing."""
+    if body_operator != path_operator:
+        return _ack(
+            "018",
+            f"OperatorID {body_operator!r} in the body differs from {path_operator!r} in the URL",
+        )
+    seen: set[str] = set()
+    for evse_id, _ in items:
+        if not evse_belongs_to(evse_id, path_operator):
+            return _ack("018", f"EvseID {evse_id} does not belong to operator {path_operator}")
+        if evse_id in seen:
+            return _ack("018", f"EvseID {evse_id} appears more than once in the request")
+        seen.add(evse_id)
+
+    current = store.setdefault(path_operator, {})
+    if action is ActionType.INSERT:
+        existing = [evse_id for evse_id, _ in items if evse_id in current]
+        if existing:
+            return _ack(
+                "022",
+                f"insert aborted: EvseID {', '.join(existing)} already exists; "
+                "nothing was inserted",
+            )
+        current.update(items)
+    elif action is ActionType.UPDATE:
+        missing = [evse_id for evse_id, _ in items if evse_id not in current]
+        if missing:
+            return _ack(
+                "022",
+                f"update aborted: EvseID {', '.join(missing)} does not exist; nothing was updated",
+            )
+        current.update(items)
+    elif action is ActionType.DELETE:
+        for evse_id, _ in items:
+            current.pop(evse_id, None)
+    else:  # fullLoad: the new set replaces the old one (an empty list deletes everything)
+        store[path_operator] = dict(items)
+    return _ack("000", None)
+
+
+def _ack(code: str, additional_info: str | None) -> _Answer:
+    description = _DESCRIPTIONS.get(code)
+    http_status = _CODE_HTTP_STATUS.get(code)
+    if http_status is not None:
+        # Hubject answers these with an OicpERoamingFault, not an acknowledgment.
+        fault = {"Code": code, "Description": description, "AdditionalInfo": additional_info}
+        return _Answer(http_status, {"StatusCode": fault}, code)
+    body = {
+        "Result": code == "000",
+        "StatusCode": {"Code": code, "Description": description, "AdditionalInfo": additional_info},
+        "SessionID": None,
+        "CPOPartnerSessionID": None,
+        "EMPPartnerSessionID": None,
+    }
+    return _Answer(200, body, code)
+
+
+def _fault_body(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> _Answer:
+    return _Answer(status, {"message": message, "validationErrors": errors or []}, None)
+
+
+def _http_failure(fault: _Fault) -> _Answer:
+    headers = {}
+    if fault.retry_after is not None:
+        value = fault.retry_after
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        headers["Retry-After"] = str(value)
+    if fault.status == 403:  # Hubject's firewall answers with an nginx HTML page
+        html = "<html><head><title>403 Forbidden</title></head><body>403 Forbidden</body></html>"
+        return _Answer(403, html, None, headers, html=True)
+    return _Answer(fault.status, {"message": f"simulated HTTP {fault.status}"}, None, headers)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _summary(
+    endpoint: Endpoint, body: dict[str, Any] | None
+) -> tuple[str | None, list[tuple[str, str | None]]]:
+    """Best-effort (ActionType, [(EvseID, EvseStatus)]) of any body, valid or not."""
+    if body is None:
+        return None, []
+    action = body.get("ActionType")
+    outer, inner = (
+        ("OperatorEvseStatus", "EvseStatusRecord")
+        if endpoint == "status"
+        else ("OperatorEvseData", "EvseDataRecord")
+    )
+    container = body.get(outer)
+    raw_records = container.get(inner) if isinstance(container, dict) else None
+    records: list[tuple[str, str | None]] = []
+    for rec in raw_records if isinstance(raw_records, list) else []:
+        if isinstance(rec, dict):
+            status = rec.get("EvseStatus") if endpoint == "status" else None
+            records.append((str(rec.get("EvseID")), None if status is None else str(status)))
+    return (action if isinstance(action, str) else None), records
+
+
+def server_ssl_context(
+    cert: Path, key: Path | None = None, client_ca: Path | None = None
+) -> ssl.SSLContext:
+    """Server TLS context; with ``client_ca`` a client certificate signed by it is required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key) if key is not None else None)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+async def run_hub_sim(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve the simulator until cancelled, logging one ``hubsim.push`` line per push."""
+    log = structlog.get_logger("bridge.hubsim")
+
+    def log_push(push: ReceivedPush) -> None:
+        log.info(
+            "hubsim.push",
+            endpoint=push.endpoint,
+            operator_id=push.operator_id,
+            action=push.action,
+            records=len(push.records),
+            http_status=push.http_status,
+            code=push.code,
+        )
+
+    sim = HubSimulator(host, port, ssl_context=ssl_context, on_push=log_push)
+    async with sim:
+        log.info("hubsim.started", url=sim.base_url)
+        if ready is not None:
+            ready(sim.port)
+        await asyncio.Event().wait()  # until cancelled

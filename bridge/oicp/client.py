@@ -1,0 +1,297 @@
+"""HTTP client for Hubject's eRoamingPushEvseStatus V2.1.
+
+One push at a time: OICP requires data pushes to be strictly sequential, so the caller awaits
+each :meth:`OicpClient.push_evse_status` before sending the next. The client never retries;
+it turns every outcome into either a :class:`PushOutcome` or a :class:`~bridge.errors.HubError`
+with enough detail (OICP code, HTTP status, Retry-After) for the caller to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from bridge.config import OicpSettings
+from bridge.errors import ConfigError, HubRejectedError, HubTransportError
+from bridge.oicp.models import Acknowledgment, ActionType, build_status_request
+from bridge.status.table import OicpStatus
+
+__all__ = ["OicpClient", "PushOutcome", "certificate_days_left", "parse_retry_after"]
+
+STATUS_PATH = "/api/oicp/evsepush/v21/operators/{operator}/status-records"
+SUCCESS_CODE = "000"
+_SNIPPET = 200  # characters of an unexpected body quoted in error messages
+
+
+@dataclass(frozen=True, slots=True)
+class PushOutcome:
+    """A push the hub accepted (HTTP 200, Result true, code 000)."""
+
+    code: str
+    http_status: int
+    duration_ms: float
+    acknowledgment: Acknowledgment
+
+
+class OicpClient:
+    """Pushes EVSE statuses to the OICP hub over (mutual) TLS."""
+
+    def __init__(
+        self, settings: OicpSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._settings = settings
+        self.status_url = settings.base_url + STATUS_PATH.format(
+            # Hubject expects the ID as is (``DE*ABC``, ``+49*536``), not percent-encoded.
+            operator=quote(settings.operator_id, safe="*+")
+        )
+        self._http = httpx.AsyncClient(
+            verify=_ssl_context(settings),
+            timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
+            # Pushes are sequential; a second connection only covers a stale keep-alive one.
+            limits=httpx.Limits(
+                max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0
+            ),
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Accept": "application/json",
+            },
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def push_evse_status(
+        self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
+    ) -> PushOutcome:
+        """Send one eRoamingPushEvseStatus; raise HubTransportError or HubRejectedError.
+
+        Records that are not valid OICP (e.g. a malformed EvseID) raise pydantic's
+        ValidationError (a ValueError) before anything is sent.
+        """
+        request = build_status_request(
+            action, self._settings.operator_id, self._settings.operator_name, records
+        )
+        content = request.model_dump_json().encode("utf-8")
+        started = time.monotonic()
+        response = await self._post(content)
+        duration_ms = (time.monotonic() - started) * 1000.0
+        return _outcome(response, duration_ms)
+
+    async def _post(self, content: bytes) -> httpx.Response:
+        total = self._settings.request_timeout
+        try:
+            # httpx's read timeout restarts with every chunk; this caps the whole exchange.
+            async with asyncio.timeout(total):
+                return await self._http.post(self.status_url, content=content)
+        except TimeoutError:
+            raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
+        except httpx.ConnectTimeout:
+            raise HubTransportError(
+                f"connect timeout after {self._settings.connect_timeout}s (POST {self.status_url})"
+            ) from None
+        except httpx.TimeoutException:
+            raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
+        except httpx.RequestError as exc:  # transport errors, undecodable answers
+            message = f"{_describe(exc)} (POST {self.status_url})"
+            if self.status_url.startswith("https:") and self._settings.client_cert is None:
+                # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
+                message += "; note: no client certificate configured (oicp.client_cert)"
+            raise HubTransportError(message) from exc
+
+
+def _ssl_context(settings: OicpSettings) -> ssl.SSLContext:
+    """Verifying context (always), with the client certificate for mutual TLS if configured."""
+    cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("oicp.ca_bundle", f"cannot load {cafile}: {exc}") from exc
+    if settings.client_cert is not None:
+        key = str(settings.client_key) if settings.client_key is not None else None
+        try:
+            context.load_cert_chain(str(settings.client_cert), key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "oicp.client_cert", f"cannot load {settings.client_cert} / {key}: {exc}"
+            ) from exc
+    return context
+
+
+def _describe(exc: httpx.RequestError) -> str:
+    """Say what went wrong at the network level, naming TLS problems as such."""
+    os_error: OSError | None = None
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed: {cause.verify_message or cause}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+        if isinstance(cause, OSError) and os_error is None and cause.strerror:
+            os_error = cause
+        cause = cause.__cause__ or cause.__context__
+    kinds: dict[type[httpx.RequestError], str] = {
+        httpx.ConnectError: "cannot connect",
+        httpx.RemoteProtocolError: "connection closed by hub",
+        httpx.ReadError: "read error",
+        httpx.WriteError: "write error",
+    }
+    kind = kinds.get(type(exc), type(exc).__name__)
+    detail = os_error.strerror if os_error is not None else str(exc)
+    return f"{kind}: {detail}" if detail else kind
+
+
+def _outcome(response: httpx.Response, duration_ms: float) -> PushOutcome:
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    body = _json_or_none(response)
+
+    if status == 200:
+        try:
+            ack = Acknowledgment.model_validate(body)
+        except ValidationError:
+            raise HubRejectedError(
+                f"hub answered HTTP 200 without an OICP acknowledgment: {_snippet(response)}",
+                http_status=status,
+                retry_after=retry_after,
+            ) from None
+        if ack.Result is True and ack.StatusCode.Code == SUCCESS_CODE:
+            return PushOutcome(ack.StatusCode.Code, status, duration_ms, ack)
+        sc = ack.StatusCode
+        raise HubRejectedError(
+            _rejection_message(status, sc.Code, sc.Description, sc.AdditionalInfo, ack.Result),
+            code=sc.Code,
+            http_status=status,
+            description=sc.Description,
+            additional_info=sc.AdditionalInfo,
+            retry_after=retry_after,
+        )
+
+    # Not 200: Hubject sends OicpERoamingFault (401/017, 404/300), FaultBody (400, 500) or HTML.
+    code, description, info = _fault_fields(body)
+    if body is None and response.content:
+        info = info or _snippet(response)
+    raise HubRejectedError(
+        _rejection_message(status, code, description, info, None),
+        code=code,
+        http_status=status,
+        description=description,
+        additional_info=info,
+        retry_after=retry_after,
+    )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+
+
+def _fault_fields(body: Any) -> tuple[str | None, str | None, str | None]:
+    """(code, description, additional info) from a non-200 JSON body, whatever its shape."""
+    if not isinstance(body, dict):
+        return None, None, None
+    code = description = info = None
+    status_code = body.get("StatusCode")
+    if isinstance(status_code, dict):
+        code = _str_or_none(status_code.get("Code"))
+        description = _str_or_none(status_code.get("Description"))
+        info = _str_or_none(status_code.get("AdditionalInfo"))
+    description = description or _str_or_none(body.get("message"))
+    errors = body.get("validationErrors")
+    if isinstance(errors, list) and errors and info is None:
+        info = "; ".join(
+            f"{e.get('fieldReference')}: {e.get('errorMessage')}" if isinstance(e, dict) else str(e)
+            for e in errors
+        )
+    return code, description, info
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _rejection_message(
+    status: int,
+    code: str | None,
+    description: str | None,
+    info: str | None,
+    result: bool | None,
+) -> str:
+    parts = [f"hub answered HTTP {status}"]
+    if code is not None:
+        parts.append(f"code {code}")
+    if result is not None:
+        parts.append(f"Result {str(result).lower()}")
+    message = ", ".join(parts)
+    detail = ": ".join(x for x in (description, info) if x)
+    return f"{message}: {detail}" if detail else message
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = re.sub(r"\s+", " ", response.content.decode("utf-8", "replace")).strip()
+    if not text:
+        return "(empty body)"
+    return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def certificate_days_left(path: Path) -> float | None:
+    """Days until the first certificate in ``path`` expires (negative once expired).
+
+    Returns None when the optional ``cryptography`` package is not installed. Raises OSError if
+    the file cannot be read and ValueError if it holds no PEM certificate.
+    """
+    try:
+        from cryptography import x509  # optional: not a runtime dependency
+    except ImportError:
+        return None
+    data = Path(path).read_bytes()
+    start = data.find(b"-----BEGIN CERTIFICATE-----")
+    if start < 0:
+        raise ValueError(f"{path}: no PEM certificate found")
+    cert = x509.load_pem_x509_certificate(data[start:])
+    left = cert.not_valid_after_utc - datetime.now(UTC)
+    return left.total_seconds() / 86400.0

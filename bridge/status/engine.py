@@ -1,0 +1,165 @@
+"""The live status of every connector and EVSE: pure state transitions, no I/O.
+
+The engine turns one OCPP status report into the list of EVSEs whose *OICP* status changed.
+Only those changes are worth a push: Preparing → Charging → Finishing is one ``Occupied``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from bridge.status.aggregate import evse_status
+from bridge.status.registry import Registry
+from bridge.status.table import OcppStatus, OicpStatus
+
+STATION = 0  # OCPP 1.6 connectorId 0 / the 2.0.1 ChargingStation component
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """One connector status as a charger reported it."""
+
+    charge_point_id: str
+    evse_key: int  # 1.6: connectorId (0 = whole charge point); 2.0.1: evseId
+    connector_id: int  # 1.6: same as evse_key; 2.0.1: connectorId within the EVSE
+    status: OcppStatus
+
+
+@dataclass(frozen=True, slots=True)
+class EvseChange:
+    evse_id: str
+    charge_point_id: str
+    old: OicpStatus
+    new: OicpStatus
+
+
+class StatusEngine:
+    """Connector statuses in, per-EVSE OICP statuses out."""
+
+    def __init__(
+        self,
+        table: Mapping[OcppStatus, OicpStatus],
+        registry: Registry,
+        *,
+        offline_status: OicpStatus = OicpStatus.UNKNOWN,
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.offline_status = offline_status
+        # charge point → (evse_key, connector_id) → last OCPP status
+        self._connectors: dict[str, dict[tuple[int, int], OcppStatus]] = {}
+        self._station: dict[str, OcppStatus] = {}
+        self._offline: set[str] = set()
+        self._evses_of: dict[str, set[str]] = {}
+        self._cp_of: dict[str, str] = {}
+        self._status: dict[str, OicpStatus] = {}
+        for evse_id, cp_id in registry.configured_evse_ids().items():
+            self._learn(cp_id, evse_id)
+
+    # -- queries ---------------------------------------------------------------------------
+    def status(self, evse_id: str) -> OicpStatus:
+        return self._status.get(evse_id, OicpStatus.UNKNOWN)
+
+    def evse_ids(self) -> list[str]:
+        """Every EVSE the bridge knows: configured ones plus those learned from templates."""
+        return sorted(self._cp_of)
+
+    def charge_point_of(self, evse_id: str) -> str | None:
+        return self._cp_of.get(evse_id)
+
+    def evses_of(self, charge_point_id: str) -> list[str]:
+        return sorted(self._evses_of.get(charge_point_id, ()))
+
+    def connectors_of(self, charge_point_id: str) -> dict[tuple[int, int], OcppStatus]:
+        return dict(self._connectors.get(charge_point_id, {}))
+
+    def ocpp_statuses(self, evse_id: str) -> list[str]:
+        """The last OCPP status of each connector of an EVSE (for logs and the API)."""
+        cp_id = self._cp_of.get(evse_id)
+        if cp_id is None:
+            return []
+        return [
+            status.value
+            for (key, _), status in sorted(self._connectors.get(cp_id, {}).items())
+            if self.registry.evse_id(cp_id, key) == evse_id
+        ]
+
+    def station_status(self, charge_point_id: str) -> OcppStatus | None:
+        return self._station.get(charge_point_id)
+
+    def is_offline(self, charge_point_id: str) -> bool:
+        return charge_point_id in self._offline
+
+    # -- transitions -----------------------------------------------------------------------
+    def restore(
+        self,
+        connectors: Iterable[tuple[str, int, int, OcppStatus]],
+        offline: Iterable[str] = (),
+    ) -> None:
+        """Rebuild from persisted connector statuses (at start-up); emits no changes."""
+        for cp_id, key, connector_id, status in connectors:
+            self._set(StatusReport(cp_id, key, connector_id, status))
+        self._offline.update(offline)
+        for evse_id in self._cp_of:
+            self._status[evse_id] = self._compute(evse_id)
+
+    def apply(self, report: StatusReport) -> tuple[str | None, list[EvseChange]]:
+        """Record one report. Returns its EvseID (None: station-wide or unmapped) and changes."""
+        evse_id = self._set(report)
+        if report.evse_key == STATION:
+            return None, self._recompute(self.evses_of(report.charge_point_id))
+        if evse_id is None:
+            return None, []
+        return evse_id, self._recompute([evse_id])
+
+    def set_offline(self, charge_point_id: str, offline: bool) -> list[EvseChange]:
+        """Mark a charger offline (its EVSEs show ``offline_status``) or back online."""
+        if offline == (charge_point_id in self._offline):
+            return []
+        if offline:
+            self._offline.add(charge_point_id)
+        else:
+            self._offline.discard(charge_point_id)
+        return self._recompute(self.evses_of(charge_point_id))
+
+    # -- internals -------------------------------------------------------------------------
+    def _set(self, report: StatusReport) -> str | None:
+        cp_id = report.charge_point_id
+        if report.evse_key == STATION:
+            self._station[cp_id] = report.status
+            return None
+        evse_id = self.registry.evse_id(cp_id, report.evse_key)
+        if evse_id is None:
+            return None
+        self._learn(cp_id, evse_id)
+        self._connectors.setdefault(cp_id, {})[(report.evse_key, report.connector_id)] = (
+            report.status
+        )
+        return evse_id
+
+    def _learn(self, cp_id: str, evse_id: str) -> None:
+        if evse_id not in self._cp_of:
+            self._cp_of[evse_id] = cp_id
+            self._evses_of.setdefault(cp_id, set()).add(evse_id)
+
+    def _compute(self, evse_id: str) -> OicpStatus:
+        cp_id = self._cp_of[evse_id]
+        if cp_id in self._offline:
+            return self.offline_status
+        mine = [
+            status
+            for (key, _), status in self._connectors.get(cp_id, {}).items()
+            if self.registry.evse_id(cp_id, key) == evse_id
+        ]
+        return evse_status(mine, self.table, self._station.get(cp_id))
+
+    def _recompute(self, evse_ids: Iterable[str]) -> list[EvseChange]:
+        changes = []
+        for evse_id in evse_ids:
+            old = self._status.get(evse_id, OicpStatus.UNKNOWN)
+            new = self._compute(evse_id)
+            if new != old:
+                self._status[evse_id] = new
+                changes.append(EvseChange(evse_id, self._cp_of[evse_id], old, new))
+        return changes

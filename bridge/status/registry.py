@@ -1,0 +1,61 @@
+"""The charger registry: which OICP EvseID a charger's connector / EVSE number is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from bridge.config import EVSE_ID_RE, evse_belongs_to
+
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+class Registry:
+    """Configured chargers plus, optionally, a template for chargers not listed.
+
+    Keys are OCPP 1.6 connectorIds or OCPP 2.0.1 evseIds, whichever the charger speaks.
+    """
+
+    def __init__(
+        self,
+        chargers: Mapping[str, Mapping[int, str]],
+        operator_id: str,
+        *,
+        template: str | None = None,
+        allow_unlisted: bool = False,
+    ) -> None:
+        self._chargers = {cp: dict(evses) for cp, evses in chargers.items()}
+        self._operator_id = operator_id
+        self._template = template if allow_unlisted else None
+
+    def knows(self, charge_point_id: str) -> bool:
+        """Whether a charger with this ID may connect."""
+        return charge_point_id in self._chargers or self._template is not None
+
+    def is_listed(self, charge_point_id: str) -> bool:
+        return charge_point_id in self._chargers
+
+    def evse_id(self, charge_point_id: str, key: int) -> str | None:
+        """EvseID of connector/EVSE ``key`` of a charger, or None if it has none."""
+        listed = self._chargers.get(charge_point_id)
+        if listed is not None:
+            return listed.get(key)
+        if self._template is None or key < 1:
+            return None
+        candidate = self._template.format(
+            operator=self._operator_id,
+            charge_point=_NOT_ALNUM.sub("", charge_point_id),
+            evse=key,
+        )
+        if EVSE_ID_RE.match(candidate) and evse_belongs_to(candidate, self._operator_id):
+            return candidate
+        return None
+
+    def listed_evses(self, charge_point_id: str) -> dict[int, str]:
+        return dict(self._chargers.get(charge_point_id, {}))
+
+    def configured_evse_ids(self) -> dict[str, str]:
+        """Every configured EvseID → its charge point ID (templated ones are learned at runtime)."""
+        return {
+            evse_id: cp_id for cp_id, evses in self._chargers.items() for evse_id in evses.values()
+        }

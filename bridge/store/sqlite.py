@@ -1,0 +1,309 @@
+"""Durable state in SQLite (WAL) with group commit.
+
+Writers ``put_*`` rows (keyed, so a second put of the same row before the commit replaces the
+first) and then ``await commit()``: it returns once everything put so far is on disk. Commits
+are batched over ``group_commit_ms`` so thousands of StatusNotifications a second cost a few
+fsyncs, not thousands. All SQLite work runs on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS connector (
+    charge_point_id TEXT NOT NULL,
+    evse_key INTEGER NOT NULL,
+    connector_id INTEGER NOT NULL,
+    ocpp_status TEXT NOT NULL,
+    error_code TEXT,
+    reported_at TEXT,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (charge_point_id, evse_key, connector_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evse (
+    evse_id TEXT PRIMARY KEY,
+    charge_point_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    changed_at REAL,
+    hub_status TEXT,
+    hub_holds INTEGER NOT NULL DEFAULT 0,
+    hub_acked_at REAL,
+    pending_since REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_outcome TEXT,
+    last_code TEXT,
+    last_info TEXT,
+    last_push_at REAL,
+    parked_code TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS charge_point (
+    charge_point_id TEXT PRIMARY KEY,
+    protocol TEXT,
+    connected INTEGER NOT NULL DEFAULT 0,
+    offline INTEGER NOT NULL DEFAULT 0,
+    last_seen REAL,
+    disconnected_at REAL,
+    boot TEXT
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class ConnectorRow:
+    charge_point_id: str
+    evse_key: int
+    connector_id: int
+    ocpp_status: str
+    error_code: str | None
+    reported_at: str | None
+    received_at: float
+
+
+@dataclass(slots=True)
+class EvseRow:
+    """Delivery state of one EVSE. ``pending_since`` is set while the hub lacks ``status``."""
+
+    evse_id: str
+    charge_point_id: str
+    status: str
+    changed_at: float | None = None
+    hub_status: str | None = None
+    hub_holds: bool = False
+    hub_acked_at: float | None = None
+    pending_since: float | None = None
+    attempts: int = 0
+    last_outcome: str | None = None
+    last_code: str | None = None
+    last_info: str | None = None
+    last_push_at: float | None = None
+    parked_code: str | None = None
+
+
+@dataclass(slots=True)
+class ChargePointRow:
+    charge_point_id: str
+    protocol: str | None = None
+    connected: bool = False
+    offline: bool = False
+    last_seen: float | None = None
+    disconnected_at: float | None = None
+    boot: str | None = None  # JSON of the last BootNotification
+
+
+@dataclass(slots=True)
+class Snapshot:
+    connectors: list[ConnectorRow]
+    evses: list[EvseRow]
+    charge_points: list[ChargePointRow]
+    meta: dict[str, str]
+
+
+def _upsert_sql(table: str, cls: type[Any]) -> str:
+    names = [f.name for f in fields(cls)]
+    return (
+        f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+        f"VALUES ({', '.join('?' for _ in names)})"
+    )
+
+
+_CONNECTOR_SQL = _upsert_sql("connector", ConnectorRow)
+_EVSE_SQL = _upsert_sql("evse", EvseRow)
+_CP_SQL = _upsert_sql("charge_point", ChargePointRow)
+
+
+class StateStore:
+    """The bridge's SQLite database. Use from one event loop."""
+
+    def __init__(
+        self, path: Path, *, group_commit_ms: float = 2.0, synchronous: str = "FULL"
+    ) -> None:
+        self.path = path
+        self.group_commit_s = group_commit_ms / 1000
+        self._synchronous = synchronous
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._connectors: dict[tuple[str, int, int], ConnectorRow] = {}
+        self._evses: dict[str, EvseRow] = {}
+        self._cps: dict[str, ChargePointRow] = {}
+        self._meta: dict[str, str] = {}
+        self._batch: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._write_lock = threading.Lock()
+        self.commits = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> Snapshot:
+        """Open (creating if needed) and read everything; blocking, call at start-up."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if version is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(version[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version[0]}, this bridge needs {SCHEMA_VERSION}"
+                )
+            self._db = db
+            return Snapshot(
+                connectors=[ConnectorRow(*r) for r in db.execute("SELECT * FROM connector")],
+                evses=[_evse(r) for r in db.execute("SELECT * FROM evse")],
+                charge_points=[_cp(r) for r in db.execute("SELECT * FROM charge_point")],
+                meta=dict(db.execute("SELECT key, value FROM meta").fetchall()),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def close(self) -> None:
+        """Commit what is outstanding and close."""
+        if self._db is None:
+            return
+        await self.commit()
+        if self._flusher is not None:
+            await self._flusher
+        db, self._db = self._db, None
+        await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=True)
+
+    # -- writes ----------------------------------------------------------------------------
+    def put_connector(self, row: ConnectorRow) -> None:
+        self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = row
+
+    def put_evse(self, row: EvseRow) -> None:
+        # Rows are mutable objects owned by the outbox; copy so a later in-memory change
+        # cannot slip into a batch that is being written.
+        self._evses[row.evse_id] = EvseRow(*astuple(row))
+
+    def put_charge_point(self, row: ChargePointRow) -> None:
+        self._cps[row.charge_point_id] = ChargePointRow(*astuple(row))
+
+    def put_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._connectors or self._evses or self._cps or self._meta)
+
+    async def commit(self) -> None:
+        """Return when every row put so far is durable (raises StoreError if it cannot be)."""
+        if self._db is None:
+            raise StoreError("state database is not open")
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
+        await asyncio.shield(self._batch)
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batch is not None:
+            if self.group_commit_s:
+                await asyncio.sleep(self.group_commit_s)  # let more writers join this batch
+            batch, self._batch = self._batch, None
+            rows = (
+                list(self._connectors.values()),
+                [astuple(r) for r in self._evses.values()],
+                [astuple(r) for r in self._cps.values()],
+                list(self._meta.items()),
+            )
+            self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
+            try:
+                await loop.run_in_executor(self._executor, self._write, *rows)
+            except (sqlite3.Error, StoreError) as exc:
+                self._requeue(*rows)  # nothing accepted is dropped: the next commit retries
+                batch.set_exception(StoreError(f"state database write failed: {exc}"))
+                batch.exception()  # retrieved here; waiters re-raise it
+            else:
+                batch.set_result(None)
+
+    def _requeue(
+        self,
+        connectors: list[ConnectorRow],
+        evses: list[tuple[Any, ...]],
+        cps: list[tuple[Any, ...]],
+        meta: list[tuple[str, str]],
+    ) -> None:
+        for c in connectors:
+            self._connectors.setdefault((c.charge_point_id, c.evse_key, c.connector_id), c)
+        for e in evses:
+            self._evses.setdefault(e[0], _evse(e))
+        for cp in cps:
+            self._cps.setdefault(cp[0], _cp(cp))
+        for key, value in meta:
+            self._meta.setdefault(key, value)
+
+    def _write(
+        self,
+        connectors: list[ConnectorRow],
+        evses: list[tuple[Any, ...]],
+        cps: list[tuple[Any, ...]],
+        meta: list[tuple[str, str]],
+    ) -> None:
+        db = self._db
+        if db is None:
+            raise StoreError("state database is closed")
+        with self._write_lock:
+            db.execute("BEGIN")
+            try:
+                if connectors:
+                    db.executemany(_CONNECTOR_SQL, [astuple(r) for r in connectors])
+                if evses:
+                    db.executemany(_EVSE_SQL, evses)
+                if cps:
+                    db.executemany(_CP_SQL, cps)
+                if meta:
+                    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self.commits += 1
+
+
+def _evse(r: tuple[Any, ...]) -> EvseRow:
+    row = EvseRow(*r)
+    row.hub_holds = bool(row.hub_holds)
+    return row
+
+
+def _cp(r: tuple[Any, ...]) -> ChargePointRow:
+    row = ChargePointRow(*r)
+    row.connected = bool(row.connected)
+    row.offline = bool(row.offline)
+    return row
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Read the state database without the writer (for ``bridge status``)."""
+    if not path.is_file():
+        raise StoreError(f"state database {path} does not exist")
+    store = StateStore(path)
+    try:
+        return store.open()
+    finally:
+        if store._db is not None:
+            store._db.close()
+        store._executor.shutdown(wait=False)
