@@ -21,8 +21,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests $(wildcard bench)
+	$(BIN)/ruff format --check bridge tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict bridge

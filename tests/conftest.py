@@ -31,7 +31,7 @@ CHARGERS = {
 
 @pytest.fixture(autouse=True, scope="session")
 def _logging() -> None:
-    setup_logging("DEBUG", "console")
+    setup_logging("INFO", "console")
 
 
 @pytest.fixture

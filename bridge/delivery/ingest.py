@@ -40,7 +40,8 @@ class Ingest:
         self.charge_points: dict[str, ChargePointRow] = {}
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self._connections: dict[str, int] = {}  # live connections per charger (replacement)
-        self.on_status: Callable[[str, OcppStatus], None] | None = None  # metrics hook
+        # metrics hook: (charge point, protocol version, OCPP status)
+        self.on_status: Callable[[str, str, OcppStatus], None] | None = None
 
     def restore(self, rows: list[ChargePointRow]) -> None:
         for row in rows:
@@ -77,7 +78,7 @@ class Ingest:
         self._apply(changes)
         self._touch(charge_point_id, now)
         if self.on_status is not None:
-            self.on_status(charge_point_id, status)
+            self.on_status(charge_point_id, self._row(charge_point_id).protocol or "?", status)
         log.info(
             "status.received",
             charge_point_id=charge_point_id,
