@@ -300,3 +300,23 @@ async def test_second_connection_replaces_first(bridge: Bridge, hub: HubSimulato
     await eventually(lambda: hub.state.get("DE*ABC*E16*1") == "Occupied")
     assert bridge.ingest.charge_points["CP16"].connected
     await second.close()
+
+
+async def test_change_back_to_what_the_hub_has_is_not_pushed(
+    bridge: Bridge, hub: HubSimulator
+) -> None:
+    async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
+        await cp.status(1, "Available")
+        await eventually(lambda: hub.state.get("DE*ABC*E16*1") == "Available")
+        hub.faults.fail_http(503)  # hold pushes back while the EVSE changes and changes back
+        await cp.status(1, "Charging")
+        await eventually(lambda: len(hub.received) >= 2)
+        assert bridge.outbox.is_pending("DE*ABC*E16*1")
+        await cp.status(1, "Available")
+        assert not bridge.outbox.is_pending("DE*ABC*E16*1")
+        hub.faults.clear()
+        await cp.status(2, "Reserved")  # a later change still goes through
+        await eventually(lambda: hub.state.get("DE*ABC*E16*2") == "Reserved")
+    assert [p for p in pushes(hub) if p[1] == "DE*ABC*E16*1"] == [
+        ("insert", "DE*ABC*E16*1", "Available")
+    ]

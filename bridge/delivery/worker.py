@@ -82,17 +82,29 @@ class PushWorker:
     async def run(self) -> None:
         """Push until :meth:`stop`; the push in flight when stop is called finishes first."""
         while not self._stop.is_set():
-            hold = self._hold_until - time.monotonic()
-            if hold > 0:
-                await self._wait(self._stop, hold)
-            elif self._full_load_waiters:
-                await self._full_load()
-            elif (row := self.outbox.head()) is not None:
-                await self._push(row)
-            else:
-                self.outbox.changed.clear()
-                await self._wait(self.outbox.changed, None, also=self._full_load_requested)
+            try:
+                await self._step()
+            except Exception:
+                # A bug or a failing state store must not end pushing for good: log it, back
+                # off like a hub failure, and go on. Nothing was acknowledged, so nothing is lost.
+                self.in_flight = False
+                self._failures += 1
+                delay = backoff(self._failures, self.retry.initial, self.retry.cap)
+                self._hold_until = time.monotonic() + delay
+                log.exception("push.error", retry_in_s=round(delay, 2))
         self._fail_waiters(HubError("bridge is shutting down"))
+
+    async def _step(self) -> None:
+        hold = self._hold_until - time.monotonic()
+        if hold > 0:
+            await self._wait(self._stop, hold)
+        elif self._full_load_waiters:
+            await self._full_load()
+        elif (row := self.outbox.head()) is not None:
+            await self._push(row)
+        else:
+            self.outbox.changed.clear()
+            await self._wait(self.outbox.changed, None, also=self._full_load_requested)
 
     def stop(self) -> None:
         self._stop.set()

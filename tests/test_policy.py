@@ -1,0 +1,65 @@
+"""Retry classification, backoff bounds and the token bucket (unit tests of one module)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.delivery.policy import TokenBucket, Verdict, backoff, classify
+from bridge.errors import HubRejectedError, HubTransportError
+
+
+def rejected(code: str | None = None, http: int | None = 200) -> HubRejectedError:
+    return HubRejectedError("x", code=code, http_status=http)
+
+
+@pytest.mark.parametrize("code", ["001", "002", "009", "021", "310", "320"])
+def test_transient_oicp_codes_retry(code: str) -> None:
+    assert classify(rejected(code), "update") is Verdict.RETRY
+
+
+@pytest.mark.parametrize("http", [408, 429, 500, 502, 503, 504])
+def test_transient_http_statuses_retry(http: int) -> None:
+    assert classify(rejected(None, http), "update") is Verdict.RETRY
+
+
+def test_network_errors_and_timeouts_retry() -> None:
+    assert classify(HubTransportError("timeout"), "insert") is Verdict.RETRY
+
+
+@pytest.mark.parametrize(
+    ("code", "http"),
+    [("017", 401), ("017", 200), ("300", 404), (None, 401), (None, 403), ("210", 200)],
+)
+def test_configuration_errors_pause(code: str | None, http: int) -> None:
+    assert classify(rejected(code, http), "update") is Verdict.PAUSE
+
+
+def test_022_flips_insert_and_update_only() -> None:
+    assert classify(rejected("022"), "update") is Verdict.FLIP
+    assert classify(rejected("022"), "insert") is Verdict.FLIP
+    assert classify(rejected("022"), "fullLoad") is Verdict.PARK
+
+
+@pytest.mark.parametrize(("code", "http"), [("018", 200), ("603", 200), (None, 400), ("604", 200)])
+def test_data_errors_park(code: str | None, http: int) -> None:
+    assert classify(rejected(code, http), "update") is Verdict.PARK
+
+
+@given(st.integers(1, 60), st.floats(0.01, 5), st.floats(5, 600))
+def test_backoff_is_bounded(attempt: int, initial: float, cap: float) -> None:
+    assert 0 <= backoff(attempt, initial, cap) <= min(cap, initial * 2 ** (attempt - 1))
+
+
+def test_retry_after_is_a_lower_bound_capped_by_the_maximum() -> None:
+    assert backoff(1, 0.1, 60, retry_after=5) >= 5
+    assert backoff(1, 0.1, 2, retry_after=30) == 2
+
+
+def test_token_bucket_allows_burst_then_asks_to_wait() -> None:
+    bucket = TokenBucket(120, burst=2)  # 2 per second, burst of 2
+    bucket._tokens -= 1
+    assert bucket.delay() == 0
+    bucket._tokens -= 1
+    assert 0.4 < bucket.delay() <= 0.5
