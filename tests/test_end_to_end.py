@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trustme
 
 from bridge.app import Bridge
-from bridge.hubsim import HubSimulator
+from bridge.hubsim import HubSimulator, server_ssl_context
 from tests.conftest import charger, eventually, pushes
+from tests.oicp_schema import validate_push_body
 
 
 async def test_ocpp16_charger_status_changes_reach_hub_in_order(
@@ -140,3 +144,31 @@ async def test_state_survives_restart_without_repush(
         ("insert", "DE*ABC*E16*1", "Available"),
         ("update", "DE*ABC*E16*1", "Occupied"),
     ]
+
+
+async def test_charger_to_hub_over_mutual_tls(
+    tmp_path: Path, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    """The whole path with the hub on https requiring our client certificate (trustme PKI)."""
+    ca = trustme.CA()
+    files = {
+        "ca": ca.cert_pem,
+        "hub": ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem,
+        "client": ca.issue_cert("bridge.example.com").private_key_and_cert_chain_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    context = server_ssl_context(tmp_path / "hub.pem", None, client_ca=tmp_path / "ca.pem")
+    async with HubSimulator(ssl_context=context, body_validator=validate_push_body) as tls_hub:
+        assert tls_hub.base_url.startswith("https://")
+        bridge = await make_bridge(
+            oicp={
+                "base_url": tls_hub.base_url,
+                "client_cert": tmp_path / "client.pem",
+                "ca_bundle": tmp_path / "ca.pem",
+            }
+        )
+        async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
+            await cp.status(1, "Reserved")
+            await eventually(lambda: tls_hub.state == {"DE*ABC*E16*1": "Reserved"})
+        assert tls_hub.schema_errors == []
