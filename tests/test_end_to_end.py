@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trustme
+from ocpp.v16 import call as call16
 
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator, server_ssl_context
@@ -20,9 +21,8 @@ async def test_ocpp16_charger_status_changes_reach_hub_in_order(
         boot = await cp.boot()
         assert boot.status == "Accepted" and boot.interval == 60
         assert boot.current_time.endswith("Z")
-        assert (
-            await cp.cp.call(__import__("ocpp.v16.call", fromlist=["x"]).Heartbeat())
-        ).current_time.endswith("Z")
+        heartbeat = await cp.cp.call(call16.Heartbeat())
+        assert heartbeat.current_time.endswith("Z")
         for status in ("Available", "Preparing", "Charging", "SuspendedEV", "Finishing"):
             await cp.status(1, status)
             await eventually(lambda: not bridge.outbox)
