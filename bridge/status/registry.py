@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from bridge.config import EVSE_ID_RE, evse_belongs_to
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+_MISSING = ""  # sentinel: cache miss (a real EvseID is never empty)
 
 
 class Registry:
@@ -27,6 +28,7 @@ class Registry:
         self._chargers = {cp: dict(evses) for cp, evses in chargers.items()}
         self._operator_id = operator_id
         self._template = template if allow_unlisted else None
+        self._templated: dict[tuple[str, int], str | None] = {}  # formatting + regex per message
 
     def knows(self, charge_point_id: str) -> bool:
         """Whether a charger with this ID may connect."""
@@ -42,6 +44,15 @@ class Registry:
             return listed.get(key)
         if self._template is None or key < 1:
             return None
+        cached = self._templated.get((charge_point_id, key), _MISSING)
+        if cached is not _MISSING:
+            return cached
+        result = self._from_template(charge_point_id, key)
+        self._templated[(charge_point_id, key)] = result
+        return result
+
+    def _from_template(self, charge_point_id: str, key: int) -> str | None:
+        assert self._template is not None
         candidate = self._template.format(
             operator=self._operator_id,
             charge_point=_NOT_ALNUM.sub("", charge_point_id),
