@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/bridge.example.yaml
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck hadolint pytest docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	BRIDGE_HUB_SIM__EMBEDDED=true $(BIN)/bridge run --config $(CONFIG)
 
-## test: lint, type-check and run every test
-test: lint typecheck pytest
+## test: lint (code and Dockerfile), type-check and run every test
+test: lint typecheck hadolint pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests $(wildcard bench)
@@ -27,8 +27,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict bridge
 
+hadolint: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+
+## docs: regenerate docs/configuration.md and the README metrics table from the code
+docs: $(STAMP)
+	$(BIN)/python -m bridge.ops.docs --write
+
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~3 min);
+##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet uvloop py-spy
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache state

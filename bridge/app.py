@@ -22,8 +22,10 @@ from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.hubsim import HubSimulator
-from bridge.ocpp.server import OcppServer
-from bridge.oicp.client import OicpClient
+from bridge.ocpp.server import CERT_WARN_DAYS, OcppServer
+from bridge.oicp.client import OicpClient, certificate_days_left
+from bridge.ops.http import OpsServer
+from bridge.ops.metrics import BridgeMetrics
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
@@ -88,11 +90,36 @@ class Bridge:
             self.engine, self.outbox, self.store, offline_grace=settings.ocpp.offline_grace
         )
         self.hub_sim: HubSimulator | None = None
+        #: Days until the OICP client certificate expires (None: none configured/unknown).
+        self.client_cert_days_left: float | None = None
         self._client = client
         self.worker: PushWorker | None = None
-        self.ocpp = OcppServer(settings.ocpp, self.registry, self.ingest)
+        self.ocpp = OcppServer(
+            settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        # Ops: metrics counted through the components' hooks, state read at scrape time.
+        self.metrics = BridgeMetrics()
+        self.metrics.watch(self)
+        self.ingest.on_status = self.metrics.observe_status
+        self.ocpp.on_auth_failure = self.metrics.observe_auth_failure
+        self.ops_server: OpsServer | None = None
+        self.accepting = False  # the OCPP endpoint is listening (readiness)
+        self.stopping = False
+        self._restored_full_load: float | None = None
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The long-running tasks (push worker, fullLoad scheduler)."""
+        return list(self._tasks)
+
+    @property
+    def last_full_load(self) -> float | None:
+        """Unix time of the last fullLoad the hub accepted, also from before a restart."""
+        if self.worker is not None and self.worker.last_full_load is not None:
+            return self.worker.last_full_load
+        return self._restored_full_load
 
     def open_state(self) -> None:
         """Take the database lock and load the durable state (blocking; at start-up)."""
@@ -104,6 +131,8 @@ class Bridge:
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        with suppress(KeyError, ValueError):
+            self._restored_full_load = float(snapshot.meta["last_full_load"])
         self.ingest.restore(snapshot.charge_points)
         log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
                  connectors=len(snapshot.connectors), pending=len(self.outbox))  # fmt: skip
@@ -117,7 +146,27 @@ class Bridge:
             limiter=TokenBucket(d.rate_limit_per_minute),
             retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
         )
+        self.worker.on_push = self.metrics.observe_push
+        self.worker.last_full_load = self._restored_full_load
         return self.worker
+
+    def check_client_cert(self) -> None:
+        """Log (warn under 30 days) and keep how long the hub client certificate is valid."""
+        cert = self.settings.oicp.client_cert
+        if cert is None:
+            return
+        try:
+            days = certificate_days_left(cert)
+        except (OSError, ValueError) as exc:
+            log.warning("oicp.client_cert", path=str(cert), error=str(exc))
+            return
+        self.client_cert_days_left = days
+        shown = None if days is None else round(days, 1)
+        if days is not None and days < CERT_WARN_DAYS:
+            log.warning("oicp.client_cert", path=str(cert), days_left=shown,
+                        reason=f"expires in less than {CERT_WARN_DAYS} days")  # fmt: skip
+        else:
+            log.info("oicp.client_cert", path=str(cert), days_left=shown)
 
     async def start(self) -> None:
         s = self.settings
@@ -127,6 +176,10 @@ class Bridge:
             self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
             await self.hub_sim.start()
             log.info("hubsim.embedded", url=self.hub_sim.base_url)
+        if s.ops.enabled:
+            self.ops_server = OpsServer(self, s.ops)
+            await self.ops_server.start()
+        self.check_client_cert()
         client = self._client or OicpClient(s.oicp)
         self._client = client
         worker = self.make_worker(client)
@@ -137,14 +190,17 @@ class Bridge:
                 name="fullload-scheduler",
             ))  # fmt: skip
         await self.ocpp.start()
+        self.accepting = True
         self.ingest.start_grace_for_all()
         log.info("bridge.started", ocpp_port=self.ocpp.port, hub=s.oicp.base_url,
                  operator_id=s.oicp.operator_id, chargers=len(s.chargers),
-                 evses=len(self.engine.evse_ids()))  # fmt: skip
+                 evses=len(self.engine.evse_ids()),
+                 ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
 
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
         log.info("bridge.stopping")
+        self.stopping, self.accepting = True, False  # not ready from here on; still alive
         await self.ocpp.close()
         self.ingest.close()
         if self.worker is not None:
@@ -164,6 +220,8 @@ class Bridge:
             await self._client.aclose()
         if self.hub_sim is not None:
             await self.hub_sim.stop()
+        if self.ops_server is not None:
+            await self.ops_server.close()
         self.lock.release()
         log.info("bridge.stopped", pending=len(self.outbox))
         self._stopped.set()

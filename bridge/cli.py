@@ -20,12 +20,25 @@ EXIT_FAILED = 1
 
 log = structlog.get_logger("bridge.cli")
 
+_EPILOG = """\
+examples:
+  bridge check-config -c /etc/bridge/bridge.yaml   validate before (re)starting
+  bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
+  bridge status -c /etc/bridge/bridge.yaml --pending
+  bridge fullload --dry-run -c /etc/bridge/bridge.yaml
+
+Every setting can be overridden by an environment variable BRIDGE_<SECTION>__<SETTING>,
+e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge",
-        description="OCPP 1.6J / 2.0.1 central-system endpoint that pushes every EVSE status "
+        description="OCPP 1.6J / 2.0.1 central-system endpoint that pushes every EVSE status\n"
         "change to the Hubject OICP hub (eRoamingPushEvseStatus).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,14 +51,41 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("run", help="run the bridge (OCPP endpoint + pusher)"))
+    with_config(sub.add_parser(
+        "check-config",
+        help="validate configuration, registry and certificates",
+        description="Validate what `bridge run` would load (file + environment), the charger "
+        "registry and the certificate files, and print a summary. Exit status 2 on problems.",
+    ))  # fmt: skip
+    st = with_config(sub.add_parser(
+        "status",
+        help="print a table of every EVSE from the state database",
+        description="Every EVSE with its OCPP and OICP status, what the hub acknowledged, "
+        "whether a push is pending and the last push outcome, read from the state database "
+        "(safe while the bridge runs).",
+    ))  # fmt: skip
+    st.add_argument("--status", metavar="OICP_STATUS", help="only EVSEs with this OICP status")
+    st.add_argument("--pending", action="store_true", help="only EVSEs with a pending push")
+    st.add_argument("--json", action="store_true", help="JSON instead of a table")
     fl = with_config(sub.add_parser("fullload", help="send a fullLoad of every EVSE now"))
     fl.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
     hs = sub.add_parser("hub-sim", help="run the bundled OICP hub simulator (development)")
-    hs.add_argument("--host", default="127.0.0.1")
-    hs.add_argument("--port", type=int, default=9501)
+    hs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    hs.add_argument("--port", type=int, default=9501, help="listen port (default: %(default)s)")
     hs.add_argument("--cert", type=Path, help="server certificate (PEM) to serve https")
     hs.add_argument("--key", type=Path, help="private key of --cert")
     hs.add_argument("--client-ca", type=Path, help="require client certificates from this CA")
+    hp = sub.add_parser(
+        "hash-password",
+        help="print the hash of a charger's Basic-auth password (for password_hash)",
+        description="Read a charger's password from standard input (or a prompt on a terminal) "
+        "and print its salted scrypt hash for chargers.<ID>.password_hash. The password is never "
+        "taken from the command line, where other users and the shell history could see it.",
+    )
+    hp.add_argument(
+        "--hex", action="store_true",
+        help="the input is hex (an OCPP 1.6 AuthorizationKey sent as raw bytes)",
+    )  # fmt: skip
     return parser
 
 
@@ -54,15 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bridge.ops.logging import setup_logging
 
     try:
+        if args.command == "check-config":
+            from bridge.ops.commands import check_config
+
+            return check_config(args.config)
         if args.command == "hub-sim":
             setup_logging()
             return asyncio.run(_hub_sim(args))
+        if args.command == "hash-password":
+            return _hash_password(hex_input=args.hex)
         settings = load_settings(args.config)
-        setup_logging(settings.log.level, settings.log.format.value)
+        # Only the service logs to stdout; the other commands print their result there.
+        log_stream = None if args.command == "run" else sys.stderr
+        setup_logging(settings.log.level, settings.log.format.value, stream=log_stream)
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "fullload":
             return asyncio.run(_fullload(settings, dry_run=args.dry_run))
+        if args.command == "status":
+            from bridge.ops.commands import status
+
+            return status(settings, oicp_status=args.status, pending_only=args.pending,
+                          as_json=args.json)  # fmt: skip
     except ConfigError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -116,6 +169,32 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
     finally:
         await bridge.store.close()
         bridge.lock.release()
+
+
+def _hash_password(*, hex_input: bool) -> int:
+    import getpass
+
+    from bridge.ocpp.auth import hash_password
+
+    if sys.stdin.isatty():
+        text = getpass.getpass("Charger password: ")
+        if getpass.getpass("Again: ") != text:
+            print("bridge: the two entries differ", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        text = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # only the line end
+    secret: bytes = text.encode("utf-8")
+    if hex_input:
+        try:
+            secret = bytes.fromhex(text.strip())
+        except ValueError:
+            print("bridge: --hex input is not hexadecimal", file=sys.stderr)
+            return EXIT_FAILED
+    if not secret:
+        print("bridge: empty password", file=sys.stderr)
+        return EXIT_FAILED
+    print(hash_password(secret))
+    return 0
 
 
 async def _hub_sim(args: argparse.Namespace) -> int:

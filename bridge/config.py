@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import ipaddress
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -22,12 +23,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -79,6 +82,71 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+SecurityProfile = Annotated[int, Field(ge=0, le=3)]
+
+
+class OcppSecuritySettings(_Model):
+    """Who may connect to the OCPP port, and how (OCPP security profiles 0-3)."""
+
+    profile: SecurityProfile = Field(
+        0,
+        description=(
+            "Security profile of every charger without its own `security_profile`: 0 = no "
+            "authentication (development only), 1 = HTTP Basic auth over ws, 2 = TLS (wss) + "
+            "Basic auth, 3 = TLS with client certificates whose subject CN is the charge point ID."
+        ),
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM server certificate (chain) of the OCPP port. When set the port speaks "
+        "only TLS (wss); profiles 2 and 3 need it.",
+    )
+    tls_key: Path | None = Field(
+        None, description="PEM private key of `tls_cert` (omit if it is inside `tls_cert`)."
+    )
+    tls_min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description="Oldest TLS version accepted from chargers."
+    )
+    charger_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle that charger client certificates must chain to (profile 3).",
+    )
+    handshake_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds allowed for the TLS handshake and, again, for the websocket "
+        "handshake; slower or stalled connections are closed.",
+    )
+    max_messages_per_second: float = Field(
+        20.0,
+        gt=0,
+        description="Messages per second one connection may send on average; beyond that the "
+        "bridge reads its messages more slowly (nothing is dropped) and logs `ocpp.throttled`.",
+    )
+    message_burst: int = Field(
+        50, ge=1, description="Messages a connection may send at once before the rate applies."
+    )
+    auth_failure_limit: int = Field(
+        10,
+        ge=1,
+        description="Failed logins one address (IPv6: one /64) may make per "
+        "`auth_failure_window`; further attempts get HTTP 429 until the budget refills.",
+    )
+    auth_failure_window: float = Field(
+        60.0, gt=0, description="Seconds over which `auth_failure_limit` failures refill."
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> OcppSecuritySettings:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key is set but tls_cert is not")
+        if self.profile >= 2 and self.tls_cert is None:
+            raise ValueError(f"security profile {self.profile} needs tls_cert (wss)")
+        if self.profile == 3 and self.charger_ca is None:
+            raise ValueError("security profile 3 needs charger_ca")
+        return self
+
+
 class OcppSettings(_Model):
     """The OCPP-J websocket endpoint chargers connect to."""
 
@@ -122,6 +190,10 @@ class OcppSettings(_Model):
     )
     offline_status: Literal["Unknown", "OutOfService"] = Field(
         "Unknown", description="OICP status pushed for the EVSEs of an offline charger."
+    )
+    security: OcppSecuritySettings = Field(
+        default_factory=OcppSecuritySettings,
+        description="Authentication, TLS and limits of the OCPP port.",
     )
 
     @field_validator("evse_id_template")
@@ -274,6 +346,19 @@ class ChargerSettings(_Model):
             "connectors may share one EvseID (one EVSE with several plugs)."
         ),
     )
+    security_profile: SecurityProfile | None = Field(
+        None, description="This charger's security profile; null = `ocpp.security.profile`."
+    )
+    password_hash: SecretStr | None = Field(
+        None,
+        description="Basic-auth password hash for profiles 1 and 2, printed by `bridge "
+        "hash-password` (never the password itself). Also settable as "
+        "BRIDGE_CHARGERS__<ID>__PASSWORD_HASH.",
+    )
+    password_hash_file: Path | None = Field(
+        None,
+        description="File holding `password_hash` (e.g. a mounted secret), read at start.",
+    )
 
     @field_validator("evses")
     @classmethod
@@ -284,6 +369,29 @@ class ChargerSettings(_Model):
         if bad:
             raise ValueError(f"connector/EVSE numbers start at 1, got {bad}")
         return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash_format(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from bridge.ocpp.auth import PasswordHash  # the format lives with its checker
+
+            PasswordHash.parse(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @model_validator(mode="after")
+    def _one_hash_source(self) -> ChargerSettings:
+        if self.password_hash is not None and self.password_hash_file is not None:
+            raise ValueError("set password_hash or password_hash_file, not both")
+        return self
+
+
+class OpsSettings(_Model):
+    """The HTTP ops port: health, readiness, Prometheus metrics, read-only status API."""
+
+    enabled: bool = Field(True, description="Serve the ops port.")
+    host: str = Field("0.0.0.0", description="Ops port listen address.")
+    port: int = Field(9100, ge=0, le=65535, description="Ops port (0 = pick a free one).")
 
 
 class HubSimSettings(_Model):
@@ -310,6 +418,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     hub_sim: HubSimSettings = Field(default_factory=HubSimSettings)
     chargers: dict[str, ChargerSettings] = Field(
         default_factory=dict, description="Registry: charge point ID → its EVSEs."
@@ -336,6 +445,33 @@ class Settings(BaseSettings):
             raise ValueError("ocpp.allow_unlisted needs ocpp.evse_id_template")
         return self
 
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        sec = self.ocpp.security
+        if self.ocpp.allow_unlisted and sec.profile in (1, 2):
+            raise ValueError(
+                f"ocpp.allow_unlisted: unlisted chargers have no password, so they cannot log in "
+                f"with security profile {sec.profile}; use profile 3 or list them"
+            )
+        for cp_id, charger in self.chargers.items():
+            profile = sec.profile if charger.security_profile is None else charger.security_profile
+            where = f"chargers.{cp_id}.security_profile"
+            if profile >= 2 and sec.tls_cert is None:
+                raise ValueError(f"{where}: profile {profile} needs ocpp.security.tls_cert (wss)")
+            if profile == 3 and sec.charger_ca is None:
+                raise ValueError(f"{where}: profile 3 needs ocpp.security.charger_ca")
+            if (
+                profile in (1, 2)
+                and charger.password_hash is None
+                and not charger.password_hash_file
+            ):
+                raise ValueError(
+                    f"chargers.{cp_id}.password_hash: security profile {profile} needs a password "
+                    "hash (`bridge hash-password`), password_hash_file or "
+                    f"BRIDGE_CHARGERS__{cp_id}__PASSWORD_HASH"
+                )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -345,11 +481,32 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # Charge point IDs are case-sensitive; the stock env source lower-cases them.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
         path = _yaml_path.get()
         if path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return (*sources, file_secret_settings)
+
+
+class _EnvSource(EnvSettingsSource):
+    """``BRIDGE_*`` variables, keeping charge point IDs as spelled in the variable name.
+
+    ``BRIDGE_CHARGERS__CP-0001__PASSWORD_HASH`` must reach charger ``CP-0001``, not ``cp-0001``.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        chargers = data.get("chargers")
+        if isinstance(chargers, dict):
+            prefix = f"{self.env_prefix}chargers{self.env_nested_delimiter}".lower()
+            spelled = {}
+            for name in os.environ:
+                if name.lower().startswith(prefix):
+                    cp_id = name[len(prefix) :].split(self.env_nested_delimiter or "__", 1)[0]
+                    spelled[cp_id.lower()] = cp_id
+            data["chargers"] = {spelled.get(k, k): v for k, v in chargers.items()}
+        return data
 
 
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("yaml_path", default=None)
@@ -380,7 +537,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "config"
     msg = str(first["msg"]).removeprefix("Value error, ")
-    if msg.startswith("chargers.") and ":" in msg:  # registry errors name their own field
+    if msg.startswith(("chargers.", "ocpp.")) and ":" in msg:  # these name their own field
         field, msg = msg.split(": ", 1)
     more = len(exc.errors()) - 1
     if more:

@@ -67,3 +67,17 @@ class HubTransportError(HubError):
 
 class HubRejectedError(HubError):
     """The hub answered, but not with ``Result: true`` and code ``000``."""
+
+
+class OpsRequestError(BridgeError):
+    """A request to the read-only status API cannot be answered as asked.
+
+    ``status_code`` is the OCPI-style code of the answer envelope (2xxx: the client's request is
+    at fault); ``http_status`` stays 200 for a request that reached an existing resource.
+    """
+
+    def __init__(self, status_code: int, message: str, *, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.http_status = http_status

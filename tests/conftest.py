@@ -55,6 +55,7 @@ def settings_for(tmp_path: Path, hub_url: str, **overrides: Any) -> Settings:
             "pause_retry": 0.3,
         },
         "chargers": CHARGERS,
+        "ops": {"host": "127.0.0.1", "port": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -95,11 +96,9 @@ class Fleet:
         return sum(done)
 
     async def close(self) -> None:
-        for charger in self.chargers.values():
-            try:
-                await charger.close()
-            except Exception:
-                pass
+        for raw in self.chargers.values():
+            with contextlib.suppress(Exception):
+                await raw.close()
 
     def truth(self, statuses: dict[str, str] | None = None) -> dict[str, str]:
         return {e: TABLE[OcppStatus(s)].value for e, s in (statuses or self.confirmed).items()}

@@ -45,7 +45,7 @@ class PushEvent:
     """What the metrics hook is told about every attempt."""
 
     action: str
-    outcome: str  # ok | retry | flip | paused | parked
+    outcome: str  # ok | retry | flip | pause | park (the Verdict values)
     code: str | None
     duration_s: float
 

@@ -18,7 +18,21 @@ UNREADABLE_ID = "-1"  # OCPP-J §4.2.3: the id to use when the frame's own id ca
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """The parts of OCPP-J that differ between 1.6 and 2.0.1 (error code spellings, schemas)."""
+    """The parts of OCPP-J that differ between 1.6 and 2.0.1 (error code spellings, schemas).
+
+    CALLERROR codes (OCPP-J 1.6 §4.2.3, OCPP 2.0.1 Part 4 §4.3):
+
+    * frame not JSON, not an array, wrong element count, unreadable MessageId, action not a
+      string: RpcFrameworkError (2.0.1) / FormationViolation (1.6, "not conform the PDU
+      structure"; 1.6 has no RpcFrameworkError);
+    * message type other than 2, 3, 4: MessageTypeNotSupported (2.0.1) / ProtocolError (1.6,
+      which has no MessageTypeNotSupported);
+    * payload not an object or with unknown properties: FormatViolation / FormationViolation;
+    * schema rules: Occurrence- (required), Type- (type, date-time, 32-bit integer) and
+      PropertyConstraintViolation (enum, length, pattern, range);
+    * action not defined by the version: NotImplemented; defined but not handled here:
+      NotSupported.
+    """
 
     version: str
     subprotocol: str
@@ -81,36 +95,62 @@ class FrameError(Exception):
 
 def parse(frame: str | bytes, dialect: Dialect) -> Call | None:
     """Parse one frame. Returns the CALL, None for CALLRESULT/CALLERROR, raises FrameError."""
+    framework = dialect.rpc_framework_error
+    if isinstance(frame, bytes):  # OCPP-J uses text frames; accept UTF-8 binary ones alike
+        try:
+            frame = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError(UNREADABLE_ID, framework, "Frame is not UTF-8 text") from None
     try:
-        message = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
-        raise FrameError(UNREADABLE_ID, dialect.rpc_framework_error, "Frame is not JSON") from None
+        message = json.loads(frame, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise FrameError(UNREADABLE_ID, framework, "Frame is not JSON") from None
     if not isinstance(message, list) or not message:
-        raise FrameError(
-            UNREADABLE_ID, dialect.rpc_framework_error, "Frame is not a non-empty JSON array"
-        )
+        raise FrameError(UNREADABLE_ID, framework, "Frame is not a non-empty JSON array")
+    # Lone surrogates (\ud800) are valid JSON escapes but not text; only look when present.
+    suspicious = "\\ud" in frame or "\\uD" in frame
     unique_id = message[1] if len(message) > 1 and isinstance(message[1], str) else None
-    if unique_id is not None and not 0 < len(unique_id) <= 36:
+    if unique_id is not None and not (0 < len(unique_id) <= 36 and _is_text(unique_id)):
         unique_id = None  # OCPP-J: at most 36 characters; not a usable id
     reply_id = unique_id if unique_id is not None else UNREADABLE_ID
     kind = message[0]
-    if kind in (CALLRESULT, CALLERROR) and type(kind) is int:
+    if type(kind) is int and kind in (CALLRESULT, CALLERROR):
         # We never send CALLs, so any result is for nobody: OCPP-J says ignore it.
         raise FrameError(reply_id, "", "Unexpected CALLRESULT/CALLERROR", reply=False)
-    if kind != CALL or type(kind) is not int:
+    if type(kind) is not int or kind != CALL:
         raise FrameError(
-            reply_id, dialect.message_type_not_supported, f"Message type {kind!r} not supported"
+            reply_id,
+            dialect.message_type_not_supported,
+            f"Message type {_clip(repr(kind), 40)} not supported",
         )
     if unique_id is None:
-        raise FrameError(reply_id, dialect.rpc_framework_error, "MessageId could not be read")
+        raise FrameError(reply_id, framework, "MessageId could not be read")
     if len(message) != 4:
-        raise FrameError(reply_id, dialect.rpc_framework_error, "A CALL has exactly 4 elements")
+        raise FrameError(reply_id, framework, "A CALL has exactly 4 elements")
     action, payload = message[2], message[3]
-    if not isinstance(action, str) or not action:
-        raise FrameError(reply_id, dialect.rpc_framework_error, "Action is not a string")
+    if not isinstance(action, str) or not action or (suspicious and not _is_text(action)):
+        raise FrameError(reply_id, framework, "Action is not a string")
     if not isinstance(payload, dict):
         raise FrameError(reply_id, dialect.format_violation, "Payload is not a JSON object")
+    if suspicious and not _is_text(json.dumps(payload, ensure_ascii=False)):
+        raise FrameError(reply_id, dialect.format_violation, "Payload holds invalid Unicode")
     return Call(unique_id, action, payload)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; JSON does not
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def call_result(unique_id: str, payload: dict[str, Any]) -> str:

@@ -2,12 +2,15 @@
 
 fastjsonschema compiles each schema to Python once (about 1 µs per StatusNotification instead
 of ~25 µs with jsonschema) and, unlike the ``ocpp`` package, checks ``format: date-time``.
+On top of the schemas: integers must fit OCPP's 32-bit integer type, and date-times must be
+RFC 3339 with ASCII digits and a real calendar date.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -19,10 +22,27 @@ from bridge.ocpp.rpc import Dialect
 
 Validator = Callable[[dict[str, Any]], Any]
 
-_TYPE_RULES = frozenset({"type"})
+_DATE_TIME = re.compile(
+    r"(?a)\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)"
+    r"|02-(?:0[1-9]|1\d|2[0-9]))[Tt](?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d+)?"
+    r"(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+)
+
+
+def is_date_time(value: str) -> bool:
+    """RFC 3339 date-time (offset required), ASCII digits only, a day that exists."""
+    if not _DATE_TIME.fullmatch(value):
+        return False
+    if value[5:10] == "02-29":  # the pattern allows 29 February in every year
+        year = int(value[:4])
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return True
+
+
+_TYPE_RULES = frozenset({"type", "format"})  # OCPP's dateTime is a primitive type
 _OCCURRENCE_RULES = frozenset({"required", "minItems", "maxItems", "minProperties"})
 _PROPERTY_RULES = frozenset(
-    {"enum", "const", "maxLength", "minLength", "format", "pattern", "minimum", "maximum",
+    {"enum", "const", "maxLength", "minLength", "pattern", "minimum", "maximum",
      "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
 )  # fmt: skip
 
@@ -45,7 +65,7 @@ def validator(dialect: Dialect, action: str, response: bool = False) -> Validato
     folder = importlib.resources.files(dialect.schema_package) / "schemas"
     name = action + ("Response" if response else dialect.request_suffix) + ".json"
     schema = json.loads((folder / name).read_text(encoding="utf-8"))
-    compiled: Validator = fastjsonschema.compile(schema)
+    compiled: Validator = fastjsonschema.compile(schema, formats={"date-time": is_date_time})
     return compiled
 
 
@@ -65,4 +85,37 @@ def validate(
             code = dialect.property_violation
         else:
             code = dialect.format_violation
-        raise OcppCallError(code, exc.message, {"field": exc.name, "rule": rule}) from None
+        raise OcppCallError(
+            code, _clip(exc.message), {"field": _clip(exc.name or ""), "rule": rule}
+        ) from None
+    where = _outside_int32(payload)
+    if where is not None:
+        raise OcppCallError(
+            dialect.type_violation,
+            f"{where} is not a 32-bit integer",
+            {"field": where, "rule": "int32"},
+        )
+
+
+def _outside_int32(payload: dict[str, Any]) -> str | None:
+    """Path of the first integral number outside OCPP's 32-bit range (2.0.1 Part 2 §2.1.1)."""
+    stack: list[tuple[str, Any]] = [("data", payload)]
+    while stack:  # iterative: customData may nest deeply
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{_clip(str(k), 40)}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+        elif type(value) in (int, float) and not _fits_int32(value):
+            return path
+    return None
+
+
+def _fits_int32(number: float) -> bool:
+    if isinstance(number, float) and not number.is_integer():
+        return True  # not an integer at all; the schema's "type" rule judges those
+    return -(2**31) <= number < 2**31
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,11 +1,20 @@
-"""The OCPP-J websocket endpoint: ``ws(s)://host/ocpp/{chargePointId}``."""
+"""The OCPP-J websocket endpoint: ``ws(s)://host/ocpp/{chargePointId}``.
+
+Every connection passes, in order: the TLS handshake (if the port has a certificate), the
+websocket handshake with the charge point ID and its security profile checked in
+``_process_request``, then the message loop with a per-connection message budget.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import math
+import ssl
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -15,8 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from bridge.config import OcppSettings
-from bridge.ocpp import v16, v201
+from bridge.config import ChargerSettings, OcppSettings
+from bridge.ocpp import auth, v16, v201
+from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
 from bridge.status.registry import Registry
@@ -26,6 +36,11 @@ log = structlog.get_logger("bridge.ocpp")
 PATH_PREFIX = "/ocpp/"
 SUBPROTOCOLS = [Subprotocol(name) for name in DIALECTS]
 HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HANDLERS}
+THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
+CERT_WARN_DAYS = 30
+_YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
+_BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 class Presence(Sink, Protocol):
@@ -49,11 +64,28 @@ def charge_point_id_from_path(path: str) -> str | None:
 
 
 class OcppServer:
-    def __init__(self, settings: OcppSettings, registry: Registry, sink: Presence) -> None:
+    def __init__(
+        self,
+        settings: OcppSettings,
+        registry: Registry,
+        sink: Presence,
+        *,
+        chargers: Mapping[str, ChargerSettings] | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.sink = sink
         self.sessions: dict[str, ServerConnection] = {}
+        security = settings.security
+        self.auth = auth.Authenticator(security, chargers or {})
+        self.throttle = auth.FailureThrottle(
+            security.auth_failure_limit, security.auth_failure_window
+        )
+        self.tls = auth.server_tls_context(security, self.auth.client_cert_mode())
+        #: Called with a Failure label on every refused login (metrics hook).
+        self.on_auth_failure: Callable[[str], None] | None = None
+        #: Days until the OCPP port's own certificate expires (None: no TLS or unknown).
+        self.server_cert_days_left: float | None = None
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -82,29 +114,146 @@ class OcppServer:
             ping_interval=s.ping_interval,
             ping_timeout=s.response_timeout,
             max_size=s.max_message_size,
+            open_timeout=s.security.handshake_timeout,
+            create_connection=_connection_class(self),
+            logger=_RedactingLogger(logging.getLogger("websockets.server")),
             server_header=None,
         )
-        log.info("ocpp.listening", host=s.host, port=self.port, subprotocols=list(DIALECTS))
+        log.info("ocpp.listening", host=s.host, port=self.port, subprotocols=list(DIALECTS),
+                 tls=self.tls is not None, profiles=sorted(self.auth.profiles_in_use()),
+                 default_profile=self.auth.default_profile)  # fmt: skip
+        if self.auth.default_profile == 0:
+            log.warning("ocpp.insecure", reason="security profile 0: chargers connect without "
+                        "credentials (development only)")  # fmt: skip
+        self._log_server_cert()
 
     async def close(self) -> None:
         """Stop accepting and close every charger connection with 1001 (going away)."""
         if self._server is None:
             return
         self._server.close(close_connections=False)
+        for task in list(self._background):  # TLS handshakes still in progress
+            task.cancel()
         await asyncio.gather(
             *(conn.close(1001, "server shutting down") for conn in list(self.sessions.values())),
             return_exceptions=True,
         )
         await self._server.wait_closed()
 
+    def _log_server_cert(self) -> None:
+        cert = self.settings.security.tls_cert
+        if cert is None:
+            return
+        from bridge.oicp.client import certificate_days_left
+
+        try:
+            days = certificate_days_left(cert)
+        except (OSError, ValueError) as exc:
+            log.warning("ocpp.server_cert", path=str(cert), error=str(exc))
+            return
+        self.server_cert_days_left = days
+        if days is not None and days < CERT_WARN_DAYS:
+            log.warning("ocpp.server_cert", path=str(cert), days_left=round(days, 1),
+                        reason=f"expires in less than {CERT_WARN_DAYS} days")  # fmt: skip
+        else:
+            log.info("ocpp.server_cert", path=str(cert),
+                     days_left=None if days is None else round(days, 1))  # fmt: skip
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # -- handshake -------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        peer = _peer(connection)
         cp_id = charge_point_id_from_path(request.path)
-        if cp_id is None or not self.registry.knows(cp_id):
-            log.warning("ocpp.rejected", status=404, path=request.path[:120],
-                        peer=_peer(connection), reason="unknown charge point")  # fmt: skip
+        if cp_id is None:
+            log.warning("ocpp.rejected", status=404, path=urlsplit(request.path).path[:120],
+                        peer=peer, reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
+            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+        address = _address(connection)
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            self._refused(address, peer, cp_id, Failure.THROTTLED, status=429)
+            response = connection.respond(
+                HTTPStatus.TOO_MANY_REQUESTS, "Too many failed logins; try again later\n"
+            )
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        profile = self.auth.profile_for(cp_id)
+        known = self.registry.knows(cp_id)
+        failure: Failure | None
+        if profile in (1, 2):
+            # Unknown IDs get the same 401 as a wrong password: no enumeration of IDs.
+            failure = await self.auth.check_basic(
+                cp_id, request.headers.get_all("Authorization"), known=known
+            )
+            if failure is not None:
+                self._refused(address, peer, cp_id, failure, status=401, profile=profile)
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+                response.headers["WWW-Authenticate"] = _BASIC_CHALLENGE
+                return response
+            return None
+        if profile == 3:
+            ssl_object = connection.transport.get_extra_info("ssl_object")
+            peercert = ssl_object.getpeercert() if ssl_object is not None else None
+            failure = auth.check_client_cert(cp_id, peercert)
+            if failure is not None:
+                self._refused(address, peer, cp_id, failure, status=403, profile=profile)
+                return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden\n")
+        if not known:
+            # Profile 0 (no secret to protect) or 3 (the peer proved it is this ID): say so.
+            self._refused(
+                address, peer, cp_id, Failure.UNKNOWN_CHARGE_POINT, status=404, profile=profile
+            )
             return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
         return None
+
+    def _refused(
+        self,
+        address: str,
+        peer: str,
+        charge_point_id: str | None,
+        failure: Failure,
+        *,
+        status: int | None,
+        profile: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One log line per refused login (no credential in it), count it, call the hook."""
+        fields: dict[str, Any] = {
+            "reason": failure.value, "status": status, "peer": peer,
+            "charge_point_id": charge_point_id, "profile": profile,
+        }  # fmt: skip
+        if detail is not None:
+            fields["detail"] = detail
+        if failure is Failure.THROTTLED or self.throttle.retry_after(address) > 0:
+            log.debug("ocpp.auth_failed", **fields)  # announced once by ocpp.auth_throttled
+        else:
+            log.warning("ocpp.auth_failed", **fields)
+            if self.throttle.failed(address):
+                log.warning("ocpp.auth_throttled", address=self.throttle.key(address),
+                            peer=peer, limit=int(self.throttle.limit),
+                            retry_after=round(self.throttle.retry_after(address), 1),
+                            window_s=self.settings.security.auth_failure_window)  # fmt: skip
+        if self.on_auth_failure is not None:
+            try:
+                self.on_auth_failure(failure.value)
+            except Exception:  # a metrics bug must not break the handshake
+                log.exception("ocpp.hook_failed", hook="on_auth_failure")
+
+    def _tls_failed(self, transport: asyncio.BaseTransport, exc: BaseException) -> None:
+        peername = transport.get_extra_info("peername")
+        peer = _format_peer(peername)
+        reason = _tls_reason(exc)
+        failure = auth.tls_failure(exc)
+        if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
+            log.info("ocpp.tls_failed", peer=peer, reason=reason)
+            return
+        address = str(peername[0]) if peername else "?"
+        self._refused(address, peer, None, failure, status=None, detail=reason)
 
     # -- connection ------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
@@ -125,9 +274,7 @@ class OcppServer:
         if previous is not None:
             # Chargers reconnect while the old TCP connection is half-open: the new one wins.
             log.info("charger.replaced", charge_point_id=cp_id, peer=_peer(connection))
-            closing = asyncio.create_task(previous.close(1000, "replaced by a new connection"))
-            self._background.add(closing)
-            closing.add_done_callback(self._background.discard)
+            self._track(asyncio.create_task(previous.close(1000, "replaced by a new connection")))
         session = Session(
             cp_id,
             dialect,
@@ -138,19 +285,8 @@ class OcppServer:
         await self.sink.connected(cp_id, dialect.version)
         log.info("charger.connected", charge_point_id=cp_id, protocol=dialect.version,
                  peer=_peer(connection))  # fmt: skip
-        idle_limit = self.settings.heartbeat_interval + self.settings.silence_margin
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(idle_limit):
-                        frame = await connection.recv()
-                except TimeoutError:
-                    log.warning("charger.silent", charge_point_id=cp_id, idle_s=idle_limit)
-                    await connection.close(1001, "no message within the heartbeat interval")
-                    break
-                answer = await session.handle(frame)
-                if answer is not None:
-                    await connection.send(answer)
+            await self._serve(connection, session)
         except ConnectionClosed:
             pass
         finally:
@@ -160,7 +296,158 @@ class OcppServer:
                      code=connection.close_code, reason=connection.close_reason)  # fmt: skip
             await self.sink.disconnected(cp_id)
 
+    async def _serve(self, connection: ServerConnection, session: Session) -> None:
+        """Answer frames one at a time, at most at the configured rate, until the socket closes.
 
+        Above the rate the next frame is read only when the budget allows: the charger's frames
+        wait in the socket (TCP backpressure), none is dropped, the event loop stays free.
+        """
+        s = self.settings
+        idle_limit = s.heartbeat_interval + s.silence_margin
+        budget = MessageBudget(s.security.max_messages_per_second, s.security.message_burst)
+        delayed, logged_at, in_a_row = 0, -math.inf, 0
+        while True:
+            try:
+                async with asyncio.timeout(idle_limit):
+                    frame = await connection.recv()
+            except TimeoutError:
+                log.warning("charger.silent", charge_point_id=session.charge_point_id,
+                            idle_s=idle_limit)  # fmt: skip
+                await connection.close(1001, "no message within the heartbeat interval")
+                return
+            wait = budget.take()
+            if wait > 0:
+                delayed += 1
+                now = time.monotonic()
+                if now - logged_at >= THROTTLE_LOG_WINDOW:
+                    log.warning("ocpp.throttled", charge_point_id=session.charge_point_id,
+                                peer=_peer(connection), delayed=delayed,
+                                max_messages_per_second=budget.rate,
+                                burst=budget.burst)  # fmt: skip
+                    delayed, logged_at = 0, now
+                await asyncio.sleep(wait)
+                in_a_row = 0
+            answer = await session.handle(frame)
+            if answer is not None:
+                await connection.send(answer)
+            in_a_row += 1
+            if in_a_row >= _YIELD_EVERY:  # queued frames are read without suspending
+                in_a_row = 0
+                await asyncio.sleep(0)
+
+
+class MessageBudget:
+    """Token bucket of one connection: ``rate`` messages per second, ``burst`` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+
+    def take(self) -> float:
+        """Spend one message; returns the seconds to wait before handling it (0: now)."""
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - 1
+        self._stamp = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+# -- TLS handshake -----------------------------------------------------------------------------
+class _OcppConnection(ServerConnection):
+    """A websockets connection whose TLS handshake the OCPP server runs itself.
+
+    With ``serve(ssl=...)`` the event loop runs the handshake and drops failures silently; here a
+    refused client certificate is logged with the peer address and counts as a failed login.
+    """
+
+    owner: ClassVar[OcppServer]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tls = self.owner.tls
+        if tls is None:
+            super().connection_made(transport)
+            return
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # start_tls takes over reading
+        self.owner._track(self.loop.create_task(self._tls_handshake(transport, tls)))
+
+    async def _tls_handshake(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        timeout = self.owner.settings.security.handshake_timeout
+        held = _HeldData()
+        try:
+            transport = await self.loop.start_tls(
+                raw, held, context, server_side=True,
+                ssl_handshake_timeout=timeout, ssl_shutdown_timeout=timeout,
+            )  # fmt: skip
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            self.owner._tls_failed(raw, exc)
+            raw.abort()
+            return
+        if transport is None:
+            raw.abort()
+            return
+        transport.set_protocol(self)
+        super().connection_made(transport)
+        held.hand_over(self)
+
+
+def _connection_class(owner: OcppServer) -> type[ServerConnection]:
+    return type("OcppConnection", (_OcppConnection,), {"owner": owner})
+
+
+class _HeldData(asyncio.Protocol):
+    """Keeps what arrives between the end of the TLS handshake and the websocket taking over."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+    def hand_over(self, protocol: asyncio.Protocol) -> None:
+        if self.data:
+            protocol.data_received(bytes(self.data))
+        if self.eof:
+            protocol.eof_received()
+        if self.lost is not None:
+            protocol.connection_lost(self.lost[0])
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, TimeoutError):
+        return "TLS handshake timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# -- logging -----------------------------------------------------------------------------------
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs every handshake header at DEBUG; credentials must not reach the log."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if len(args) == 2 and isinstance(args[0], str) and args[0].lower() in _SECRET_HEADERS:
+            args = (args[0], "[redacted]")
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
+# -- helpers -----------------------------------------------------------------------------------
 def _select_subprotocol(
     connection: ServerConnection, offered: Sequence[Subprotocol]
 ) -> Subprotocol | None:
@@ -174,5 +461,13 @@ def _offered(headers: Headers) -> list[str]:
 
 
 def _peer(connection: ServerConnection) -> str:
-    address = connection.remote_address
+    return _format_peer(connection.remote_address)
+
+
+def _format_peer(address: Any) -> str:
     return f"{address[0]}:{address[1]}" if address else "?"
+
+
+def _address(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if address else "?"

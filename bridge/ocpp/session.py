@@ -64,7 +64,11 @@ class Session:
         self.heartbeat_interval = heartbeat_interval
 
     async def handle(self, frame: str | bytes) -> str | None:
-        """Answer one frame; None when no answer is due (a CALLRESULT/CALLERROR)."""
+        """Answer one frame; None when no answer is due (a CALLRESULT/CALLERROR).
+
+        Never raises for anything a charger sends: every CALL gets a CALLRESULT or CALLERROR,
+        so one bad message cannot end the connection or disturb other chargers.
+        """
         self.sink.seen(self.charge_point_id)
         try:
             call = parse(frame, self.dialect)
@@ -73,20 +77,32 @@ class Session:
                 log.debug("ocpp.ignored", charge_point_id=self.charge_point_id, reason=str(exc))
                 return None
             log.warning("ocpp.bad_frame", charge_point_id=self.charge_point_id,
-                        code=exc.code, reason=exc.description)  # fmt: skip
+                        code=exc.code, reason=exc.description[:200])  # fmt: skip
             return call_error(exc.unique_id, exc.code, exc.description)
         if call is None:
             return None
         try:
-            return call_result(call.unique_id, await self._dispatch(call))
+            result = await self._dispatch(call)
         except OcppCallError as exc:
             log.warning("ocpp.call_error", charge_point_id=self.charge_point_id,
-                        action=call.action, code=exc.code, reason=exc.description)  # fmt: skip
+                        action=call.action[:60], code=exc.code,
+                        reason=exc.description[:200])  # fmt: skip
             return call_error(call.unique_id, exc.code, exc.description, exc.details)
         except BridgeError as exc:  # e.g. the state store failed: no confirmation, charger retries
             log.error("ocpp.internal_error", charge_point_id=self.charge_point_id,
                       action=call.action, error=str(exc))  # fmt: skip
             return call_error(call.unique_id, "InternalError", "Could not record the message")
+        except Exception:  # a bug must cost one CALLERROR, not the connection
+            log.exception("ocpp.internal_error", charge_point_id=self.charge_point_id,
+                          action=call.action)  # fmt: skip
+            return call_error(call.unique_id, "InternalError", "Could not process the message")
+        try:
+            schemas.validate(self.dialect, call.action, result, response=True)
+        except OcppCallError as exc:  # our bug; the charger must not get an invalid answer
+            log.error("ocpp.invalid_response", charge_point_id=self.charge_point_id,
+                      action=call.action, reason=exc.description)  # fmt: skip
+            return call_error(call.unique_id, "InternalError", "Could not build a valid response")
+        return call_result(call.unique_id, result)
 
     async def _dispatch(self, call: Call) -> dict[str, Any]:
         handler = self.handlers.get(call.action)

@@ -1,0 +1,1 @@
+"""Development tools shipped with the bridge (simulated chargers for demos and compose)."""

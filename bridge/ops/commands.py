@@ -1,0 +1,249 @@
+"""The operator commands ``bridge check-config`` and ``bridge status``.
+
+Both work without a running bridge: ``check-config`` validates what ``bridge run`` would load
+(settings, registry, certificate files) and prints a summary; ``status`` reads the state
+database (safe while the bridge runs: SQLite WAL readers never block the writer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bridge.config import Settings, load_settings
+from bridge.errors import ConfigError
+from bridge.ops.api import iso
+from bridge.status.registry import Registry
+from bridge.store.sqlite import read_snapshot
+
+__all__ = ["CERT_WARN_DAYS", "Check", "check_config", "check_settings", "status"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+CERT_WARN_DAYS = 30  # Hubject certificates are renewed by hand; a month is the lead time
+
+
+@dataclass
+class Check:
+    """Findings about one configuration: problems stop the bridge, warnings do not."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+# -- check-config ---------------------------------------------------------------------------------
+def check_config(path: Path | None, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """Validate the configuration at ``path`` (plus environment); print a summary."""
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(f"bridge: configuration error: {exc}", file=err)
+        return EXIT_CONFIG
+    check = check_settings(settings)
+    print(_summary(settings, path, check), file=out)
+    for warning in check.warnings:
+        print(f"bridge: warning: {warning}", file=err)
+    for problem in check.problems:
+        print(f"bridge: configuration error: {problem}", file=err)
+    if check.problems:
+        print(f"{len(check.problems)} problem(s) found", file=err)
+        return EXIT_CONFIG
+    print("configuration OK", file=out)
+    return EXIT_OK
+
+
+def check_settings(settings: Settings) -> Check:
+    """What loading cannot see: files, certificates, ports, the state directory."""
+    check = Check()
+    o = settings.oicp
+    _check_certificate(o.client_cert, o.client_key, check)
+    if o.ca_bundle is not None:
+        if not o.ca_bundle.is_file():
+            check.problems.append(f"oicp.ca_bundle: file {str(o.ca_bundle)!r} not found")
+        else:
+            try:
+                ssl.create_default_context(cafile=str(o.ca_bundle))
+            except (OSError, ssl.SSLError) as exc:
+                check.problems.append(
+                    f"oicp.ca_bundle: {o.ca_bundle} is not a PEM CA bundle: {exc}"
+                )
+    if o.base_url.startswith("https:") and o.client_cert is None:
+        check.warnings.append(
+            "oicp.client_cert is not set: Hubject requires a client certificate (mutual TLS) "
+            "and answers 017 without one"
+        )
+    if o.base_url.startswith("http:"):
+        check.warnings.append(
+            f"oicp.base_url {o.base_url} is plain http: only the bundled hub simulator"
+        )
+    if settings.hub_sim.embedded:
+        check.warnings.append("hub_sim.embedded is on: pushes go to the simulator (development)")
+    s = settings
+    if s.ops.enabled and s.ops.port and s.ops.port == s.ocpp.port:
+        check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
+    _check_state_dir(settings.state.database, check)
+    return check
+
+
+def _check_certificate(cert: Path | None, key: Path | None, check: Check) -> None:
+    if cert is None:
+        check.facts["client certificate"] = "none"
+        return
+    missing = False
+    for name, path in (("oicp.client_cert", cert), ("oicp.client_key", key)):
+        if path is not None and not path.is_file():
+            check.problems.append(f"{name}: file {str(path)!r} not found")
+            missing = True
+    if missing:
+        return
+    from bridge.oicp.client import certificate_days_left
+
+    try:
+        days = certificate_days_left(cert)
+    except (OSError, ValueError) as exc:
+        check.problems.append(f"oicp.client_cert: {cert} is not a PEM certificate: {exc}")
+        return
+    try:
+        ssl.create_default_context().load_cert_chain(str(cert), str(key) if key else None)
+    except (OSError, ssl.SSLError) as exc:
+        field_name = "oicp.client_key" if key is not None else "oicp.client_cert"
+        check.problems.append(
+            f"{field_name}: cannot use {cert}"
+            + (f" with key {key}" if key else " (no private key inside; set oicp.client_key)")
+            + f": {exc}"
+        )
+        return
+    if days is None:
+        check.facts["client certificate"] = f"{cert} (expiry not checked)"
+    elif days < 0:
+        check.problems.append(f"oicp.client_cert: {cert} expired {-days:.0f} days ago")
+    else:
+        check.facts["client certificate"] = f"{cert} ({days:.0f} days left)"
+        if days < CERT_WARN_DAYS:
+            check.warnings.append(
+                f"oicp.client_cert: {cert} expires in {days:.0f} days; renew it with Hubject"
+            )
+
+
+def _check_state_dir(database: Path, check: Check) -> None:
+    if database.exists():
+        if not os.access(database, os.R_OK | os.W_OK):
+            check.problems.append(f"state.database: {database} is not readable and writable")
+        return
+    parent = database.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        check.problems.append(f"state.database: cannot create {database}: {parent} is not writable")
+
+
+def _summary(settings: Settings, path: Path | None, check: Check) -> str:
+    s = settings
+    name = f" ({s.oicp.operator_name})" if s.oicp.operator_name else ""
+    evses = sum(len(c.evses) for c in s.chargers.values())
+    rows = [
+        ("configuration", f"{path or '(no file)'} + BRIDGE_* environment"),
+        ("operator", f"{s.oicp.operator_id}{name}"),
+        ("hub", s.oicp.base_url),
+        ("client certificate", check.facts.get("client certificate", "-")),
+        ("OCPP endpoint", f"ws://{s.ocpp.host}:{s.ocpp.port}/ocpp/{{chargePointId}}"),
+        ("ops port", f"http://{s.ops.host}:{s.ops.port}" if s.ops.enabled else "disabled"),
+        ("state database", str(s.state.database)),
+        (
+            "fullLoad",
+            f"daily at {s.fullload.time.isoformat('minutes')} {s.fullload.timezone}"
+            if s.fullload.enabled
+            else "disabled",
+        ),
+        ("registry", f"{len(s.chargers)} chargers, {evses} EVSEs"
+         + (" (+ unlisted via evse_id_template)" if s.ocpp.allow_unlisted else "")),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows) + 1
+    lines = [f"{k + ':':<{width}} {v}" for k, v in rows]
+    for cp_id, charger in sorted(s.chargers.items()):
+        evse_list = "  ".join(f"{k}→{v}" for k, v in sorted(charger.evses.items()))
+        lines.append(f"  {cp_id}: {evse_list}")
+    return "\n".join(lines)
+
+
+# -- status ---------------------------------------------------------------------------------------
+COLUMNS = ("EVSE ID", "CHARGE POINT", "OCPP", "OICP", "HUB", "PENDING", "LAST PUSH")
+
+
+def status(
+    settings: Settings,
+    *,
+    oicp_status: str | None = None,
+    pending_only: bool = False,
+    as_json: bool = False,
+    out: IO[str] = sys.stdout,
+) -> int:
+    """Print every EVSE from the state database (raises StoreError if there is none)."""
+    snapshot = read_snapshot(settings.state.database)
+    registry = Registry(
+        {cp: c.evses for cp, c in settings.chargers.items()},
+        settings.oicp.operator_id,
+        template=settings.ocpp.evse_id_template,
+        allow_unlisted=settings.ocpp.allow_unlisted,
+    )
+    rows = {r.evse_id: r for r in snapshot.evses if r.parked_code != "removed"}
+    owners = dict(registry.configured_evse_ids())
+    owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
+    connectors: dict[str, list[str]] = {}
+    for c in sorted(snapshot.connectors, key=lambda c: (c.evse_key, c.connector_id)):
+        evse_id = registry.evse_id(c.charge_point_id, c.evse_key)
+        if evse_id is not None:
+            connectors.setdefault(evse_id, []).append(c.ocpp_status)
+    now = time.time()
+    items: list[dict[str, Any]] = []
+    for evse_id in sorted(owners):
+        row = rows.get(evse_id)
+        now_status = row.status if row else "Unknown"
+        if oicp_status is not None and now_status.lower() != oicp_status.lower():
+            continue
+        if pending_only and (row is None or row.pending_since is None):
+            continue
+        item = {
+            "evse_id": evse_id,
+            "charge_point_id": owners[evse_id],
+            "ocpp_status": connectors.get(evse_id, []),
+            "status": now_status,
+            "hub_status": row.hub_status if row else None,
+            "pending_since": iso(row.pending_since) if row else None,
+            "pending_s": round(now - row.pending_since, 1) if row and row.pending_since else None,
+            "last_outcome": row.last_outcome if row else None,
+            "last_code": row.last_code if row else None,
+            "parked": row.parked_code if row else None,
+        }
+        items.append(item)
+    if as_json:
+        print(json.dumps(items, indent=2), file=out)
+        return EXIT_OK
+    print(_table(items), file=out)
+    pending = sum(1 for i in items if i["pending_since"] is not None)
+    print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.database})", file=out)
+    return EXIT_OK
+
+
+def _table(items: list[dict[str, Any]]) -> str:
+    cells = [COLUMNS]
+    for i in items:
+        last = " ".join(x for x in (i["last_outcome"], i["last_code"]) if x) or "-"
+        if i["parked"]:
+            last += f" (parked {i['parked']})"
+        cells.append((
+            i["evse_id"], i["charge_point_id"], ",".join(i["ocpp_status"]) or "-", i["status"],
+            i["hub_status"] or "-", f"{i['pending_s']:.0f}s" if i["pending_s"] is not None
+            else "-", last,
+        ))  # fmt: skip
+    widths = [max(len(row[n]) for row in cells) for n in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )

@@ -1,0 +1,234 @@
+"""Prometheus metrics of one bridge, in a registry of its own.
+
+Event counts (status notifications, pushes, auth failures) are counted as they happen, through
+the hooks of ``Ingest``, ``PushWorker`` and ``OcppServer``. Everything that is a state (who is
+connected, what is pending, when the last fullLoad went out) is read from the running bridge at
+scrape time, so it cannot drift from what the status API shows.
+
+``METRICS`` is the single list of every metric: the collectors below are built from it and the
+README's metrics table is generated from it (``bridge.ops.docs``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from bridge import __version__
+from bridge.delivery.worker import PushEvent
+from bridge.ocpp.auth import Failure
+from bridge.status.table import OcppStatus, OicpStatus
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+__all__ = ["METRICS", "BridgeMetrics", "MetricDoc"]
+
+PROTOCOLS = ("1.6", "2.0.1")
+AUTH_REASONS = frozenset(f.value for f in Failure)
+# Pushes take tens of ms on a healthy hub; the client's whole-request timeout is 20 s.
+DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
+
+# ``*_created`` series double every counter and no dashboard of ours uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDoc:
+    name: str  # as exposed (counters with their _total suffix)
+    kind: str  # counter | gauge | histogram
+    labels: tuple[str, ...]
+    help: str
+
+
+METRICS: tuple[MetricDoc, ...] = (
+    MetricDoc("bridge_info", "gauge", ("version",), "Always 1; the bridge version as a label."),
+    MetricDoc(
+        "bridge_chargers_connected", "gauge", ("protocol",),
+        "Chargers with an open websocket, by OCPP version (1.6, 2.0.1).",
+    ),
+    MetricDoc(
+        "bridge_chargers_offline", "gauge", (),
+        "Chargers gone longer than ocpp.offline_grace (their EVSEs show ocpp.offline_status).",
+    ),
+    MetricDoc(
+        "bridge_status_notifications_total", "counter", ("protocol", "ocpp_status"),
+        "Connector status reports received (StatusNotification, NotifyEvent AvailabilityState).",
+    ),
+    MetricDoc(
+        "bridge_evses", "gauge", ("oicp_status",),
+        "EVSEs by their current OICP status (what the bridge wants the hub to show).",
+    ),
+    MetricDoc(
+        "bridge_pushes_total", "counter", ("action", "outcome", "code"),
+        "Push attempts to the hub by action (insert, update, fullLoad), outcome (ok, retry, "
+        "flip, pause, park) and OICP code (or http_NNN / transport without one).",
+    ),
+    MetricDoc(
+        "bridge_push_duration_seconds", "histogram", ("action",),
+        "Duration of push requests to the hub, successful or not.",
+    ),
+    MetricDoc(
+        "bridge_push_pending", "gauge", (),
+        "EVSEs whose current status the hub has not acknowledged yet (the outbox depth).",
+    ),
+    MetricDoc(
+        "bridge_push_oldest_pending_age_seconds", "gauge", (),
+        "Age of the oldest pending push (0 when nothing is pending).",
+    ),
+    MetricDoc(
+        "bridge_push_paused", "gauge", (),
+        "1 while pushes are paused because the hub reports a configuration error (017, 210, "
+        "300, HTTP 401/403), else 0.",
+    ),
+    MetricDoc(
+        "bridge_evses_parked", "gauge", (),
+        "EVSEs set aside after a refusal (e.g. 018) until their status changes or a fullLoad.",
+    ),
+    MetricDoc(
+        "bridge_fullload_last_success_timestamp_seconds", "gauge", (),
+        "Unix time of the last fullLoad the hub accepted (0: none yet).",
+    ),
+    MetricDoc(
+        "bridge_hub_client_cert_days_left", "gauge", (),
+        "Days until the hub client certificate (oicp.client_cert) expires; absent without one.",
+    ),
+    MetricDoc(
+        "bridge_ocpp_auth_failures_total", "counter", ("reason",),
+        "Charger connections refused by authentication, by reason (wrong_password, "
+        "client_cert_mismatch, unknown_charge_point, throttled, ...).",
+    ),
+)  # fmt: skip
+
+_DOC = {m.name: m for m in METRICS}
+
+
+def _counter(registry: CollectorRegistry, name: str) -> Counter:
+    doc = _DOC[name]
+    return Counter(name, doc.help, doc.labels, registry=registry)
+
+
+class BridgeMetrics:
+    """The metrics of one bridge; ``watch`` a bridge to export its live state too."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.status_notifications = _counter(self.registry, "bridge_status_notifications_total")
+        self.pushes = _counter(self.registry, "bridge_pushes_total")
+        self.auth_failures = _counter(self.registry, "bridge_ocpp_auth_failures_total")
+        self.push_duration = Histogram(
+            "bridge_push_duration_seconds",
+            _DOC["bridge_push_duration_seconds"].help,
+            _DOC["bridge_push_duration_seconds"].labels,
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    # -- hooks (called by the bridge's components) -----------------------------------------
+    def observe_status(self, charge_point_id: str, protocol: str, status: OcppStatus) -> None:
+        self.status_notifications.labels(protocol=protocol, ocpp_status=status.value).inc()
+
+    def observe_push(self, event: PushEvent) -> None:
+        code = event.code or "none"
+        self.pushes.labels(action=event.action, outcome=event.outcome, code=code).inc()
+        self.push_duration.labels(action=event.action).observe(max(0.0, event.duration_s))
+
+    def observe_auth_failure(self, reason: str) -> None:
+        # Only the known reasons become labels: anything else (e.g. an ID a stranger made up)
+        # would let the internet grow the metric without bound.
+        self.auth_failures.labels(reason=reason if reason in AUTH_REASONS else "other").inc()
+
+    # -- live state ------------------------------------------------------------------------
+    def watch(self, bridge: Bridge) -> None:
+        self.registry.register(_LiveCollector(bridge))
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition in the format the scraper asked for: (body, content type)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _LiveCollector:
+    """Gauges read from the running bridge on every scrape."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self._cert_cache: tuple[float, float | None] | None = None  # (read at, days left)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # the names are fixed in METRICS; nothing to check at registration
+
+    def collect(self) -> Iterable[Metric]:
+        b = self.bridge
+        yield _gauge("bridge_info", [((__version__,), 1.0)])
+
+        connected = dict.fromkeys(PROTOCOLS, 0)
+        connected.update(b.ocpp.connected_by_protocol())
+        yield _gauge("bridge_chargers_connected", [((p,), float(n)) for p, n in connected.items()])
+        offline = sum(1 for row in b.ingest.charge_points.values() if row.offline)
+        yield _gauge("bridge_chargers_offline", [((), float(offline))])
+
+        by_status = dict.fromkeys((s.value for s in OicpStatus), 0)
+        by_status.pop(OicpStatus.EVSE_NOT_FOUND.value, None)  # never a status of ours
+        for evse_id in b.engine.evse_ids():
+            status = b.engine.status(evse_id).value
+            by_status[status] = by_status.get(status, 0) + 1
+        yield _gauge("bridge_evses", [((s,), float(n)) for s, n in by_status.items()])
+
+        yield _gauge("bridge_push_pending", [((), float(len(b.outbox)))])
+        yield _gauge(
+            "bridge_push_oldest_pending_age_seconds", [((), b.outbox.oldest_pending_age())]
+        )
+        worker = b.worker
+        paused = worker is not None and worker.paused_reason is not None
+        yield _gauge("bridge_push_paused", [((), 1.0 if paused else 0.0)])
+        parked = sum(1 for row in b.outbox.rows.values() if _is_parked(row.parked_code))
+        yield _gauge("bridge_evses_parked", [((), float(parked))])
+        last = b.last_full_load
+        yield _gauge("bridge_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))])
+        days = self._cert_days_left()
+        if days is not None:
+            yield _gauge("bridge_hub_client_cert_days_left", [((), days)])
+
+    def _cert_days_left(self) -> float | None:
+        # Read from the file (cached), not only once at start: a bridge that runs for months
+        # must see the days go down. The value the bridge took at start is the fallback.
+        days = self._cert_from_file(self.bridge.settings.oicp.client_cert)
+        if days is None:
+            at_start = getattr(self.bridge, "client_cert_days_left", None)
+            days = float(at_start) if isinstance(at_start, int | float) else None
+        return days
+
+    def _cert_from_file(self, path: Path | None) -> float | None:
+        if path is None:
+            return None
+        now = time.monotonic()
+        if self._cert_cache is not None and now - self._cert_cache[0] < 60:
+            return self._cert_cache[1]  # a scrape every few seconds need not read the file
+        from bridge.oicp.client import certificate_days_left
+
+        try:
+            days = certificate_days_left(path)
+        except (OSError, ValueError):
+            days = None  # the bridge would not have started; check-config names the problem
+        self._cert_cache = (now, days)
+        return days
+
+
+def _is_parked(code: str | None) -> bool:
+    return code is not None and code != "removed"  # "removed": no longer configured, by design
+
+
+def _gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
+    doc = _DOC[name]
+    family = GaugeMetricFamily(name, doc.help, labels=doc.labels)
+    for labels, value in samples:
+        family.add_metric(list(labels), value)
+    return family

@@ -1,0 +1,203 @@
+"""Operator docs and deployment files agree with the code (generated parts are not stale)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from bridge.config import ChargerSettings, OcppSettings, OpsSettings, Settings, load_settings
+from bridge.ops import docs
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+RUN_COMMAND = ["bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
+
+
+def sections() -> list[tuple[str, type[BaseModel]]]:
+    out = []
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.append((name, field.annotation))
+    return out
+
+
+# -- generated files are current -----------------------------------------------------------------
+def test_configuration_reference_is_current() -> None:
+    path = ROOT / "docs" / "configuration.md"
+    assert path.read_text(encoding="utf-8") == docs.config_reference(), (
+        "docs/configuration.md is stale: run `make docs` (python -m bridge.ops.docs --write)"
+    )
+
+
+def test_readme_metrics_table_is_current() -> None:
+    assert docs.with_metrics(README) == README, "README metrics table is stale: run `make docs`"
+    assert docs.stale() == []
+
+
+def test_readme_links_the_configuration_reference() -> None:
+    assert "(docs/configuration.md)" in README
+
+
+# -- the reference covers the model ---------------------------------------------------------------
+def leaves() -> list[tuple[tuple[str, ...], Any]]:
+    """Every setting of every section, nested models walked (as the reference lists them)."""
+    return [leaf for section, model in sections() for leaf in docs.leaf_fields(model, (section,))]
+
+
+def test_every_setting_has_a_description() -> None:
+    every = [*leaves(), *docs.leaf_fields(ChargerSettings, ("chargers", "<id>"))]
+    missing = [".".join(path) for path, field in every if not (field.description or "").strip()]
+    assert missing == []
+    assert len(every) > len(sections()) * 2
+    assert all((model.__doc__ or "").strip() for _, model in sections())
+
+
+def test_every_setting_is_a_row_with_its_env_name_and_default() -> None:
+    reference = docs.config_reference()
+    rows = {line.split(" | ")[0].strip("| `"): line for line in reference.splitlines()
+            if line.startswith("| `")}  # fmt: skip
+    for path, field in leaves():
+        row = rows[".".join(path)]
+        assert "`BRIDGE_" + "__".join(p.upper() for p in path) + "`" in row
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, bool):
+            assert f"`{str(default).lower()}`" in row
+        elif isinstance(default, int | str) and not isinstance(default, float):
+            assert f"`{getattr(default, 'value', default)}`" in row, row
+        assert (field.description or "").split()[0] in row
+    assert "chargers.<charge point ID>.evses" in rows
+    assert "`BRIDGE_CHARGERS`" in reference and "`BRIDGE_CHARGERS__<ID>__EVSES`" in reference
+
+
+def _other_value(annotation: Any, default: Any, field: Any) -> Any:
+    """A valid value different from the default, for number and boolean settings."""
+    if annotation is bool:
+        return not default
+    if annotation in (int, float):
+        limit = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+        return default - 1 if limit is not None and default >= limit else default + 1
+    return None
+
+
+def test_documented_environment_names_really_override(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Set every number/boolean setting through its documented variable and read it back."""
+    checked = set()
+    for path, field in leaves():
+        default = field.get_default(call_default_factory=True)
+        value = _other_value(field.annotation, default, field)
+        if value is None or path in (("ocpp", "allow_unlisted"), ("ocpp", "security", "profile")):
+            continue  # refused alone: they need evse_id_template / passwords or certificates
+        monkeypatch.setenv(docs.env_name(*path), str(value).lower())
+        got: Any = load_settings(None)
+        for part in path:
+            got = getattr(got, part)
+        assert got == value, path
+        monkeypatch.delenv(docs.env_name(*path))
+        checked.add(".".join(path))
+    assert {
+        "ocpp.port",
+        "ops.port",
+        "delivery.pause_retry",
+        "ocpp.security.message_burst",
+    } <= checked
+    monkeypatch.setenv(docs.env_name("chargers"), '{"CP9": {"evses": {"1": "DE*ABC*E9*1"}}}')
+    assert load_settings(None).chargers["CP9"].evses == {1: "DE*ABC*E9*1"}
+
+
+def test_types_and_limits_are_readable() -> None:
+    reference = docs.config_reference()
+    assert "| `ocpp.port` | integer (≥ 0, ≤ 65535) | `9000` |" in reference
+    assert "| `oicp.operator_id` | OICP OperatorID |" in reference
+    assert "mapping OCPP status → OICP status" in reference
+    assert "one of `Unknown`, `OutOfService`" in reference
+    assert "typing." not in reference and "<function" not in reference
+
+
+# -- README ---------------------------------------------------------------------------------------
+def test_readme_starts_with_make_run_and_make_test() -> None:
+    block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert block is not None and README.index(block.group(0)) < README.index("\n## ")
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make run", "make test"]
+
+
+def test_readme_documents_ops_surface() -> None:
+    for text in ("/healthz", "/readyz", "/metrics", "/api/v1/evses", "X-Total-Count",
+                 "`ops.listening`", "`ops.api_error`", " ".join(RUN_COMMAND)):  # fmt: skip
+        assert text in README, text
+    troubleshooting = README[README.index("### Troubleshooting") :]
+    for code in ("`017`", "`018`", "`022`", "`300`", "`429`"):
+        assert code in troubleshooting, code
+
+
+# -- container files ------------------------------------------------------------------------------
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.replace("\\\n", " ")
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_command_user_healthcheck_and_ports() -> None:
+    instructions = _dockerfile_instructions()
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
+    cmd = [yaml.safe_load(v) for k, v in final if k == "CMD"]
+    assert cmd == [RUN_COMMAND]
+    user = [v for k, v in final if k == "USER"]
+    assert len(user) == 1 and user[0].split(":")[0] not in ("0", "root")
+    assert len([k for k, _ in instructions if k == "FROM"]) >= 2  # multi-stage
+    health = [v for k, v in final if k == "HEALTHCHECK"]
+    assert len(health) == 1 and "/healthz" in health[0]
+    assert f"'{OpsSettings().port}'" in health[0]  # the default ops port
+    exposed = {int(p) for k, v in final if k == "EXPOSE" for p in v.split()}
+    assert exposed == {OcppSettings().port, OpsSettings().port}
+    volumes = [yaml.safe_load(v) for k, v in final if k == "VOLUME"]
+    workdir = [v for k, v in final if k == "WORKDIR"][-1]
+    assert volumes == [[workdir]]  # relative state.database paths land on the volume
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", DOCKERFILE, re.M)
+
+
+def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
+    services = COMPOSE["services"]
+    assert set(services) == {"bridge", "hub-sim", "chargers"}
+    bridge = services["bridge"]
+    assert bridge["command"] == RUN_COMMAND
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in bridge["volumes"]}
+    workdir = [v for k, v in _dockerfile_instructions() if k == "WORKDIR"][-1]
+    assert mounts[workdir] in COMPOSE["volumes"]  # a named volume, not a host path
+    assert (ROOT / mounts["/etc/bridge/bridge.yaml"]).is_file()
+    ports = {p.split(":")[1] for p in bridge["ports"]}
+    assert {str(OcppSettings().port), str(OpsSettings().port)} <= ports
+    assert services["hub-sim"]["network_mode"] == "service:bridge"
+    assert "hub-sim" in services["hub-sim"]["command"]
+    chargers = services["chargers"]
+    assert chargers["profiles"] == ["chargers"]
+    assert chargers["depends_on"]["bridge"]["condition"] == "service_healthy"
+    # The simulated chargers are the ones the mounted registry lists.
+    config = load_settings(ROOT / mounts["/etc/bridge/bridge.yaml"])
+    simulated = {arg.split(":")[0] for arg in chargers["command"] if ":" in arg and "/" not in arg}
+    assert simulated == set(config.chargers)
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert lines[lines.index("*")] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = set()
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "COPY" and "--from" not in rest:
+            copied.update(path.split("/")[0] for path in rest.split()[:-1])
+    assert copied <= allowed, copied - allowed
