@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from bridge.certs import log_certificate
 from bridge.config import Settings
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
@@ -22,8 +23,8 @@ from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.hubsim import HubSimulator
-from bridge.ocpp.server import CERT_WARN_DAYS, OcppServer
-from bridge.oicp.client import OicpClient, certificate_days_left
+from bridge.ocpp.server import OcppServer
+from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
 from bridge.status.engine import StatusEngine
@@ -152,21 +153,10 @@ class Bridge:
 
     def check_client_cert(self) -> None:
         """Log (warn under 30 days) and keep how long the hub client certificate is valid."""
-        cert = self.settings.oicp.client_cert
-        if cert is None:
-            return
-        try:
-            days = certificate_days_left(cert)
-        except (OSError, ValueError) as exc:
-            log.warning("oicp.client_cert", path=str(cert), error=str(exc))
-            return
-        self.client_cert_days_left = days
-        shown = None if days is None else round(days, 1)
-        if days is not None and days < CERT_WARN_DAYS:
-            log.warning("oicp.client_cert", path=str(cert), days_left=shown,
-                        reason=f"expires in less than {CERT_WARN_DAYS} days")  # fmt: skip
-        else:
-            log.info("oicp.client_cert", path=str(cert), days_left=shown)
+        if self.settings.oicp.client_cert is not None:
+            self.client_cert_days_left = log_certificate(
+                "oicp.client_cert", self.settings.oicp.client_cert
+            )
 
     async def start(self) -> None:
         s = self.settings

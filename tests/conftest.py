@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,35 @@ async def hub() -> AsyncIterator[HubSimulator]:
     async with HubSimulator(body_validator=validate_push_body) as sim:
         yield sim
     assert sim.schema_errors == [], sim.schema_errors
+
+
+class Events:
+    """Every structlog event dict logged while the ``events`` fixture is active."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("event") == event]
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: Events) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, dict):
+            self.sink.records.append(dict(record.msg))
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    sink = Events()
+    handler = _Collect(sink)
+    logging.getLogger().addHandler(handler)
+    yield sink
+    logging.getLogger().removeHandler(handler)
 
 
 def settings_for(tmp_path: Path, hub_url: str, **overrides: Any) -> Settings:

@@ -10,7 +10,7 @@ import asyncio
 import importlib.resources
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jsonschema
@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator
 from bridge.status.table import OicpStatus
-from tests.conftest import eventually, now_z, pushes
+from tests.conftest import Events, eventually, now_z, pushes
 
 MakeBridge = Callable[..., Awaitable[Bridge]]
 CHARGER = {"1.6": "CP16", "2.0.1": "CP201"}
@@ -55,33 +55,6 @@ def check_call_error(answer: list[Any], unique_id: str, code: str) -> None:
     assert answer[:3] == [4, unique_id, code], answer
     assert len(answer) == 5 and isinstance(answer[3], str) and len(answer[3]) <= 255
     assert isinstance(answer[4], dict)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("event") == event]
-
-
-class _Collect(logging.Handler):
-    def __init__(self, sink: Events) -> None:
-        super().__init__(logging.DEBUG)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.sink.records.append(dict(record.msg))
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    sink = Events()
-    handler = _Collect(sink)
-    logging.getLogger().addHandler(handler)
-    yield sink
-    logging.getLogger().removeHandler(handler)
 
 
 # (frame, id the answer must carry, 1.6 code, 2.0.1 code)

@@ -14,7 +14,7 @@ import logging
 import ssl
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from bridge.ocpp.auth import (
     parse_basic,
 )
 from bridge.ocpp.server import MessageBudget
-from tests.conftest import eventually, pushes
+from tests.conftest import Events, eventually, pushes
 
 PASSWORDS = {"CP16": "correct horse battery staple", "CP201": "Tr0ub4dor&3-second-charger"}
 FAST = {"n": 2**10}  # cheap hashes keep the tests quick; the format carries the cost
@@ -119,35 +119,6 @@ def tls_settings(pki: Pki, profile: int, **extra: Any) -> dict[str, Any]:
             **extra,
         }
     }
-
-
-class Events:
-    """Every structlog event dict logged while the fixture is active."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("event") == event]
-
-
-class _Collect(logging.Handler):
-    def __init__(self, sink: Events) -> None:
-        super().__init__(logging.DEBUG)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.sink.records.append(dict(record.msg))
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    sink = Events()
-    handler = _Collect(sink)
-    logging.getLogger().addHandler(handler)
-    yield sink
-    logging.getLogger().removeHandler(handler)
 
 
 _QUIET = logging.getLogger("tests.client")  # the test clients' own header logs stay out

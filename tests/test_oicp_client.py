@@ -14,10 +14,11 @@ import pytest
 import trustme
 from aiohttp import web
 
+from bridge.certs import certificate_days_left
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.hubsim import HubSimulator, server_ssl_context
-from bridge.oicp.client import OicpClient, certificate_days_left, parse_retry_after
+from bridge.oicp.client import OicpClient, parse_retry_after
 from bridge.oicp.models import ActionType
 from bridge.status.table import OicpStatus
 from tests.oicp_schema import validate_push_body

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from bridge.certs import log_certificate
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.ocpp import auth, v16, v201
 from bridge.ocpp.auth import Failure
@@ -37,7 +38,6 @@ PATH_PREFIX = "/ocpp/"
 SUBPROTOCOLS = [Subprotocol(name) for name in DIALECTS]
 HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HANDLERS}
 THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
-CERT_WARN_DAYS = 30
 _YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
 _BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -142,22 +142,8 @@ class OcppServer:
 
     def _log_server_cert(self) -> None:
         cert = self.settings.security.tls_cert
-        if cert is None:
-            return
-        from bridge.oicp.client import certificate_days_left
-
-        try:
-            days = certificate_days_left(cert)
-        except (OSError, ValueError) as exc:
-            log.warning("ocpp.server_cert", path=str(cert), error=str(exc))
-            return
-        self.server_cert_days_left = days
-        if days is not None and days < CERT_WARN_DAYS:
-            log.warning("ocpp.server_cert", path=str(cert), days_left=round(days, 1),
-                        reason=f"expires in less than {CERT_WARN_DAYS} days")  # fmt: skip
-        else:
-            log.info("ocpp.server_cert", path=str(cert),
-                     days_left=None if days is None else round(days, 1))  # fmt: skip
+        if cert is not None:
+            self.server_cert_days_left = log_certificate("ocpp.server_cert", cert)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)

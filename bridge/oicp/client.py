@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -30,7 +29,7 @@ from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.oicp.models import Acknowledgment, ActionType, build_status_request
 from bridge.status.table import OicpStatus
 
-__all__ = ["OicpClient", "PushOutcome", "certificate_days_left", "parse_retry_after"]
+__all__ = ["OicpClient", "PushOutcome", "parse_retry_after"]
 
 STATUS_PATH = "/api/oicp/evsepush/v21/operators/{operator}/status-records"
 SUCCESS_CODE = "000"
@@ -276,22 +275,3 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:  # RFC 9110 dates are GMT
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def certificate_days_left(path: Path) -> float | None:
-    """Days until the first certificate in ``path`` expires (negative once expired).
-
-    Returns None when the optional ``cryptography`` package is not installed. Raises OSError if
-    the file cannot be read and ValueError if it holds no PEM certificate.
-    """
-    try:
-        from cryptography import x509  # optional: not a runtime dependency
-    except ImportError:
-        return None
-    data = Path(path).read_bytes()
-    start = data.find(b"-----BEGIN CERTIFICATE-----")
-    if start < 0:
-        raise ValueError(f"{path}: no PEM certificate found")
-    cert = x509.load_pem_x509_certificate(data[start:])
-    left = cert.not_valid_after_utc - datetime.now(UTC)
-    return left.total_seconds() / 86400.0

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.ops.api import iso
 from bridge.status.registry import Registry
 from bridge.store.sqlite import read_snapshot
 
-__all__ = ["CERT_WARN_DAYS", "Check", "check_config", "check_settings", "status"]
+__all__ = ["Check", "check_config", "check_settings", "status"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-CERT_WARN_DAYS = 30  # Hubject certificates are renewed by hand; a month is the lead time
 
 
 @dataclass
@@ -103,7 +103,6 @@ def _check_certificate(cert: Path | None, key: Path | None, check: Check) -> Non
             missing = True
     if missing:
         return
-    from bridge.oicp.client import certificate_days_left
 
     try:
         days = certificate_days_left(cert)
@@ -120,9 +119,7 @@ def _check_certificate(cert: Path | None, key: Path | None, check: Check) -> Non
             + f": {exc}"
         )
         return
-    if days is None:
-        check.facts["client certificate"] = f"{cert} (expiry not checked)"
-    elif days < 0:
+    if days < 0:
         check.problems.append(f"oicp.client_cert: {cert} expired {-days:.0f} days ago")
     else:
         check.facts["client certificate"] = f"{cert} ({days:.0f} days left)"

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
+from bridge.certs import certificate_days_left
 from bridge.delivery.worker import PushEvent
 from bridge.ocpp.auth import Failure
 from bridge.status.table import OcppStatus, OicpStatus
@@ -212,7 +213,6 @@ class _LiveCollector:
         now = time.monotonic()
         if self._cert_cache is not None and now - self._cert_cache[0] < 60:
             return self._cert_cache[1]  # a scrape every few seconds need not read the file
-        from bridge.oicp.client import certificate_days_left
 
         try:
             days = certificate_days_left(path)
