@@ -41,7 +41,7 @@ pytest: $(STAMP)
 ##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet uvloop py-spy
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -76,7 +76,8 @@ class Ingest:
             )
         )
         self._apply(changes)
-        self._touch(charge_point_id, now)
+        # last_seen stays in memory; the row is written on connect, boot and disconnect.
+        self._row(charge_point_id).last_seen = now
         if self.on_status is not None:
             self.on_status(charge_point_id, self._row(charge_point_id).protocol or "?", status)
         log.info(

@@ -155,7 +155,9 @@ class PushWorker:
         self._emit(action, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("push.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
                  pending=len(self.outbox), **fields)  # fmt: skip
-        await self.outbox.store.commit()
+        # The acknowledgment rides with the next group commit instead of holding up the next
+        # push: losing it in a crash only means one identical re-push (insert/update recover).
+        self.outbox.store.commit_soon()
 
     async def _failed(
         self,
@@ -201,7 +203,7 @@ class PushWorker:
             self.outbox.park(evse_id, exc.code)
             log.error("push.parked", **detail)
         self._emit(action, verdict.value, exc.code or _http(exc), duration)
-        await self.outbox.store.commit()
+        self.outbox.store.commit_soon()
 
     def _succeeded(self) -> None:
         self._failures = 0

@@ -12,7 +12,8 @@ import asyncio
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,18 @@ _CONNECTOR_SQL = _upsert_sql("connector", ConnectorRow)
 _EVSE_SQL = _upsert_sql("evse", EvseRow)
 _CP_SQL = _upsert_sql("charge_point", ChargePointRow)
 
+Row = tuple[Any, ...]
+
+
+def _snapshot(cls: type[Any]) -> Any:
+    """A flat tuple of a row's fields in column order: an immutable copy, cheap to take."""
+    return attrgetter(*(f.name for f in fields(cls)))
+
+
+_connector_tuple = _snapshot(ConnectorRow)
+_evse_tuple = _snapshot(EvseRow)
+_cp_tuple = _snapshot(ChargePointRow)
+
 
 class StateStore:
     """The bridge's SQLite database. Use from one event loop."""
@@ -137,9 +150,10 @@ class StateStore:
         self._synchronous = synchronous
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._connectors: dict[tuple[str, int, int], ConnectorRow] = {}
-        self._evses: dict[str, EvseRow] = {}
-        self._cps: dict[str, ChargePointRow] = {}
+        # Staged rows as tuples (snapshots taken at put time), keyed so a later put replaces.
+        self._connectors: dict[tuple[str, int, int], Row] = {}
+        self._evses: dict[str, Row] = {}
+        self._cps: dict[str, Row] = {}
         self._meta: dict[str, str] = {}
         self._batch: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -190,15 +204,17 @@ class StateStore:
 
     # -- writes ----------------------------------------------------------------------------
     def put_connector(self, row: ConnectorRow) -> None:
-        self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = row
+        self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = _connector_tuple(
+            row
+        )
 
     def put_evse(self, row: EvseRow) -> None:
-        # Rows are mutable objects owned by the outbox; copy so a later in-memory change
-        # cannot slip into a batch that is being written.
-        self._evses[row.evse_id] = EvseRow(*astuple(row))
+        # Rows are mutable objects owned by the outbox; the tuple is a snapshot, so a later
+        # in-memory change cannot slip into a batch that is being written.
+        self._evses[row.evse_id] = _evse_tuple(row)
 
     def put_charge_point(self, row: ChargePointRow) -> None:
-        self._cps[row.charge_point_id] = ChargePointRow(*astuple(row))
+        self._cps[row.charge_point_id] = _cp_tuple(row)
 
     def put_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
@@ -209,13 +225,21 @@ class StateStore:
 
     async def commit(self) -> None:
         """Return when every row put so far is durable (raises StoreError if it cannot be)."""
+        await asyncio.shield(self._next_batch())
+
+    def commit_soon(self) -> None:
+        """Have everything put so far written with the next batch, without waiting for it."""
+        if self._db is not None:
+            self._next_batch()
+
+    def _next_batch(self) -> asyncio.Future[None]:
         if self._db is None:
             raise StoreError("state database is not open")
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
-        await asyncio.shield(self._batch)
+        return self._batch
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -225,8 +249,8 @@ class StateStore:
             batch, self._batch = self._batch, None
             rows = (
                 list(self._connectors.values()),
-                [astuple(r) for r in self._evses.values()],
-                [astuple(r) for r in self._cps.values()],
+                list(self._evses.values()),
+                list(self._cps.values()),
                 list(self._meta.items()),
             )
             self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
@@ -240,27 +264,19 @@ class StateStore:
                 batch.set_result(None)
 
     def _requeue(
-        self,
-        connectors: list[ConnectorRow],
-        evses: list[tuple[Any, ...]],
-        cps: list[tuple[Any, ...]],
-        meta: list[tuple[str, str]],
+        self, connectors: list[Row], evses: list[Row], cps: list[Row], meta: list[tuple[str, str]]
     ) -> None:
         for c in connectors:
-            self._connectors.setdefault((c.charge_point_id, c.evse_key, c.connector_id), c)
+            self._connectors.setdefault((c[0], c[1], c[2]), c)
         for e in evses:
-            self._evses.setdefault(e[0], _evse(e))
+            self._evses.setdefault(e[0], e)
         for cp in cps:
-            self._cps.setdefault(cp[0], _cp(cp))
+            self._cps.setdefault(cp[0], cp)
         for key, value in meta:
             self._meta.setdefault(key, value)
 
     def _write(
-        self,
-        connectors: list[ConnectorRow],
-        evses: list[tuple[Any, ...]],
-        cps: list[tuple[Any, ...]],
-        meta: list[tuple[str, str]],
+        self, connectors: list[Row], evses: list[Row], cps: list[Row], meta: list[tuple[str, str]]
     ) -> None:
         db = self._db
         if db is None:
@@ -269,7 +285,7 @@ class StateStore:
             db.execute("BEGIN")
             try:
                 if connectors:
-                    db.executemany(_CONNECTOR_SQL, [astuple(r) for r in connectors])
+                    db.executemany(_CONNECTOR_SQL, connectors)
                 if evses:
                     db.executemany(_EVSE_SQL, evses)
                 if cps:

@@ -1,0 +1,98 @@
+"""Run ``bridge`` with one experimental change applied from outside, to measure a proposal.
+
+For benchmarking only: each tweak patches the bridge in this process before it starts, so a
+proposed design change can be measured before anyone edits bridge/.
+
+    python -m bench.variants --uvloop --backlog=4096 --no-compression -- run --config X.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import functools
+import gc
+import sys
+import time
+from typing import Any
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m bench.variants")
+    parser.add_argument("--uvloop", action="store_true", help="run the event loop on uvloop")
+    parser.add_argument("--backlog", type=int, help="listen backlog of the OCPP server")
+    parser.add_argument(
+        "--no-compression", action="store_true", help="do not negotiate permessage-deflate"
+    )
+    parser.add_argument(
+        "--gc-threshold", type=int, help="first-generation threshold of the cyclic GC"
+    )
+    parser.add_argument(
+        "--gc-report", action="store_true", help="print the time spent in the GC at exit"
+    )
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() once the bridge has started"
+    )
+    args = parser.parse_args(argv[:split])
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, 50, 100)
+    if args.gc_report:
+        _report_gc()
+    if args.gc_freeze:
+        from bridge.app import Bridge
+
+        start = Bridge.start
+
+        async def start_then_freeze(self: Bridge) -> None:
+            await start(self)
+            gc.collect()
+            gc.freeze()  # settings, registry and restored state: never garbage, never scanned
+
+        Bridge.start = start_then_freeze  # type: ignore[method-assign]
+
+    from bridge.ocpp import server
+
+    extra: dict[str, Any] = {}
+    if args.backlog:
+        extra["backlog"] = args.backlog
+    if args.no_compression:
+        extra["compression"] = None
+    if extra:
+        server.serve = functools.partial(server.serve, **extra)  # type: ignore[attr-defined]
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    from bridge.cli import main as bridge_main
+
+    return bridge_main(argv[split + 1 :])
+
+
+def _report_gc() -> None:
+    spent = [0.0, 0.0, 0.0]
+    runs = [0, 0, 0]
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            spent[info["generation"]] += time.perf_counter() - started[0]
+            runs[info["generation"]] += 1
+
+    gc.callbacks.append(callback)
+    atexit.register(
+        lambda: print(
+            f"gc: collections {runs}, seconds {[round(x, 3) for x in spent]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
