@@ -6,7 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -216,13 +216,15 @@ class Bridge:
         log.info("bridge.stopped", pending=len(self.outbox))
         self._stopped.set()
 
-    async def run(self) -> None:
+    async def run(self, on_started: Callable[[], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT, then stop gracefully."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        if on_started is not None:
+            on_started()
         try:
             await stop.wait()
         finally:

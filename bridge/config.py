@@ -179,6 +179,17 @@ class OcppSettings(_Model):
         gt=0,
         description="A charger silent for heartbeat_interval + this (s) is disconnected.",
     )
+    compression: Literal["none", "deflate"] = Field(
+        "none",
+        description="permessage-deflate (RFC 7692) for chargers that offer it. Off by default: "
+        "it costs ~40 KiB of memory per connection for frames of a few hundred bytes.",
+    )
+    listen_backlog: int = Field(
+        4096,
+        ge=16,
+        description="TCP accept queue; large enough for a fleet reconnecting at once (the "
+        "kernel caps it at net.core.somaxconn).",
+    )
     max_message_size: int = Field(
         65536, ge=1024, description="Largest frame (bytes); larger ones close with 1009."
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from ocpp.v201 import call as call201
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.hubsim import HubSimulator
-from bridge.ops.logging import setup_logging
+from bridge.ops.logging import add_tap, remove_tap, setup_logging
 from tests.oicp_schema import validate_push_body
 
 OPERATOR = "DE*ABC"
@@ -44,7 +43,7 @@ async def hub() -> AsyncIterator[HubSimulator]:
 
 
 class Events:
-    """Every structlog event dict logged while the ``events`` fixture is active."""
+    """Every log event (as a dict) logged while the ``events`` fixture is active."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
@@ -53,23 +52,12 @@ class Events:
         return [r for r in self.records if r.get("event") == event]
 
 
-class _Collect(logging.Handler):
-    def __init__(self, sink: Events) -> None:
-        super().__init__(logging.DEBUG)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.sink.records.append(dict(record.msg))
-
-
 @pytest.fixture
 def events() -> Iterator[Events]:
     sink = Events()
-    handler = _Collect(sink)
-    logging.getLogger().addHandler(handler)
+    add_tap(sink.records.append)
     yield sink
-    logging.getLogger().removeHandler(handler)
+    remove_tap(sink.records.append)
 
 
 def settings_for(tmp_path: Path, hub_url: str, **overrides: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 import websockets
@@ -63,3 +64,21 @@ def test_path_is_url_decoded() -> None:
     assert charge_point_id_from_path("/ocpp/CP1?x=1") == "CP1"
     assert charge_point_id_from_path("/ocpp/a%2Fb") == "a/b"
     assert charge_point_id_from_path("/ocpp/a/b") is None
+
+
+async def test_compression_is_off_unless_configured(
+    make_bridge: Callable[..., Awaitable[Bridge]],
+) -> None:
+    plain = await make_bridge()
+    url = f"ws://127.0.0.1:{plain.ocpp.port}/ocpp/CP16"
+    async with websockets.connect(url, subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    await plain.stop()
+    deflating = await make_bridge(ocpp={"compression": "deflate"})
+    url = f"ws://127.0.0.1:{deflating.ocpp.port}/ocpp/CP16"
+    async with websockets.connect(url, subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+        assert ws.response is not None
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        await ws.send(json.dumps([2, "h", "Heartbeat", {}]))
+        assert json.loads(await ws.recv())[0] == 3

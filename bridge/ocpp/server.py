@@ -114,6 +114,8 @@ class OcppServer:
             ping_interval=s.ping_interval,
             ping_timeout=s.response_timeout,
             max_size=s.max_message_size,
+            compression="deflate" if s.compression == "deflate" else None,
+            backlog=s.listen_backlog,
             open_timeout=s.security.handshake_timeout,
             create_connection=_connection_class(self),
             logger=_RedactingLogger(logging.getLogger("websockets.server")),

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.oicp.models import Acknowledgment, ActionType, build_status_request
+from bridge.oicp.transport import AiohttpTransport
 from bridge.status.table import OicpStatus
 
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after"]
@@ -57,8 +58,10 @@ class OicpClient:
             # Hubject expects the ID as is (``DE*ABC``, ``+49*536``), not percent-encoded.
             operator=quote(settings.operator_id, safe="*+")
         )
+        context = _ssl_context(settings)
+        self._url = httpx.URL(self.status_url)  # parsed once, not per push
         self._http = httpx.AsyncClient(
-            verify=_ssl_context(settings),
+            verify=context,  # used by proxy transports from the environment, as before
             timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
             # Pushes are sequential; a second connection only covers a stale keep-alive one.
             limits=httpx.Limits(
@@ -68,7 +71,7 @@ class OicpClient:
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
-            transport=transport,
+            transport=transport or AiohttpTransport(context, max_connections=2, keepalive_expiry=30.0),
             follow_redirects=False,
         )
 
@@ -108,7 +111,7 @@ class OicpClient:
         try:
             # httpx's read timeout restarts with every chunk; this caps the whole exchange.
             async with asyncio.timeout(total):
-                return await self._http.post(self.status_url, content=content)
+                return await self._http.post(self._url, content=content)
         except TimeoutError:
             raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
         except httpx.ConnectTimeout:
@@ -149,7 +152,7 @@ def _describe(exc: httpx.RequestError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS: certificate verify failed: {cause.verify_message or cause}"
+            return f"TLS: certificate verify failed: {getattr(cause, 'verify_message', None) or cause}"
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {cause.reason or cause}"
         if isinstance(cause, OSError) and os_error is None and cause.strerror:

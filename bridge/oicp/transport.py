@@ -1,0 +1,131 @@
+"""An httpx transport that sends requests with aiohttp.
+
+httpx stays the client API (requests, responses, headers, cookies, redirects, error types);
+aiohttp only moves bytes. Per push, httpx's own HTTP/1.1 stack (httpcore, h11, anyio) costs
+several times aiohttp's, and the push worker sends strictly one request at a time, so the
+per-request cost caps the push rate. Errors are raised as the httpx exceptions httpcore would
+raise in the same situation, chained to the underlying OSError or ssl error.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+
+import aiohttp
+import httpx
+from multidict import CIMultiDict
+from yarl import URL
+
+__all__ = ["AiohttpTransport"]
+
+_NO_RESPONSE = "Server disconnected without sending a response."
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive over one ``aiohttp.ClientSession``, TLS by ``ssl_context``."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_connections: int = 2,
+        keepalive_expiry: float = 30.0,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        # Created on first use: a session belongs to the event loop it was created in.
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            ssl=self._ssl_context,
+            limit=self._max_connections,
+            keepalive_timeout=self._keepalive_expiry,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            # httpx does all of this itself, exactly as with its default transport.
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("Accept", "Accept-Encoding", "Content-Type", "User-Agent"),
+            trust_env=False,
+            requote_redirect_url=False,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session
+        if session is None:
+            session = self._session = self._open()
+        body = await request.aread()
+        try:
+            async with session.request(
+                request.method,
+                self._url(request.url),
+                data=body or None,
+                headers=CIMultiDict(
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                ),
+                timeout=self._timeout(request.extensions.get("timeout", {})),
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+        except aiohttp.ClientError as exc:
+            raise _map_error(exc, request) from (exc.__cause__ or exc)
+        return httpx.Response(
+            response.status,
+            headers=list(response.raw_headers),
+            stream=httpx.ByteStream(content),  # httpx decodes it (Content-Encoding) as usual
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
+            },
+        )
+
+    def _url(self, url: httpx.URL) -> URL:
+        # Already encoded by httpx; the OperatorID's ``*`` and ``+`` must reach the hub as is.
+        text = str(url)
+        cached = self._urls.get(text)
+        if cached is None:
+            cached = self._urls[text] = URL(text, encoded=True)
+        return cached
+
+    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeout.get("connect"), timeout.get("read"))
+        cached = self._timeouts.get(key)
+        if cached is None:
+            cached = self._timeouts[key] = aiohttp.ClientTimeout(
+                # connect: TCP + TLS handshake, as httpx's; read: between two reads. The caller
+                # bounds the whole exchange. No rounding up to whole seconds (aiohttp's default).
+                sock_connect=key[0],
+                sock_read=key[1],
+                ceil_threshold=math.inf,
+            )
+        return cached
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _map_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:
+    """The httpx exception httpcore raises in the same situation."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc), request=request)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc.__cause__ or exc), request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(_NO_RESPONSE, request=request)
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
+        return httpx.WriteError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientOSError):
+        return httpx.ReadError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(str(exc), request=request)
+    return httpx.TransportError(str(exc), request=request)
