@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import itertools
+import json
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,13 +19,14 @@ import httpx
 import pytest
 import trustme
 from aiohttp import web
+from pydantic import ValidationError
 
 from bridge.certs import certificate_days_left
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.hubsim import HubSimulator, server_ssl_context
 from bridge.oicp.client import OicpClient, parse_retry_after
-from bridge.oicp.models import ActionType
+from bridge.oicp.models import ActionType, StatusRequestEncoder, build_status_request
 from bridge.status.table import OicpStatus
 from tests.oicp_schema import validate_push_body
 
@@ -285,3 +292,252 @@ async def test_invalid_record_is_not_sent(hub: HubSimulator, client: OicpClient)
     with pytest.raises(ValueError, match="EvseID"):
         await client.push_evse_status(ActionType.UPDATE, [("CP-1", AVAILABLE)])
     assert hub.received == []
+
+
+# --- request bodies written without the models (StatusRequestEncoder) ---------------------------
+
+EVSE_IDS = ["DE*ABC*E1", "DEABCE0001*1", "DE*ABC*E0001*2*A", "+49*536*1*2", "DE*ABC*E9\n"]
+ODD_NAME = 'Ä "Stadtwerke" \\ Süd\t\u2028/\x7f'  # escapes, non-ASCII, a control character
+
+
+@pytest.mark.parametrize("operator", [(OP, None), (OP, "ABC Charging"), ("+49*536", ODD_NAME)])
+def test_encoded_bodies_are_the_model_bytes(operator: tuple[str, str | None]) -> None:
+    operator_id, name = operator
+    encoder = StatusRequestEncoder(operator_id, name)
+    evses = [e for e in EVSE_IDS if e.startswith(operator_id[:2])]
+    record_sets: list[list[tuple[str, OicpStatus]]] = [[]]
+    record_sets += [[(evse, status)] for evse in evses for status in OicpStatus]
+    record_sets.append(list(zip(itertools.cycle(evses), OicpStatus, strict=False)))
+    for action, records in itertools.product(ActionType, record_sets):
+        expected = build_status_request(action, operator_id, name, records)
+        expected_bytes = expected.model_dump_json(exclude_none=True).encode()
+        first, again = encoder.encode(action, records), encoder.encode(action, records)
+        assert first == again == expected_bytes, (action, records)
+        validate_push_body("status", json.loads(again))
+
+
+def test_encoder_leaves_anything_unusual_to_the_models() -> None:
+    encoder = StatusRequestEncoder(OP, None)
+    encoder.encode(ActionType.UPDATE, [("DE*ABC*E1", AVAILABLE)])  # envelope now cached
+    as_text = [("DE*ABC*E1", "Available")]  # a str, not an OicpStatus: coerced by the models
+    expected = build_status_request(ActionType.UPDATE, OP, None, as_text).model_dump_json()  # type: ignore[arg-type]
+    assert encoder.encode(ActionType.UPDATE, as_text) == expected.encode()  # type: ignore[arg-type]
+    for bad in ([("CP-1", AVAILABLE)], [("DE*ABC*E1", "Free")]):
+        with pytest.raises(ValidationError):
+            encoder.encode(ActionType.UPDATE, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        encoder.encode("replace", [])  # type: ignore[arg-type]
+
+
+async def test_invalid_record_is_not_sent_after_valid_ones(
+    hub: HubSimulator, client: OicpClient
+) -> None:
+    await client.push_evse_status(ActionType.FULL_LOAD, [("DE*ABC*E1", AVAILABLE)])
+    with pytest.raises(ValueError, match="EvseID"):
+        await client.push_evse_status(
+            ActionType.UPDATE, [("DE*ABC*E1", AVAILABLE), ("CP-1", OCCUPIED)]
+        )
+    assert len(hub.received) == 1
+
+
+# --- the aiohttp transport: answers and failures over real sockets -----------------------------
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ACK = b'{"Result":true,"StatusCode":{"Code":"000","Description":"Success."}}'
+
+
+@asynccontextmanager
+async def raw_hub(handler: Handler) -> AsyncIterator[str]:
+    """A plain-TCP 'hub' whose every connection is served by ``handler``; yields its base URL."""
+
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+def answer(body: bytes, *headers: bytes, status: bytes = b"200 OK") -> bytes:
+    lines = [
+        b"HTTP/1.1 " + status,
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+    ]
+    return b"\r\n".join([*lines, *headers, b"", body])
+
+
+async def push_to(base_url: str, count: int = 1, **changes: object) -> list[str]:
+    """Push ``count`` times; what each push gave (``ok 000`` or the error's text)."""
+    settings = OicpSettings.model_validate(
+        {
+            "base_url": base_url,
+            "operator_id": OP,
+            "connect_timeout": 0.3,
+            "request_timeout": 0.5,
+            **changes,
+        }
+    )
+    results = []
+    async with OicpClient(settings) as oicp:
+        for _ in range(count):
+            try:
+                outcome = await oicp.push_evse_status(ActionType.UPDATE, [("DE*ABC*E1", AVAILABLE)])
+                results.append(f"ok {outcome.code}")
+            except (HubTransportError, HubRejectedError) as exc:
+                results.append(str(exc))
+    return results
+
+
+async def test_request_on_the_wire() -> None:
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            requests.append(await read_request(reader))
+            writer.write(answer(ACK))
+
+    async with raw_hub(serve) as url:
+        assert await push_to(url, 2) == ["ok 000", "ok 000"]
+    assert len(requests) == 2  # one connection, kept alive
+    head, body = requests[0].split(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /api/oicp/evsepush/v21/operators/DE*ABC/status-records HTTP/1.1"
+    headers = dict(line.split(b": ", 1) for line in lines[1:])
+    assert headers.pop(b"User-Agent").startswith(b"python-httpx/")  # httpx built the request
+    assert headers == {
+        b"Host": url.removeprefix("http://").encode(),
+        b"Accept": b"application/json",
+        b"Accept-Encoding": b"gzip, deflate",
+        b"Connection": b"keep-alive",
+        b"Content-Type": b"application/json; charset=utf-8",
+        b"Content-Length": str(len(body)).encode(),
+    }
+    expected = build_status_request(ActionType.UPDATE, OP, None, [("DE*ABC*E1", AVAILABLE)])
+    assert body == expected.model_dump_json().encode()
+
+
+async def test_changing_acknowledgments_are_each_parsed() -> None:
+    answers = [b'{"Result":true,"StatusCode":{"Code":"000"},"SessionID":"s1"}',
+               b'{"Result":true,"StatusCode":{"Code":"000"},"SessionID":"s1"}',
+               b'{"Result":true,"StatusCode":{"Code":"000"},"SessionID":"s2"}',
+               b'{"Result":false,"StatusCode":{"Code":"000"},"SessionID":"s1"}']  # fmt: skip
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for body in answers:
+            await read_request(reader)
+            writer.write(answer(body))
+
+    settings = OicpSettings(base_url="http://127.0.0.1:1", operator_id=OP)
+    async with raw_hub(serve) as url:
+        settings = settings.model_copy(update={"base_url": url})
+        async with OicpClient(settings) as oicp:
+            record = [("DE*ABC*E1", AVAILABLE)]
+            outcomes = [await oicp.push_evse_status(ActionType.UPDATE, record) for _ in range(3)]
+            with pytest.raises(HubRejectedError, match="Result false"):
+                await oicp.push_evse_status(ActionType.UPDATE, record)
+    assert [o.acknowledgment.SessionID for o in outcomes] == ["s1", "s1", "s2"]
+
+
+async def test_compressed_and_chunked_answers() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(gzip.compress(ACK), b"Content-Encoding: gzip"))
+        await read_request(reader)
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(ACK), ACK)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+        await read_request(reader)
+        writer.write(answer(b"not gzip", b"Content-Encoding: gzip"))
+
+    async with raw_hub(serve) as url:
+        results = await push_to(url, 3)
+    assert results[:2] == ["ok 000", "ok 000"]
+    assert results[2].startswith("DecodingError: ")
+
+
+async def test_a_keep_alive_connection_closed_by_the_hub_is_replaced() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(ACK))  # keep-alive, but then the hub closes it while idle
+
+    async with raw_hub(serve) as url:
+        settings = OicpSettings(base_url=url, operator_id=OP)
+        async with OicpClient(settings) as oicp:
+            for _ in range(3):
+                await oicp.push_evse_status(ActionType.UPDATE, [("DE*ABC*E1", AVAILABLE)])
+                await asyncio.sleep(0.05)
+
+
+async def _no_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+
+
+async def _not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+async def _short_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(answer(ACK)[:-5])
+
+
+async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _stall_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(answer(ACK)[:-5])
+    await asyncio.sleep(5)
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        (_no_answer, "connection closed by hub: Server disconnected without sending a response."),
+        (_not_http, "connection closed by hub: Bad status line"),
+        (_short_body, "connection closed by hub: Not enough data"),
+        (_reset, "read error: Connection reset by peer"),
+        (_stall_body, "timeout after 0.5s"),
+    ],
+)
+async def test_broken_answers_are_transport_errors(handler: Handler, expected: str) -> None:
+    async with raw_hub(handler) as url:
+        (result,) = await push_to(url)
+    assert result.startswith(expected)
+    assert result.endswith(f"(POST {url}/api/oicp/evsepush/v21/operators/DE*ABC/status-records)")
+
+
+async def test_tls_handshake_that_never_completes_is_a_connect_timeout(pki: Pki) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)  # accepts TCP, never answers the ClientHello
+
+    async with raw_hub(silent) as url:
+        https = url.replace("http:", "https:")
+        (result,) = await push_to(https, ca_bundle=pki.ca, connect_timeout=0.2)
+    assert result.startswith("connect timeout after 0.2s (POST https://")
+
+
+def test_parse_retry_after_ignores_non_ascii_digits() -> None:
+    assert parse_retry_after("²") is None  # str.isdigit() is true, float() refuses it

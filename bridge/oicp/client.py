@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
-from bridge.oicp.models import Acknowledgment, ActionType, build_status_request
+from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
 from bridge.oicp.transport import AiohttpTransport
 from bridge.status.table import OicpStatus
 
@@ -58,20 +58,24 @@ class OicpClient:
             # Hubject expects the ID as is (``DE*ABC``, ``+49*536``), not percent-encoded.
             operator=quote(settings.operator_id, safe="*+")
         )
-        context = _ssl_context(settings)
         self._url = httpx.URL(self.status_url)  # parsed once, not per push
+        self._encoder = StatusRequestEncoder(settings.operator_id, settings.operator_name)
+        # The last success answer and its model: the hub sends the same bytes every time.
+        self._known_ack: tuple[bytes, Acknowledgment] | None = None
+        context = _ssl_context(settings)
+        # Pushes are sequential; a second connection only covers a stale keep-alive one.
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
         self._http = httpx.AsyncClient(
-            verify=context,  # used by proxy transports from the environment, as before
-            timeout=httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout),
-            # Pushes are sequential; a second connection only covers a stale keep-alive one.
-            limits=httpx.Limits(
-                max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0
-            ),
+            verify=context,  # also used by proxy transports from the environment
+            # _post bounds the whole exchange by request_timeout: a read timeout of the same
+            # length could never fire first and would only cost a timer per read.
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            limits=limits,
             headers={
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
-            transport=transport or AiohttpTransport(context, max_connections=2, keepalive_expiry=30.0),
+            transport=transport or AiohttpTransport(context, limits=limits),
             follow_redirects=False,
         )
 
@@ -97,19 +101,18 @@ class OicpClient:
         Records that are not valid OICP (e.g. a malformed EvseID) raise pydantic's
         ValidationError (a ValueError) before anything is sent.
         """
-        request = build_status_request(
-            action, self._settings.operator_id, self._settings.operator_name, records
-        )
-        content = request.model_dump_json().encode("utf-8")
+        content = self._encoder.encode(action, records)
         started = time.monotonic()
         response = await self._post(content)
         duration_ms = (time.monotonic() - started) * 1000.0
-        return _outcome(response, duration_ms)
+        outcome = _outcome(response, duration_ms, self._known_ack)
+        self._known_ack = (response.content, outcome.acknowledgment)
+        return outcome
 
     async def _post(self, content: bytes) -> httpx.Response:
         total = self._settings.request_timeout
         try:
-            # httpx's read timeout restarts with every chunk; this caps the whole exchange.
+            # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
             async with asyncio.timeout(total):
                 return await self._http.post(self._url, content=content)
         except TimeoutError:
@@ -152,7 +155,9 @@ def _describe(exc: httpx.RequestError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS: certificate verify failed: {getattr(cause, 'verify_message', None) or cause}"
+            # aiohttp's wrapper exceptions are SSLCertVerificationErrors without verify_message
+            reason = getattr(cause, "verify_message", None) or cause
+            return f"TLS: certificate verify failed: {reason}"
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {cause.reason or cause}"
         if isinstance(cause, OSError) and os_error is None and cause.strerror:
@@ -169,9 +174,14 @@ def _describe(exc: httpx.RequestError) -> str:
     return f"{kind}: {detail}" if detail else kind
 
 
-def _outcome(response: httpx.Response, duration_ms: float) -> PushOutcome:
+def _outcome(
+    response: httpx.Response, duration_ms: float, known: tuple[bytes, Acknowledgment] | None
+) -> PushOutcome:
+    """PushOutcome of an accepted push, else HubRejectedError; ``known``: a success seen before."""
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if known is not None and status == 200 and response.content == known[0]:
+        return PushOutcome(SUCCESS_CODE, status, duration_ms, known[1])
     body = _json_or_none(response)
 
     if status == 200:
@@ -269,7 +279,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone also accepts e.g. "²"
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -7,6 +7,7 @@ bodies with these same models, catches a misspelt field. Answers from the hub ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "PushEvseDataRequest",
     "PushEvseStatusRequest",
     "StatusCode",
+    "StatusRequestEncoder",
     "build_status_request",
 ]
 
@@ -139,3 +141,43 @@ def build_status_request(
             ],
         ),
     )
+
+
+class StatusRequestEncoder:
+    """eRoamingPushEvseStatus bodies as JSON bytes without building the models on every push.
+
+    The bytes are exactly ``build_status_request(...).model_dump_json()``: the envelope
+    (ActionType, OperatorID, OperatorName) is taken from the models once per action, and a
+    record is written directly only when it is valid by the models' own rules (an EvseID that
+    matches the pattern, an ``OicpStatus``). Anything else goes through
+    :func:`build_status_request`, so invalid records raise the same ValidationError as before.
+    """
+
+    _TAIL = b"]}}"  # EvseStatusRecord is the last field of the last object
+
+    def __init__(self, operator_id: str, operator_name: str | None) -> None:
+        self._operator_id = operator_id
+        self._operator_name = operator_name
+        self._heads: dict[ActionType, bytes] = {}
+
+    def encode(self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]) -> bytes:
+        head = self._heads.get(action)
+        if head is None:
+            return self._via_models(action, records)
+        parts = []
+        for evse_id, status in records:
+            if type(status) is not OicpStatus or type(evse_id) is not str:
+                return self._via_models(action, records)
+            if not EVSE_ID_RE.match(evse_id):
+                return self._via_models(action, records)
+            parts.append(f'{{"EvseID":{json.dumps(evse_id)},"EvseStatus":"{status.value}"}}')
+        return head + ",".join(parts).encode() + self._TAIL
+
+    def _via_models(self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]) -> bytes:
+        build = build_status_request
+        body = build(action, self._operator_id, self._operator_name, records).model_dump_json()
+        if action not in self._heads:
+            empty = build(action, self._operator_id, self._operator_name, []).model_dump_json()
+            if empty.endswith("[]}}"):
+                self._heads[action] = empty[:-3].encode()
+        return body.encode()

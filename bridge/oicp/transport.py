@@ -14,7 +14,6 @@ import ssl
 
 import aiohttp
 import httpx
-from multidict import CIMultiDict
 from yarl import URL
 
 __all__ = ["AiohttpTransport"]
@@ -25,26 +24,22 @@ _NO_RESPONSE = "Server disconnected without sending a response."
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive over one ``aiohttp.ClientSession``, TLS by ``ssl_context``."""
 
-    def __init__(
-        self,
-        ssl_context: ssl.SSLContext,
-        *,
-        max_connections: int = 2,
-        keepalive_expiry: float = 30.0,
-    ) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, *, limits: httpx.Limits) -> None:
         self._ssl_context = ssl_context
-        self._max_connections = max_connections
-        self._keepalive_expiry = keepalive_expiry
+        self._limits = limits
         # Created on first use: a session belongs to the event loop it was created in.
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
+        limits = self._limits
+        keepalive = limits.max_keepalive_connections != 0
         connector = aiohttp.TCPConnector(
             ssl=self._ssl_context,
-            limit=self._max_connections,
-            keepalive_timeout=self._keepalive_expiry,
+            limit=limits.max_connections or 0,  # 0: unlimited, as None in httpx
+            force_close=not keepalive,
+            keepalive_timeout=limits.keepalive_expiry if keepalive else None,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -66,9 +61,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request.method,
                 self._url(request.url),
                 data=body or None,
-                headers=CIMultiDict(
+                headers=[
                     (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ),
+                ],
                 timeout=self._timeout(request.extensions.get("timeout", {})),
                 allow_redirects=False,
             ) as response:
@@ -126,6 +121,9 @@ def _map_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.Transp
         return httpx.WriteError(str(exc), request=request)
     if isinstance(exc, aiohttp.ClientOSError):
         return httpx.ReadError(str(exc), request=request)
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
-        return httpx.RemoteProtocolError(str(exc), request=request)
+    if isinstance(exc, aiohttp.ClientResponseError):  # an answer that is not HTTP/1.x
+        return httpx.RemoteProtocolError(" ".join(exc.message.split()), request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError):  # body cut short or malformed
+        detail = getattr(exc.__cause__, "message", None) or str(exc)
+        return httpx.RemoteProtocolError(" ".join(str(detail).split()), request=request)
     return httpx.TransportError(str(exc), request=request)
