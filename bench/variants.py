@@ -36,7 +36,18 @@ def main() -> int:
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() once the bridge has started"
     )
+    parser.add_argument(
+        "--auth-inline",
+        action="store_true",
+        help="run password checks in the event loop instead of worker threads",
+    )
+    parser.add_argument(
+        "--auth-queue-limit", type=float, help="seconds of queued password checks before HTTP 503"
+    )
+    parser.add_argument("--auth-threads", type=int, help="password checks run at once")
     args = parser.parse_args(argv[:split])
+    if args.auth_inline or args.auth_queue_limit is not None or args.auth_threads:
+        _tweak_auth(inline=args.auth_inline, limit=args.auth_queue_limit, threads=args.auth_threads)
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, 50, 100)
     if args.gc_report:
@@ -70,6 +81,29 @@ def main() -> int:
     from bridge.cli import main as bridge_main
 
     return bridge_main(argv[split + 1 :])
+
+
+def _tweak_auth(*, inline: bool, limit: float | None, threads: int | None) -> None:
+    from bridge.ocpp import auth
+
+    if inline:
+
+        async def run_inline(self: Any, stored: Any, password: bytes) -> bool:
+            ok, seconds = stored.timed_verify(password)  # blocks the event loop
+            self.seconds_per_work += (seconds / stored.work - self.seconds_per_work) * 0.2
+            await asyncio.sleep(0)
+            return bool(ok)
+
+        auth.CheckQueue.run = run_inline  # type: ignore[method-assign]
+    if limit is not None or threads:
+        init = auth.CheckQueue.__init__
+
+        def init_tweaked(self: Any, default_limit: float, **kwargs: Any) -> None:
+            if threads:
+                kwargs["parallel"] = threads
+            init(self, default_limit if limit is None else limit, **kwargs)
+
+        auth.CheckQueue.__init__ = init_tweaked  # type: ignore[method-assign]
 
 
 def _report_gc() -> None:

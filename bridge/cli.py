@@ -76,16 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     hs.add_argument("--cert", type=Path, help="server certificate (PEM) to serve https")
     hs.add_argument("--key", type=Path, help="private key of --cert")
     hs.add_argument("--client-ca", type=Path, help="require client certificates from this CA")
+    from bridge.ocpp.auth import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
+
     hp = sub.add_parser(
         "hash-password",
         help="print the hash of a charger's Basic-auth password (for password_hash)",
         description="Read a charger's password from standard input (or a prompt on a terminal) "
         "and print its salted scrypt hash for chargers.<ID>.password_hash. The password is never "
-        "taken from the command line, where other users and the shell history could see it.",
+        "taken from the command line, where other users and the shell history could see it. "
+        f"Charger passwords are random machine secrets of at least {MIN_PASSWORD_LENGTH} "
+        "characters (OCPP); shorter ones are refused.",
     )
     hp.add_argument(
         "--hex", action="store_true",
         help="the input is hex (an OCPP 1.6 AuthorizationKey sent as raw bytes)",
+    )  # fmt: skip
+    hp.add_argument(
+        "--cost", type=int, default=DEFAULT_COST, choices=range(MIN_COST, MAX_COST + 1),
+        metavar=f"{MIN_COST}-{MAX_COST}",
+        help="scrypt cost as log2(N) (default: %(default)s: a few ms per check; each step doubles "
+        "the time every charger's first login after a start costs)",
     )  # fmt: skip
     return parser
 
@@ -103,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging()
             return asyncio.run(_hub_sim(args))
         if args.command == "hash-password":
-            return _hash_password(hex_input=args.hex)
+            return _hash_password(hex_input=args.hex, cost=args.cost)
         settings = load_settings(args.config)
         # Only the service logs to stdout; the other commands print their result there.
         log_stream = None if args.command == "run" else sys.stderr
@@ -185,10 +195,10 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
         bridge.lock.release()
 
 
-def _hash_password(*, hex_input: bool) -> int:
+def _hash_password(*, hex_input: bool, cost: int) -> int:
     import getpass
 
-    from bridge.ocpp.auth import hash_password
+    from bridge.ocpp.auth import hash_password, password_problem
 
     if sys.stdin.isatty():
         text = getpass.getpass("Charger password: ")
@@ -207,7 +217,11 @@ def _hash_password(*, hex_input: bool) -> int:
     if not secret:
         print("bridge: empty password", file=sys.stderr)
         return EXIT_FAILED
-    print(hash_password(secret))
+    problem = password_problem(secret if hex_input else text)
+    if problem is not None:
+        print(f"bridge: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    print(hash_password(secret, n=1 << cost))
     return 0
 
 

@@ -115,7 +115,8 @@ class OcppSecuritySettings(_Model):
         10.0,
         gt=0,
         description="Seconds allowed for the TLS handshake and, again, for the websocket "
-        "handshake; slower or stalled connections are closed.",
+        "handshake; slower or stalled connections are closed. A login waits at most half of it "
+        "for its password check, then gets HTTP 503 with Retry-After.",
     )
     max_messages_per_second: float = Field(
         20.0,

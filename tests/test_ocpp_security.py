@@ -14,6 +14,7 @@ import logging
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,20 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from bridge.app import Bridge
-from bridge.config import load_settings
+from bridge.config import ChargerSettings, OcppSecuritySettings, load_settings
 from bridge.errors import ConfigError
 from bridge.hubsim import HubSimulator
 from bridge.ocpp.auth import (
+    DEFAULT_N,
+    Authenticator,
+    CheckQueue,
     Failure,
     FailureThrottle,
     PasswordHash,
     check_client_cert,
     hash_password,
     parse_basic,
+    password_problem,
 )
 from bridge.ocpp.server import MessageBudget
 from tests.conftest import Events, eventually, pushes
@@ -375,6 +380,119 @@ async def test_repeated_failures_from_one_address_are_throttled(
     assert blocked["address"] == "127.0.0.1" and blocked["limit"] == 3
 
 
+async def test_logins_that_wait_too_long_for_a_check_get_503_not_a_timeout(
+    make_bridge: MakeBridge, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect storm: a login whose password check cannot start within half the handshake
+    timeout gets 503 + Retry-After; chargers verified since the start are not queued at all."""
+    bridge = await make_bridge(
+        ocpp={"security": {"profile": 1, "handshake_timeout": 3.0}}, chargers=chargers()
+    )
+    port = bridge.ocpp.port
+    seen: list[str] = []
+    bridge.ocpp.on_auth_failure = seen.append
+    async with connect(port, "CP201", password=PASSWORDS["CP201"], version="2.0.1") as ws:
+        assert (await heartbeat(ws))[0] == 3  # verified once: its reconnects skip the queue
+
+    started: list[bytes] = []
+    release = threading.Event()
+    real_verify = PasswordHash.verify
+
+    def held_verify(self: PasswordHash, password: bytes) -> bool:
+        started.append(password)
+        release.wait(10)
+        return real_verify(self, password)
+
+    monkeypatch.setattr(PasswordHash, "verify", held_verify)
+
+    async def login(cp_id: str, password: str) -> list[Any] | int:
+        try:
+            async with connect(port, cp_id, password=password) as ws:
+                return await heartbeat(ws)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    # Both check threads busy: a correct login and an unknown ID (its decoy check).
+    held = [
+        asyncio.create_task(login("CP16", PASSWORDS["CP16"])),
+        asyncio.create_task(login("CP-X", "guess")),
+    ]
+    try:
+        await eventually(lambda: len(started) == 2)
+        waiting = [
+            connect(port, "CP16", password=PASSWORDS["CP16"]),  # right, but not yet verified
+            connect(port, "CP16", password="guess"),
+            connect(port, "CP-X", password="guess"),  # unknown IDs: the same answer
+        ]
+        for error in await asyncio.gather(*(refused(opening) for opening in waiting)):
+            assert error.response.status_code == 503
+            assert 1 <= int(error.response.headers["Retry-After"]) <= 120
+            assert b"try again later" in error.response.body
+        async with connect(port, "CP201", password=PASSWORDS["CP201"], version="2.0.1") as ws:
+            assert (await heartbeat(ws))[0] == 3
+    finally:
+        release.set()
+    answer = await held[0]
+    assert isinstance(answer, list) and answer[:2] == [3, "hb-1"]  # it waited, then got in
+    assert await held[1] == 401
+    assert len(started) == 2  # no check was spent on the refused logins
+    assert seen == ["busy"] * 3 + ["unknown_charge_point"]
+    (busy,) = events.named("ocpp.auth_busy")  # one line per window, not one per charger
+    assert busy["refused"] == 1 and busy["retry_after"] >= 1
+    # Not failed logins: only the unknown ID is logged as one, and the address is not throttled.
+    assert [e["reason"] for e in events.named("ocpp.auth_failed")] == ["unknown_charge_point"]
+    assert bridge.ocpp.throttle.retry_after("127.0.0.1") == 0
+
+
+async def test_check_queue_gives_up_on_checks_that_cannot_start_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue = CheckQueue(limit=0.2, parallel=1)
+    assert queue.wait() == 0 and queue.retry_after() == 1
+    stored = PasswordHash.parse(hash_password("a password of 16+ chars", **FAST))
+    assert await queue.run(stored, b"a password of 16+ chars") is True
+    assert await queue.run(stored, b"wrong") is False
+    assert queue.wait() == 0 and queue.seconds_per_work > 0  # nothing queued, cost measured
+
+    entered, release = threading.Event(), threading.Event()
+    real_verify = PasswordHash.verify
+
+    def held_verify(self: PasswordHash, password: bytes) -> bool:
+        if password == b"hold":
+            entered.set()
+            release.wait(10)
+        return real_verify(self, password)
+
+    monkeypatch.setattr(PasswordHash, "verify", held_verify)
+    first = asyncio.create_task(queue.run(stored, b"hold"))
+    await eventually(entered.is_set)
+    assert await queue.run(stored, b"a password of 16+ chars") is None  # the slot stayed taken
+    release.set()
+    assert await first is False
+    assert await queue.run(stored, b"a password of 16+ chars") is True  # the slot was returned
+
+    queue.seconds_per_work = 1.0 / stored.work  # one second per check
+    queue._queued_work = 12 * stored.work  # twelve checks waiting on one thread
+    assert queue.wait() == pytest.approx(12.0)
+    assert 12 <= queue.retry_after() <= 24  # spread, so refused chargers do not return at once
+
+
+def test_unknown_ids_cost_what_most_chargers_cost() -> None:
+    """The decoy check for unknown IDs uses the fleet's most common cost, old or new."""
+    security = OcppSecuritySettings(profile=1)
+    fleet = {
+        f"CP{i}": ChargerSettings(
+            evses={1: f"DE*ABC*E{i}*1"},
+            password_hash=hash_password("sixteen chars ok", n=2**12 if i < 3 else 2**10),
+        )
+        for i in range(5)
+    }
+    auth = Authenticator(security, fleet)
+    assert (auth._decoy.n, auth._decoy.r, auth._decoy.p) == (2**12, 8, 1)
+    assert auth.hash_costs() == {"scrypt:1024:8:1": 2, "scrypt:4096:8:1": 3}
+    assert Authenticator(security, {})._decoy.n == DEFAULT_N
+
+
 def test_throttle_refills_and_groups_ipv6_per_64() -> None:
     now = [0.0]
     throttle = FailureThrottle(2, 10.0, clock=lambda: now[0])
@@ -420,10 +538,25 @@ def test_password_hash_roundtrip_and_format() -> None:
     assert parsed.verify(b"s3cret") and not parsed.verify(b"s3cret ")
     assert "s3cret" not in text and "s3cret" not in repr(parsed)
     assert hash_password("s3cret", **FAST) != text  # salted
-    for bad in ("s3cret", "scrypt:1000:8:1:AAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAAA", "bcrypt$2b$..."):
+    too_cheap = "scrypt:512:8:1:AAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAAA"  # < 1 MiB per check
+    for bad in ("s3cret", "scrypt:1000:8:1:AAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAAA", "bcrypt$2b$...",
+                too_cheap):  # fmt: skip
         with pytest.raises(ValueError) as info:
             PasswordHash.parse(bad)
         assert bad not in str(info.value)
+    with pytest.raises(ValueError, match="1 MiB"):
+        hash_password("s3cret", n=2**10, r=4)
+    # Hashes of the former default cost (2^14) keep working.
+    old = PasswordHash.parse(hash_password("an older charger!", n=2**14))
+    assert old.verify(b"an older charger!") and not old.verify(b"an older charger?")
+
+
+def test_charger_passwords_need_the_ocpp_minimum_length() -> None:
+    assert password_problem("x" * 16) is None and password_problem(bytes(16)) is None
+    text = password_problem("fifteen chars!!")
+    assert text is not None and "15 characters" in text and "at least 16" in text
+    binary = password_problem(bytes(15))
+    assert binary is not None and "15 bytes" in binary
 
 
 def test_parse_basic() -> None:
@@ -536,22 +669,31 @@ async def test_password_hash_file(tmp_path: Path, hub: HubSimulator) -> None:
 
 
 def test_cli_hash_password_reads_stdin() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "hash-password"],
-        input="pass word with spaces\n", capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    def hash_cli(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "hash-password", *args],
+            input=stdin, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    out = hash_cli(stdin="pass word with spaces\n")
     assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"scrypt:{DEFAULT_N}:8:1:")
     assert PasswordHash.parse(out.stdout).verify(b"pass word with spaces")
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "hash-password", "--hex"],
-        input="00FF10", capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert PasswordHash.parse(out.stdout).verify(b"\x00\xff\x10")
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "hash-password"],
-        input="", capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    key = "00FF10E0A1B2C3D4E5F60718293A4B5C"  # 16 bytes
+    out = hash_cli("--hex", "--cost", "12", stdin=key)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("scrypt:4096:8:1:")
+    assert PasswordHash.parse(out.stdout).verify(bytes.fromhex(key))
+    out = hash_cli(stdin="")
     assert out.returncode == 1 and "empty password" in out.stderr
+    # Shorter than OCPP allows: refused with the rule, nothing printed.
+    short = [((), "fifteen chars!!", "characters"), (("--hex",), key[:-2], "bytes")]
+    for args, stdin, unit in short:
+        out = hash_cli(*args, stdin=stdin)
+        assert out.returncode == 1 and out.stdout == ""
+        assert f"15 {unit}" in out.stderr and "at least 16" in out.stderr, out.stderr
+    out = hash_cli("--cost", "9", stdin="pass word with spaces")
+    assert out.returncode == 2 and "--cost" in out.stderr
 
 
 # -- certificate lifetimes ----------------------------------------------------------------------

@@ -7,7 +7,10 @@
   the charge point ID, so one charger cannot log in as another.
 
 Passwords are kept only as salted scrypt hashes (``scrypt:N:r:p:salt:digest``, made by
-``bridge hash-password``) and compared in constant time.
+``bridge hash-password``) and compared in constant time. They are machine secrets of at least 16
+random characters (OCPP), so their entropy, not the hash cost, is what resists guessing; the
+default cost is kept low because every charger pays it on its first login after a start
+(README, "Security").
 """
 
 from __future__ import annotations
@@ -18,26 +21,42 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
+import random
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from bridge.errors import ConfigError
 
 if TYPE_CHECKING:
     from bridge.config import ChargerSettings, OcppSecuritySettings
 
+log = structlog.get_logger("bridge.ocpp")
+
 SCHEME = "scrypt"
-DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1  # ~45 ms and 16 MiB per check on one core
+# Cost = log2(N). 10: ~1.5 ms and 1 MiB per check on one core, so 10,000 chargers logging in
+# again after a restart need ~15 s of CPU instead of ~5 min at 14, the former default.
+DEFAULT_COST, MIN_COST, MAX_COST = 10, 10, 20
+DEFAULT_N, DEFAULT_R, DEFAULT_P = 1 << DEFAULT_COST, 8, 1
+# OCPP: a 1.6 AuthorizationKey is 16-20 random bytes, a 2.0.1 BasicAuthPassword 16-40 characters.
+MIN_PASSWORD_LENGTH = 16
 _DKLEN = 32
 _SALT_BYTES = 16
-_MAX_N = 2**20  # refuse hashes that would need more than 1 GiB per check
-_CHECKS_IN_PARALLEL = 2  # scrypt runs in threads; more would only queue on 2 cores
+_MIN_MEMORY = 2**20  # 128·N·r bytes: refuse hashes cheaper than N = 2^10, r = 8 (1 MiB)
+_MAX_N = 1 << MAX_COST  # refuse hashes that would need more than 1 GiB per check
+_CHECKS_IN_PARALLEL = 2  # hashlib.scrypt releases the GIL: two threads use two cores
+_NOMINAL_CHECK_S = 0.0015  # a default-cost check, until checks have been timed
+_QUEUE_SHARE = 0.5  # of handshake_timeout a login may wait for its password check
+_RETRY_AFTER_MAX = 120  # s
 
 
 class Failure(StrEnum):
@@ -53,6 +72,7 @@ class Failure(StrEnum):
     CLIENT_CERT_MISMATCH = "client_cert_mismatch"
     CLIENT_CERT_REJECTED = "client_cert_rejected"
     THROTTLED = "throttled"
+    BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
 
 
 # -- passwords ---------------------------------------------------------------------------------
@@ -79,9 +99,16 @@ class PasswordHash:
             raise ValueError("malformed password hash (N, r, p, salt or digest)") from None
         if n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= 64 or not 1 <= p <= 16:
             raise ValueError("password hash parameters out of range (N power of 2 ≤ 2^20)")
+        if 128 * n * r < _MIN_MEMORY:
+            raise ValueError("password hash too cheap (scrypt needs 128·N·r ≥ 1 MiB)")
         if len(salt) < 8 or len(digest) < 16:
             raise ValueError("password hash salt or digest too short")
         return cls(n, r, p, salt, digest)
+
+    @property
+    def work(self) -> int:
+        """Relative cost of one check (scrypt time grows with N·r·p)."""
+        return self.n * self.r * self.p
 
     def derive(self, password: bytes) -> bytes:
         return hashlib.scrypt(
@@ -97,6 +124,11 @@ class PasswordHash:
     def verify(self, password: bytes) -> bool:
         return hmac.compare_digest(self.derive(password), self.digest)
 
+    def timed_verify(self, password: bytes) -> tuple[bool, float]:
+        """``verify`` and the seconds it took (run in a worker thread)."""
+        started = time.perf_counter()
+        return self.verify(password), time.perf_counter() - started
+
     def __str__(self) -> str:
         return ":".join(
             (SCHEME, str(self.n), str(self.r), str(self.p), _b64(self.salt), _b64(self.digest))
@@ -106,11 +138,34 @@ class PasswordHash:
 def hash_password(
     password: bytes | str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P
 ) -> str:
-    """A new salted hash of ``password`` (str is taken as UTF-8)."""
+    """A new salted hash of ``password`` (str is taken as UTF-8).
+
+    The length rule (``password_problem``) is for new charger passwords and is applied by
+    ``bridge hash-password``; this function only refuses a cost below the floor.
+    """
+    if 128 * n * r < _MIN_MEMORY:
+        raise ValueError("scrypt cost too low (needs 128·N·r ≥ 1 MiB)")
     secret = password.encode("utf-8") if isinstance(password, str) else password
     salt = os.urandom(_SALT_BYTES)
     digest = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_maxmem(n, r, p), dklen=_DKLEN)
     return str(PasswordHash(n, r, p, salt, digest))
+
+
+def password_problem(password: str | bytes) -> str | None:
+    """Why ``password`` must not become a charger password (None: it may).
+
+    Characters for text, bytes for a binary 1.6 AuthorizationKey. Only the length can be
+    checked here; that the password is random is up to whoever makes it (README, "Security").
+    """
+    unit = "characters" if isinstance(password, str) else "bytes"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (
+            f"the password has {len(password)} {unit}; charger passwords need at least "
+            f"{MIN_PASSWORD_LENGTH} random {unit} (OCPP: BasicAuthPassword 16-40 characters, "
+            f"AuthorizationKey 16-20 bytes). Set a new random one on the charger, e.g. from "
+            f"`openssl rand -hex 20`"
+        )
+    return None
 
 
 def _maxmem(n: int, r: int, p: int) -> int:
@@ -151,6 +206,55 @@ def parse_basic(values: list[str]) -> tuple[str, bytes] | None:
 
 
 # -- who may connect ---------------------------------------------------------------------------
+class CheckQueue:
+    """Password checks in worker threads, ``parallel`` at a time, first come first served.
+
+    A login whose check has not started within ``limit`` seconds gets None, and the server
+    answers HTTP 503 with ``retry_after()``, instead of waiting on until its handshake times
+    out: the charger gets an answer in time, and no check is spent on a connection its charger
+    has already given up. Logins are not refused sooner on a guess of the queue's length:
+    chargers that ignore Retry-After come straight back, and each refusal costs as much as a
+    handshake (bench/RESULTS.md, "Basic auth after a restart").
+    """
+
+    def __init__(self, limit: float, *, parallel: int = _CHECKS_IN_PARALLEL) -> None:
+        self.limit = limit
+        self.parallel = parallel
+        #: Seconds per unit of ``PasswordHash.work``: measured, moving average.
+        self.seconds_per_work = _NOMINAL_CHECK_S / (DEFAULT_N * DEFAULT_R * DEFAULT_P)
+        self._queued_work = 0  # waiting or running
+        self._slots: asyncio.Semaphore | None = None
+
+    def wait(self) -> float:
+        """Estimated seconds until the checks waiting or running now are done."""
+        return self._queued_work * self.seconds_per_work / self.parallel
+
+    def retry_after(self) -> int:
+        """Seconds for Retry-After: when today's queue should be done, spread out."""
+        return min(_RETRY_AFTER_MAX, max(1, math.ceil(self.wait() * random.uniform(1.0, 2.0))))
+
+    async def run(self, stored: PasswordHash, password: bytes) -> bool | None:
+        """Whether ``password`` matches ``stored``; None if the check did not start in time."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.parallel)
+        work = stored.work
+        self._queued_work += work
+        try:
+            try:
+                async with asyncio.timeout(self.limit):
+                    await self._slots.acquire()
+            except TimeoutError:
+                return None
+            try:
+                ok, seconds = await asyncio.to_thread(stored.timed_verify, password)
+            finally:
+                self._slots.release()
+        finally:
+            self._queued_work -= work
+        self.seconds_per_work += (seconds / work - self.seconds_per_work) * 0.2
+        return ok
+
+
 class Authenticator:
     """Per-charger security profile and Basic-auth check for the handshake."""
 
@@ -166,21 +270,28 @@ class Authenticator:
             text = load_password_hash(cp_id, charger)
             if text is not None:
                 self._hashes[cp_id] = PasswordHash.parse(text)
-        # Unknown IDs cost one scrypt run too, so timing does not tell which IDs exist.
-        self._decoy = PasswordHash(
-            DEFAULT_N, DEFAULT_R, DEFAULT_P, os.urandom(_SALT_BYTES), os.urandom(_DKLEN)
-        )
+        # Unknown IDs cost one scrypt run too, so timing does not tell which IDs exist: at the
+        # cost most hashes have (old and new hashes may differ).
+        costs = Counter((h.n, h.r, h.p) for h in self._hashes.values())
+        n, r, p = costs.most_common(1)[0][0] if costs else (DEFAULT_N, DEFAULT_R, DEFAULT_P)
+        self._decoy = PasswordHash(n, r, p, os.urandom(_SALT_BYTES), os.urandom(_DKLEN))
         # After one successful scrypt check a reconnect is checked against a keyed digest
         # (random per process), so flapping chargers do not cost a scrypt run each time.
         self._cache_key = os.urandom(32)
         self._verified: dict[str, tuple[PasswordHash, bytes]] = {}
-        self._slots: asyncio.Semaphore | None = None
+        # A check must start early enough to leave time for the rest of the handshake.
+        self.checks = CheckQueue(security.handshake_timeout * _QUEUE_SHARE)
 
     def profile_for(self, charge_point_id: str) -> int:
         return self._profiles.get(charge_point_id, self.default_profile)
 
     def profiles_in_use(self) -> set[int]:
         return {self.default_profile, *self._profiles.values()}
+
+    def hash_costs(self) -> dict[str, int]:
+        """How many chargers have a hash of each cost (``scrypt:N:r:p``), for the start log."""
+        costs = Counter(f"{SCHEME}:{h.n}:{h.r}:{h.p}" for h in self._hashes.values())
+        return dict(sorted(costs.items()))
 
     def client_cert_mode(self) -> ssl.VerifyMode:
         """CERT_REQUIRED if every charger uses profile 3, OPTIONAL if some do, else NONE."""
@@ -192,7 +303,10 @@ class Authenticator:
     async def check_basic(
         self, charge_point_id: str, authorization: list[str], *, known: bool
     ) -> Failure | None:
-        """None if the Basic credentials are right for ``charge_point_id``, else why not."""
+        """None if the Basic credentials are right for ``charge_point_id``, else why not.
+
+        ``Failure.BUSY`` (before anything is checked) when a full check would wait too long.
+        """
         if not authorization:
             return Failure.MISSING_CREDENTIALS
         credentials = parse_basic(authorization)
@@ -200,29 +314,34 @@ class Authenticator:
             return Failure.MALFORMED_CREDENTIALS
         username, password = credentials
         stored = self._hashes.get(charge_point_id) if known else None
-        # Every failing path below that can be reached with a plausible ID runs scrypt once.
+        # Every failing path below that can be reached with a plausible ID runs scrypt once
+        # (in the same queue, so it is refused alike when the queue is too long).
         if stored is None:
-            await self._run(self._decoy.verify, password)
+            if await self.checks.run(self._decoy, password) is None:
+                return Failure.BUSY
             if not known:
                 return Failure.UNKNOWN_CHARGE_POINT
             return Failure.NO_PASSWORD_CONFIGURED
         if not hmac.compare_digest(username.encode("utf-8"), charge_point_id.encode("utf-8")):
-            await self._run(self._decoy.verify, password)
+            if await self.checks.run(self._decoy, password) is None:
+                return Failure.BUSY
             return Failure.WRONG_USERNAME
         keyed = hmac.new(self._cache_key, password, hashlib.sha256).digest()
         cached = self._verified.get(charge_point_id)
         if cached is not None and cached[0] is stored and hmac.compare_digest(cached[1], keyed):
             return None
-        if not await self._run(stored.verify, password):
-            return Failure.WRONG_PASSWORD
+        match await self.checks.run(stored, password):
+            case None:
+                return Failure.BUSY
+            case False:
+                return Failure.WRONG_PASSWORD
         self._verified[charge_point_id] = (stored, keyed)
+        if len(password) < MIN_PASSWORD_LENGTH:  # once per start: later logins hit the cache
+            log.warning("ocpp.weak_password", charge_point_id=charge_point_id,
+                        min_length=MIN_PASSWORD_LENGTH,
+                        reason="shorter than OCPP allows: set a new random password on the "
+                        "charger and its new hash here")  # fmt: skip
         return None
-
-    async def _run(self, check: Callable[[bytes], bool], password: bytes) -> bool:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(_CHECKS_IN_PARALLEL)
-        async with self._slots:
-            return await asyncio.to_thread(check, password)
 
 
 def load_password_hash(charge_point_id: str, charger: ChargerSettings) -> str | None:

@@ -38,6 +38,7 @@ PATH_PREFIX = "/ocpp/"
 SUBPROTOCOLS = [Subprotocol(name) for name in DIALECTS]
 HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HANDLERS}
 THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
+BUSY_LOG_WINDOW = 10.0  # s: at most one ocpp.auth_busy line per window
 _YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
 _BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -88,6 +89,7 @@ class OcppServer:
         self.server_cert_days_left: float | None = None
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._busy_refused, self._busy_logged_at = 0, -math.inf
 
     @property
     def port(self) -> int:
@@ -124,6 +126,8 @@ class OcppServer:
         log.info("ocpp.listening", host=s.host, port=self.port, subprotocols=list(DIALECTS),
                  tls=self.tls is not None, profiles=sorted(self.auth.profiles_in_use()),
                  default_profile=self.auth.default_profile)  # fmt: skip
+        if costs := self.auth.hash_costs():
+            log.info("ocpp.password_hashes", costs=costs)
         if self.auth.default_profile == 0:
             log.warning("ocpp.insecure", reason="security profile 0: chargers connect without "
                         "credentials (development only)")  # fmt: skip
@@ -178,6 +182,8 @@ class OcppServer:
             failure = await self.auth.check_basic(
                 cp_id, request.headers.get_all("Authorization"), known=known
             )
+            if failure is Failure.BUSY:
+                return self._busy(connection)
             if failure is not None:
                 self._refused(address, peer, cp_id, failure, status=401, profile=profile)
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
@@ -226,6 +232,31 @@ class OcppServer:
                             peer=peer, limit=int(self.throttle.limit),
                             retry_after=round(self.throttle.retry_after(address), 1),
                             window_s=self.settings.security.auth_failure_window)  # fmt: skip
+        self._notify(failure)
+
+    def _busy(self, connection: ServerConnection) -> Response:
+        """HTTP 503 + Retry-After: too many password checks queued (a reconnect storm).
+
+        Not a failed login (the address is not throttled for it); logged at most once per
+        ``BUSY_LOG_WINDOW`` with the number refused since the previous line.
+        """
+        checks = self.auth.checks
+        retry_after = checks.retry_after()
+        self._busy_refused += 1
+        now = time.monotonic()
+        if now - self._busy_logged_at >= BUSY_LOG_WINDOW:
+            log.warning("ocpp.auth_busy", refused=self._busy_refused,
+                        queued_s=round(checks.wait(), 1), limit_s=checks.limit,
+                        retry_after=retry_after)  # fmt: skip
+            self._busy_refused, self._busy_logged_at = 0, now
+        self._notify(Failure.BUSY)
+        response = connection.respond(
+            HTTPStatus.SERVICE_UNAVAILABLE, "Too many logins at once; try again later\n"
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    def _notify(self, failure: Failure) -> None:
         if self.on_auth_failure is not None:
             try:
                 self.on_auth_failure(failure.value)
