@@ -235,7 +235,7 @@ class OcppServer:
         self._notify(failure)
 
     def _busy(self, connection: ServerConnection) -> Response:
-        """HTTP 503 + Retry-After: too many password checks queued (a reconnect storm).
+        """HTTP 503 + Retry-After: the password check did not start in time (a login storm).
 
         Not a failed login (the address is not throttled for it); logged at most once per
         ``BUSY_LOG_WINDOW`` with the number refused since the previous line.
@@ -245,9 +245,8 @@ class OcppServer:
         self._busy_refused += 1
         now = time.monotonic()
         if now - self._busy_logged_at >= BUSY_LOG_WINDOW:
-            log.warning("ocpp.auth_busy", refused=self._busy_refused,
-                        queued_s=round(checks.wait(), 1), limit_s=checks.limit,
-                        retry_after=retry_after)  # fmt: skip
+            log.warning("ocpp.auth_busy", refused=self._busy_refused, waited_s=checks.limit,
+                        queued_s=round(checks.wait(), 1), retry_after=retry_after)  # fmt: skip
             self._busy_refused, self._busy_logged_at = 0, now
         self._notify(Failure.BUSY)
         response = connection.respond(
