@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import itertools
 import json
@@ -110,6 +111,26 @@ async def test_push_over_mutual_tls(hub: HubSimulator, client: OicpClient) -> No
     validate_push_body("status", first.body)
     assert hub.schema_errors == []
     assert hub.max_in_flight == 1
+
+
+async def test_pushes_leave_no_reference_cycles(client: OicpClient) -> None:
+    """Every push is freed by reference counting alone: cyclic garbage from a thousand pushes a
+    second makes the GC stop the event loop for tens of milliseconds (bench/RESULTS.md)."""
+    await client.push_evse_status(ActionType.FULL_LOAD, [("DE*ABC*E1", AVAILABLE)])
+    gc.collect()
+    gc.disable()
+    try:
+        for status in itertools.islice(itertools.cycle((OCCUPIED, AVAILABLE)), 20):
+            await client.push_evse_status(ActionType.UPDATE, [("DE*ABC*E1", status)])
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith(
+            ("httpx", "aiohttp", "bridge.oicp"))}  # fmt: skip
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == set()
 
 
 def test_status_url_keeps_the_operator_id_literal(pki: Pki) -> None:
