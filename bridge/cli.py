@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -231,7 +233,13 @@ async def _hub_sim(args: argparse.Namespace) -> int:
     ssl_context = None
     if args.cert:
         ssl_context = server_ssl_context(args.cert, args.key or args.cert, args.client_ca)
-    await run_hub_sim(args.host, args.port, ssl_context)
+    # SIGTERM (``docker stop``) and Ctrl-C end it cleanly with exit status 0.
+    loop = asyncio.get_running_loop()
+    served = asyncio.create_task(run_hub_sim(args.host, args.port, ssl_context))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, served.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await served
     return 0
 
 

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -276,3 +277,24 @@ async def test_simulated_chargers_drive_the_bridge(bridge: Bridge, hub: HubSimul
 def test_simulated_charger_spec_errors(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="CP1"):
         Spec.parse(text)
+
+
+# -- hub-sim --------------------------------------------------------------------------------------
+def test_hub_sim_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """``docker stop`` sends SIGTERM: the simulator must exit 0, not wait to be killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "hub-sim", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the simulator has started (or died)
+        assert json.loads(line)["event"] == "hubsim.started", line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -65,7 +65,7 @@ async def test_success_answer_is_hubject_acknowledgment(
     }
     [received] = sim.received
     assert (received.endpoint, received.operator_id, received.action) == ("status", OP, "fullLoad")
-    assert received.records == [("DE*ABC*E1", "Available")]
+    assert received.records == (("DE*ABC*E1", "Available"),)
     assert (received.http_status, received.code) == (200, "000")
     assert sim.schema_errors == []
 
@@ -171,7 +171,7 @@ async def test_data_endpoint_semantics(sim: HubSimulator, http: httpx.AsyncClien
     assert code_of(await http.post(DATA_PATH, json=body("insert", "DE*ABC*E2"))) == "000"
     assert set(sim.data_state) == {"DE*ABC*E1", "DE*ABC*E2"}
     assert sim.state == {}  # status and data sets are separate
-    assert sim.received[-1].records == [("DE*ABC*E2", None)]
+    assert sim.received[-1].records == (("DE*ABC*E2", None),)
     assert sim.schema_errors == []
 
 
