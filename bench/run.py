@@ -105,6 +105,7 @@ class Config:
     latency_rate_limit: float
     sets: list[tuple[str, Any]]
     bridge_tweaks: list[str]
+    hub_tweaks: list[str]
     profile: str | None
     workdir: Path
     uvloop: bool
@@ -374,7 +375,9 @@ async def start_server(
 class Hub:
     def __init__(self, cfg: Config) -> None:
         self.port = free_port()
-        self.proc = Proc("hub-sim", [PY, "-m", "bridge.cli", "hub-sim", "--port", str(self.port)],
+        tweaks = [f"--{t}" for t in cfg.hub_tweaks]
+        runner = ["-m", "bench.variants", *tweaks, "--"] if tweaks else ["-m", "bridge.cli"]
+        self.proc = Proc("hub-sim", [PY, *runner, "hub-sim", "--port", str(self.port)],
                          cfg.workdir / "hub-sim.log")  # fmt: skip
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
 
@@ -693,6 +696,7 @@ def match_pushes(sent: list[list[Any]], pushes: list[dict[str, Any]]) -> dict[st
         for evse_id, status in push["records"]:
             arrivals[evse_id].append((push["time"], status))
     latencies: list[float] = []
+    slowest: list[tuple[float, float, str, str]] = []
     unmatched = 0
     for t_sent, _, evse_id, status in sent:
         seen = arrivals.get(evse_id, [])
@@ -701,10 +705,17 @@ def match_pushes(sent: list[list[Any]], pushes: list[dict[str, Any]]) -> dict[st
             i += 1
         if i < len(seen):
             latencies.append(seen[i][0] - t_sent)
+            slowest.append((seen[i][0] - t_sent, t_sent, evse_id, status))
         else:
             unmatched += 1
+    slowest.sort(reverse=True)
     return {
         "to_hub": summary_ms(latencies),
+        # the worst cases, to tell a stall (many at one moment) from a single late EVSE
+        "to_hub_slowest": [
+            {"ms": round(lat * 1000, 1), "sent_at": round(t, 3), "evse_id": e, "status": st}
+            for lat, t, e, st in slowest[:10]
+        ],
         "unmatched": unmatched,  # coalesced (a newer status went instead) or never pushed
         "pushes": len(pushes),
         "pushes_refused": refused,
@@ -1082,6 +1093,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         help="run the bridge through bench.variants with this tweak (experiments)",
     )
     p.add_argument(
+        "--hub-tweak",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the hub simulator through bench.variants with this tweak (e.g. gc-report)",
+    )
+    p.add_argument(
         "--profile",
         choices=("py-spy", "py-spy-gil", "cprofile"),
         help="profile the bridge (perturbs the figures)",
@@ -1130,6 +1148,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         latency_rate_limit=a.latency_rate_limit,
         sets=sets,
         bridge_tweaks=a.bridge_tweak,
+        hub_tweaks=a.hub_tweak,
         profile=a.profile,
         workdir=workdir.resolve(),
         uvloop=not a.no_uvloop,

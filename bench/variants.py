@@ -45,6 +45,16 @@ def main() -> int:
         "--auth-queue-limit", type=float, help="seconds of queued password checks before HTTP 503"
     )
     parser.add_argument("--auth-threads", type=int, help="password checks run at once")
+    parser.add_argument(
+        "--gc-garbage",
+        action="store_true",
+        help="count the types of objects the cyclic GC frees (slow), print at exit",
+    )
+    parser.add_argument(
+        "--slow-callbacks",
+        type=float,
+        help="print every event-loop callback that runs longer than this many ms, at exit",
+    )
     args = parser.parse_args(argv[:split])
     if args.auth_inline or args.auth_queue_limit is not None or args.auth_threads:
         _tweak_auth(inline=args.auth_inline, limit=args.auth_queue_limit, threads=args.auth_threads)
@@ -52,6 +62,10 @@ def main() -> int:
         gc.set_threshold(args.gc_threshold, 50, 100)
     if args.gc_report:
         _report_gc()
+    if args.gc_garbage:
+        _report_garbage()
+    if args.slow_callbacks:
+        _report_slow_callbacks(args.slow_callbacks / 1000)
     if args.gc_freeze:
         from bridge.app import Bridge
 
@@ -111,21 +125,77 @@ def _report_gc() -> None:
     runs = [0, 0, 0]
     started: list[float] = [0.0]
 
+    long: list[str] = []
+
     def callback(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            spent[info["generation"]] += time.perf_counter() - started[0]
+            took = time.perf_counter() - started[0]
+            spent[info["generation"]] += took
             runs[info["generation"]] += 1
+            if took > 0.005:
+                long.append(f"gc: {time.monotonic():.3f} gen {info['generation']} "
+                            f"{took * 1000:.1f} ms collected {info['collected']}")  # fmt: skip
 
     gc.callbacks.append(callback)
     atexit.register(
         lambda: print(
+            *long,
             f"gc: collections {runs}, seconds {[round(x, 3) for x in spent]}",
+            sep="\n",
             file=sys.stderr,
             flush=True,
         )
     )
+
+
+def _report_garbage() -> None:
+    """What the cyclic GC frees: reference cycles made per message are latency spikes later."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and gc.garbage:
+            counts.update(type(o).__qualname__ for o in gc.garbage)
+            gc.garbage.clear()
+
+    gc.callbacks.append(callback)
+    atexit.register(
+        lambda: print(
+            *(f"garbage: {n} {name}" for name, n in counts.most_common(40)),
+            sep="\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    )
+
+
+def _report_slow_callbacks(limit: float) -> None:
+    """Time every callback the loop runs; the slow ones explain latency tails."""
+    slow: list[tuple[float, float, str]] = []
+    run = asyncio.events.Handle._run
+
+    def timed(self: asyncio.events.Handle) -> None:
+        t0 = time.perf_counter()
+        run(self)
+        spent = time.perf_counter() - t0
+        if spent > limit:
+            owner = getattr(self._callback, "__self__", None)
+            coro = owner.get_coro() if isinstance(owner, asyncio.Task) else None
+            what = getattr(coro, "__qualname__", None) or repr(self)
+            slow.append((time.monotonic(), spent, what[:300]))
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    def report() -> None:
+        for at, spent, what in slow:
+            print(f"slow: {at:.3f} {spent * 1000:.1f} ms {what}", file=sys.stderr)
+        print(f"slow callbacks: {len(slow)}", file=sys.stderr, flush=True)
+
+    atexit.register(report)
 
 
 if __name__ == "__main__":
