@@ -1061,14 +1061,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     )
     p.add_argument(
         "--auth",
-        action="store_true",
-        help="security profile 1: chargers send Basic auth (user = charge point ID)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="security profile 1: chargers send Basic auth (user = charge point ID); "
+        "--no-auth: profile 0, no credentials",
     )
     p.add_argument(
         "--auth-cost",
         type=int,
         metavar="LOG2N",
-        help="with --auth: scrypt cost of the password hash as log2(N) (default: the bridge's, "
+        help="with Basic auth: scrypt cost of the password hash as log2(N) (default: the bridge's, "
         "as `bridge hash-password` makes; 14 = hashes made before P9)",
     )
     p.add_argument("--heartbeat-interval", type=int, default=60)
