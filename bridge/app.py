@@ -217,21 +217,30 @@ class Bridge:
         self._stopped.set()
 
     async def run(self, on_started: Callable[[], None] | None = None) -> None:
-        """Run until SIGTERM/SIGINT, then stop gracefully."""
+        """Run until SIGTERM/SIGINT, then stop gracefully; SIGHUP re-reads changed TLS files."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        loop.add_signal_handler(signal.SIGHUP, self._reload_tls)
         if on_started is not None:
             on_started()
         try:
             await stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with suppress(Exception):
                     loop.remove_signal_handler(sig)
             await self.stop()
+
+    def _reload_tls(self) -> None:
+        log.info("bridge.sighup", action="reload changed TLS files")
+        try:
+            if not self.ocpp.reload_tls():
+                log.info("ocpp.tls_unchanged")
+        except Exception:
+            log.exception("ocpp.tls_reload_failed")
 
 
 def log_table(

@@ -111,6 +111,20 @@ class OcppSecuritySettings(_Model):
         None,
         description="PEM CA bundle that charger client certificates must chain to (profile 3).",
     )
+    charger_crl: Path | None = Field(
+        None,
+        description="PEM file with the current CRL of every CA in `charger_ca` that issues "
+        "charger certificates (profile 3). A listed certificate is refused, and a charger "
+        "connected with one is disconnected when the file is replaced. A certificate whose "
+        "issuer has no CRL here, or whose CRL is past its nextUpdate, is refused too.",
+    )
+    tls_reload_interval: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between checks whether `tls_cert`, `tls_key`, `charger_ca` or "
+        "`charger_crl` changed on disk; a changed file is loaded for the next handshakes "
+        "without a restart (SIGHUP checks at once). 0: only on SIGHUP.",
+    )
     handshake_timeout: float = Field(
         10.0,
         gt=0,
@@ -145,6 +159,8 @@ class OcppSecuritySettings(_Model):
             raise ValueError(f"security profile {self.profile} needs tls_cert (wss)")
         if self.profile == 3 and self.charger_ca is None:
             raise ValueError("security profile 3 needs charger_ca")
+        if self.charger_crl is not None and self.charger_ca is None:
+            raise ValueError("charger_crl is set but charger_ca is not")
         return self
 
 

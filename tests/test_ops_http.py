@@ -322,8 +322,13 @@ async def test_every_exposed_metric_is_documented(bridge: Bridge) -> None:
     exposed = {f.name for f in text_string_to_metric_families(text)}  # counters without _total
     documented = {m.name.removesuffix("_total") for m in METRICS}
     assert exposed <= documented, exposed - documented
-    # Only the certificate gauge is absent here (no client certificate configured).
-    assert documented - exposed == {"bridge_hub_client_cert_days_left"}
+    # Only the certificate gauges are absent here (no client certificate, no TLS, no CRL);
+    # tests/test_ocpp_tls.py sees the OCPP ones.
+    assert documented - exposed == {
+        "bridge_hub_client_cert_days_left",
+        "bridge_ocpp_server_cert_days_left",
+        "bridge_ocpp_charger_crl_hours_left",
+    }
 
 
 # -- the port itself ------------------------------------------------------------------------------

@@ -384,37 +384,6 @@ def check_client_cert(charge_point_id: str, peercert: Mapping[str, Any] | None) 
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-def server_tls_context(
-    security: OcppSecuritySettings, client_certs: ssl.VerifyMode
-) -> ssl.SSLContext | None:
-    """The OCPP port's TLS context (None for plain ws); ConfigError names the bad file."""
-    if security.tls_cert is None:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # OCPP security profiles require TLS 1.2 or newer.
-    context.minimum_version = (
-        ssl.TLSVersion.TLSv1_3 if security.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    )
-    context.options |= ssl.OP_NO_RENEGOTIATION
-    key = str(security.tls_key) if security.tls_key is not None else None
-    try:
-        context.load_cert_chain(str(security.tls_cert), key)
-    except (OSError, ssl.SSLError) as exc:
-        # The exception text names the file, not its content.
-        raise ConfigError("ocpp.security.tls_cert", f"cannot load certificate/key: {exc}") from None
-    if client_certs != ssl.CERT_NONE:
-        if security.charger_ca is None:
-            raise ConfigError("ocpp.security.charger_ca", "profile 3 needs a charger CA bundle")
-        try:
-            context.load_verify_locations(cafile=str(security.charger_ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "ocpp.security.charger_ca", f"cannot load {security.charger_ca}: {exc}"
-            ) from None
-        context.verify_mode = client_certs
-    return context
-
-
 def tls_failure(exc: BaseException) -> Failure | None:
     """Which TLS handshake errors are a refused client certificate (an auth failure).
 

@@ -24,9 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from bridge.certs import log_certificate
 from bridge.config import ChargerSettings, OcppSettings
-from bridge.ocpp import auth, v16, v201
+from bridge.ocpp import auth, tls, v16, v201
 from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
@@ -82,14 +81,23 @@ class OcppServer:
         self.throttle = auth.FailureThrottle(
             security.auth_failure_limit, security.auth_failure_window
         )
-        self.tls = auth.server_tls_context(security, self.auth.client_cert_mode())
+        self.tls_files = tls.TlsFiles(security, self.auth.client_cert_mode())
         #: Called with a Failure label on every refused login (metrics hook).
         self.on_auth_failure: Callable[[str], None] | None = None
-        #: Days until the OCPP port's own certificate expires (None: no TLS or unknown).
-        self.server_cert_days_left: float | None = None
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._tls_watch: asyncio.Task[None] | None = None
         self._busy_refused, self._busy_logged_at = 0, -math.inf
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The context for the next TLS handshake (None: plain ws)."""
+        return self.tls_files.context
+
+    @property
+    def server_cert_days_left(self) -> float | None:
+        """Days until the OCPP port's own certificate expires (None: no TLS or unknown)."""
+        return self.tls_files.server_cert_days_left
 
     @property
     def port(self) -> int:
@@ -131,10 +139,15 @@ class OcppServer:
         if self.auth.default_profile == 0:
             log.warning("ocpp.insecure", reason="security profile 0: chargers connect without "
                         "credentials (development only)")  # fmt: skip
-        self._log_server_cert()
+        self.tls_files.log_state()
+        interval = s.security.tls_reload_interval
+        if self.tls is not None and interval > 0:
+            self._tls_watch = asyncio.create_task(self._watch_tls(interval))
 
     async def close(self) -> None:
         """Stop accepting and close every charger connection with 1001 (going away)."""
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         if self._server is None:
             return
         self._server.close(close_connections=False)
@@ -146,10 +159,30 @@ class OcppServer:
         )
         await self._server.wait_closed()
 
-    def _log_server_cert(self) -> None:
-        cert = self.settings.security.tls_cert
-        if cert is not None:
-            self.server_cert_days_left = log_certificate("ocpp.server_cert", cert)
+    # -- TLS files ------------------------------------------------------------------------
+    async def _watch_tls(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.reload_tls()
+            except Exception:  # a bug here must not end the watching for good
+                log.exception("ocpp.tls_reload_failed")
+
+    def reload_tls(self) -> bool:
+        """Load changed TLS files now (also on SIGHUP); disconnect chargers now revoked."""
+        if self.tls is None or not self.tls_files.reload_if_changed():
+            return False
+        revocations = self.tls_files.revocations
+        if revocations is None:
+            return True
+        for cp_id, connection in list(self.sessions.items()):
+            ssl_object = connection.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der and revocations.lists(der):
+                log.warning("ocpp.cert_revoked", charge_point_id=cp_id, peer=_peer(connection),
+                            action="disconnected")  # fmt: skip
+                self._track(asyncio.create_task(connection.close(1008, "certificate revoked")))
+        return True
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)

@@ -89,7 +89,51 @@ def check_settings(settings: Settings) -> Check:
     if s.ops.enabled and s.ops.port and s.ops.port == s.ocpp.port:
         check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
     _check_state_dir(settings.state.database, check)
+    _check_ocpp_tls(settings, check)
     return check
+
+
+def _check_ocpp_tls(settings: Settings, check: Check) -> None:
+    """Load the OCPP port's TLS files exactly as ``bridge run`` would."""
+    from bridge.ocpp.auth import Authenticator
+    from bridge.ocpp.tls import CRL_WARN_HOURS, TlsFiles
+
+    security = settings.ocpp.security
+    if security.tls_cert is None:
+        return
+    try:
+        mode = Authenticator(security, settings.chargers).client_cert_mode()
+        files = TlsFiles(security, mode)
+    except ConfigError as exc:
+        check.problems.append(str(exc))
+        return
+    try:
+        days = certificate_days_left(security.tls_cert)
+    except (OSError, ValueError):
+        days = None  # the context loaded, so the file holds a key and certificate
+    if days is not None:
+        check.facts["OCPP certificate"] = f"{security.tls_cert} ({days:.0f} days left)"
+        if days < 0:
+            check.problems.append(
+                f"ocpp.security.tls_cert: {security.tls_cert} expired {-days:.0f} days ago"
+            )
+        elif days < CERT_WARN_DAYS:
+            check.warnings.append(
+                f"ocpp.security.tls_cert: {security.tls_cert} expires in {days:.0f} days"
+            )
+    revocations = files.revocations
+    if revocations is not None:
+        hours = revocations.hours_left()
+        when = "no nextUpdate" if hours is None else f"next update in {hours:.0f} h"
+        check.facts["charger CRL"] = (
+            f"{security.charger_crl} ({len(revocations.crls)} CRL(s), {when})"
+        )
+        if hours is not None and hours < CRL_WARN_HOURS:
+            check.warnings.append(
+                f"ocpp.security.charger_crl: a CRL in {security.charger_crl} "
+                + ("is past its nextUpdate" if hours < 0 else f"expires in {hours:.0f} h")
+                + ": chargers of that CA will be refused until a newer CRL is installed"
+            )
 
 
 def _check_certificate(cert: Path | None, key: Path | None, check: Check) -> None:
@@ -150,7 +194,11 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
         ("operator", f"{s.oicp.operator_id}{name}"),
         ("hub", s.oicp.base_url),
         ("client certificate", check.facts.get("client certificate", "-")),
-        ("OCPP endpoint", f"ws://{s.ocpp.host}:{s.ocpp.port}/ocpp/{{chargePointId}}"),
+        ("OCPP endpoint", f"{'wss' if s.ocpp.security.tls_cert else 'ws'}://{s.ocpp.host}:"
+                          f"{s.ocpp.port}/ocpp/{{chargePointId}}"),
+        ("security profile", str(s.ocpp.security.profile)
+         + (" (some chargers differ)" if any(c.security_profile is not None
+                                              for c in s.chargers.values()) else "")),
         ("ops port", f"http://{s.ops.host}:{s.ops.port}" if s.ops.enabled else "disabled"),
         ("state database", str(s.state.database)),
         (
@@ -162,6 +210,7 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
         ("registry", f"{len(s.chargers)} chargers, {evses} EVSEs"
          + (" (+ unlisted via evse_id_template)" if s.ocpp.allow_unlisted else "")),
     ]  # fmt: skip
+    rows += [(k, check.facts[k]) for k in ("OCPP certificate", "charger CRL") if k in check.facts]
     width = max(len(k) for k, _ in rows) + 1
     lines = [f"{k + ':':<{width}} {v}" for k, v in rows]
     for cp_id, charger in sorted(s.chargers.items()):

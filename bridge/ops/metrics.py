@@ -102,6 +102,16 @@ METRICS: tuple[MetricDoc, ...] = (
         "Days until the hub client certificate (oicp.client_cert) expires; absent without one.",
     ),
     MetricDoc(
+        "bridge_ocpp_server_cert_days_left", "gauge", (),
+        "Days until the OCPP port's certificate (ocpp.security.tls_cert) expires; absent "
+        "without TLS.",
+    ),
+    MetricDoc(
+        "bridge_ocpp_charger_crl_hours_left", "gauge", (),
+        "Hours until the first charger CRL (ocpp.security.charger_crl) passes its nextUpdate; "
+        "after that chargers of its CA are refused. Absent without CRLs.",
+    ),
+    MetricDoc(
         "bridge_ocpp_auth_failures_total", "counter", ("reason",),
         "Charger connections refused by authentication, by reason (wrong_password, "
         "client_cert_mismatch, unknown_charge_point, throttled, ...).",
@@ -161,7 +171,7 @@ class _LiveCollector:
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
-        self._cert_cache: tuple[float, float | None] | None = None  # (read at, days left)
+        self._cert_cache: dict[Path, tuple[float, float | None]] = {}  # (read at, days left)
 
     def describe(self) -> Iterable[Metric]:
         return []  # the names are fixed in METRICS; nothing to check at registration
@@ -197,6 +207,16 @@ class _LiveCollector:
         days = self._cert_days_left()
         if days is not None:
             yield _gauge("bridge_hub_client_cert_days_left", [((), days)])
+        tls_files = b.ocpp.tls_files
+        if tls_files.context is not None and tls_files.security.tls_cert is not None:
+            days = self._cert_from_file(tls_files.security.tls_cert)
+            if days is None:
+                days = tls_files.server_cert_days_left
+            if days is not None:
+                yield _gauge("bridge_ocpp_server_cert_days_left", [((), days)])
+        hours = tls_files.revocations.hours_left() if tls_files.revocations else None
+        if hours is not None:
+            yield _gauge("bridge_ocpp_charger_crl_hours_left", [((), hours)])
 
     def _cert_days_left(self) -> float | None:
         # Read from the file (cached), not only once at start: a bridge that runs for months
@@ -211,14 +231,14 @@ class _LiveCollector:
         if path is None:
             return None
         now = time.monotonic()
-        if self._cert_cache is not None and now - self._cert_cache[0] < 60:
-            return self._cert_cache[1]  # a scrape every few seconds need not read the file
-
+        cached = self._cert_cache.get(path)
+        if cached is not None and now - cached[0] < 60:
+            return cached[1]  # a scrape every few seconds need not read the file
         try:
             days = certificate_days_left(path)
         except (OSError, ValueError):
             days = None  # the bridge would not have started; check-config names the problem
-        self._cert_cache = (now, days)
+        self._cert_cache[path] = (now, days)
         return days
 
 
