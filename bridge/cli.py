@@ -142,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(settings: Settings) -> int:
     from bridge.app import Bridge
+    from bridge.ops.limits import log_open_file_limit
 
+    log_open_file_limit(len(settings.chargers), allow_unlisted=settings.ocpp.allow_unlisted)
     bridge = Bridge(settings)
     await bridge.run(on_started=_tune_gc)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -29,8 +30,9 @@ def _plain(value: Any) -> Any:
 class BridgeProcess:
     """``bridge run`` in a child process; learns its OCPP port from the ``bridge.started`` log."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, nofile: tuple[int, int] | None = None) -> None:
         self.config = config
+        self.nofile = nofile  # RLIMIT_NOFILE (soft, hard) to start the child with
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, Any]] = []
         self.ocpp_port = 0
@@ -43,6 +45,7 @@ class BridgeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            preexec_fn=self._limit if self.nofile is not None else None,
         )  # fmt: skip
         self._started.clear()
         self._reader = asyncio.create_task(self._read())
@@ -52,6 +55,10 @@ class BridgeProcess:
             await self.kill()
             raise AssertionError(f"bridge did not start: {self.events[-5:]}") from None
         return self
+
+    def _limit(self) -> None:  # runs in the child between fork and exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from bridge.devtools.charger_sim import Spec, run_chargers
 from bridge.hubsim import HubSimulator
 from bridge.ops.commands import check_config, status
 from tests.conftest import charger, eventually, pushes, settings_for
-from tests.procs import write_config
+from tests.procs import BridgeProcess, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "check-config", "status", "fullload", "hub-sim")
@@ -298,3 +299,47 @@ def test_hub_sim_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- open files -----------------------------------------------------------------------------------
+def small_fleet_config(tmp_path: Path, chargers: int) -> Path:
+    return write_config(tmp_path / "fleet.yaml", {
+        "ocpp": {"host": "127.0.0.1", "port": 0},
+        "oicp": {"base_url": "http://127.0.0.1:9", "operator_id": "DE*ABC"},
+        "state": {"database": str(tmp_path / "state" / "bridge.db")},
+        "ops": {"enabled": False}, "fullload": {"enabled": False},
+        "chargers": {f"CP{n}": {"evses": {1: f"DE*ABC*E{n}*1"}} for n in range(chargers)},
+    })  # fmt: skip
+
+
+async def test_run_raises_its_open_file_soft_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves nothing to raise")
+    proc = await BridgeProcess(small_fleet_config(tmp_path, 3), nofile=(512, hard)).start()
+    try:
+        (line,) = proc.named("bridge.open_files")
+        assert line["level"] == "info" and line["soft"] == line["hard"] > 512
+        assert (line["chargers"], line["needed"]) == (3, 3 + 256)
+    finally:
+        assert await proc.terminate() == 0
+
+
+async def test_a_hard_limit_too_low_for_the_registry_is_a_warning(tmp_path: Path) -> None:
+    config = small_fleet_config(tmp_path, 200)  # needs ~456 files
+    proc = await BridgeProcess(config, nofile=(300, 300)).start()
+    try:
+        (line,) = proc.named("bridge.open_files")
+        assert line["level"] == "warning" and (line["soft"], line["needed"]) == (300, 456)
+        assert "nofile" in line["reason"]
+    finally:
+        assert await proc.terminate() == 0
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bridge.cli", "check-config", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert "open files:         300 allowed, ~456 needed for 200 chargers" in checked.stdout
+    assert "open files: the hard limit is 300" in checked.stderr

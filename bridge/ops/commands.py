@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import ssl
 import sys
 import time
@@ -90,7 +91,23 @@ def check_settings(settings: Settings) -> Check:
         check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
     _check_state_dir(settings.state.database, check)
     _check_ocpp_tls(settings, check)
+    _check_open_files(len(settings.chargers), check)
     return check
+
+
+def _check_open_files(chargers: int, check: Check) -> None:
+    """What this process may open, as ``bridge run`` would after raising its soft limit."""
+    from bridge.ops.limits import files_needed
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = files_needed(chargers)
+    limit = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    check.facts["open files"] = f"{limit} allowed, ~{needed} needed for {chargers} chargers"
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        check.warnings.append(
+            f"open files: the hard limit is {hard}, but {chargers} chargers need about {needed}: "
+            "raise the nofile limit (docker run --ulimit nofile=…, LimitNOFILE= in systemd)"
+        )
 
 
 def _check_ocpp_tls(settings: Settings, check: Check) -> None:
@@ -210,7 +227,11 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
         ("registry", f"{len(s.chargers)} chargers, {evses} EVSEs"
          + (" (+ unlisted via evse_id_template)" if s.ocpp.allow_unlisted else "")),
     ]  # fmt: skip
-    rows += [(k, check.facts[k]) for k in ("OCPP certificate", "charger CRL") if k in check.facts]
+    rows += [
+        (k, check.facts[k])
+        for k in ("OCPP certificate", "charger CRL", "open files")
+        if k in check.facts
+    ]
     width = max(len(k) for k, _ in rows) + 1
     lines = [f"{k + ':':<{width}} {v}" for k, v in rows]
     for cp_id, charger in sorted(s.chargers.items()):
