@@ -235,6 +235,9 @@ class Bridge:
             await self.stop()
 
     def _reload_tls(self) -> None:
+        if self.ocpp.tls is None:
+            log.info("bridge.sighup", action="none: the OCPP port has no TLS files")
+            return
         log.info("bridge.sighup", action="reload changed TLS files")
         try:
             if not self.ocpp.reload_tls():
