@@ -8,13 +8,14 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from bridge.certs import log_certificate
+from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
@@ -91,8 +92,8 @@ class Bridge:
             self.engine, self.outbox, self.store, offline_grace=settings.ocpp.offline_grace
         )
         self.hub_sim: HubSimulator | None = None
-        #: Days until the OICP client certificate expires (None: none configured/unknown).
-        self.client_cert_days_left: float | None = None
+        #: When the OICP client certificate loaded at start expires (None: none/unknown).
+        self.client_cert_not_after: datetime | None = None
         self._client = client
         self.worker: PushWorker | None = None
         self.ocpp = OcppServer(
@@ -154,9 +155,15 @@ class Bridge:
     def check_client_cert(self) -> None:
         """Log (warn under 30 days) and keep how long the hub client certificate is valid."""
         if self.settings.oicp.client_cert is not None:
-            self.client_cert_days_left = log_certificate(
+            self.client_cert_not_after = log_certificate(
                 "oicp.client_cert", self.settings.oicp.client_cert
             )
+
+    @property
+    def client_cert_days_left(self) -> float | None:
+        """Days until the client certificate in use expires (it is loaded once, at start)."""
+        not_after = self.client_cert_not_after
+        return None if not_after is None else days_until(not_after)
 
     async def start(self) -> None:
         s = self.settings
@@ -220,10 +227,13 @@ class Bridge:
         """Run until SIGTERM/SIGINT, then stop gracefully; SIGHUP re-reads changed TLS files."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        # A SIGHUP (a certificate-renewal hook) while starting or stopping must not kill the
+        # process, as its default action would.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        loop.add_signal_handler(signal.SIGHUP, self._reload_tls)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         if on_started is not None:
             on_started()
         try:
@@ -232,18 +242,15 @@ class Bridge:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with suppress(Exception):
                     loop.remove_signal_handler(sig)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             await self.stop()
 
-    def _reload_tls(self) -> None:
+    def _on_sighup(self) -> None:
         if self.ocpp.tls is None:
             log.info("bridge.sighup", action="none: the OCPP port has no TLS files")
             return
         log.info("bridge.sighup", action="reload changed TLS files")
-        try:
-            if not self.ocpp.reload_tls():
-                log.info("ocpp.tls_unchanged")
-        except Exception:
-            log.exception("ocpp.tls_reload_failed")
+        self.ocpp.request_tls_reload()
 
 
 def log_table(

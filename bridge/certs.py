@@ -14,8 +14,8 @@ log = structlog.get_logger("bridge.certs")
 CERT_WARN_DAYS = 30
 
 
-def certificate_days_left(path: Path) -> float:
-    """Days until the first certificate in ``path`` expires (negative once expired).
+def certificate_not_after(path: Path) -> datetime:
+    """When the first certificate in ``path`` expires.
 
     Raises OSError if the file cannot be read and ValueError if it holds no PEM certificate.
     """
@@ -23,21 +23,34 @@ def certificate_days_left(path: Path) -> float:
     start = data.find(b"-----BEGIN CERTIFICATE-----")
     if start < 0:
         raise ValueError(f"{path}: no PEM certificate found")
-    cert = x509.load_pem_x509_certificate(data[start:])
-    left = cert.not_valid_after_utc - datetime.now(UTC)
-    return left.total_seconds() / 86400.0
+    return x509.load_pem_x509_certificate(data[start:]).not_valid_after_utc
 
 
-def log_certificate(event: str, path: Path) -> float | None:
-    """Log ``event`` with the days left (a warning under CERT_WARN_DAYS); None if unreadable."""
+def days_until(moment: datetime) -> float:
+    return (moment - datetime.now(UTC)).total_seconds() / 86400.0
+
+
+def certificate_days_left(path: Path) -> float:
+    """Days until the first certificate in ``path`` expires (negative once expired)."""
+    return days_until(certificate_not_after(path))
+
+
+def log_certificate(event: str, path: Path) -> datetime | None:
+    """Log ``event`` with the days left (a warning under CERT_WARN_DAYS); the expiry, or None
+    if the file is unreadable."""
     try:
-        days = certificate_days_left(path)
+        not_after = certificate_not_after(path)
     except (OSError, ValueError) as exc:
         log.warning(event, path=str(path), error=str(exc))
         return None
+    log_days_left(event, path, not_after)
+    return not_after
+
+
+def log_days_left(event: str, path: Path, not_after: datetime) -> None:
+    days = days_until(not_after)
     if days < CERT_WARN_DAYS:
         log.warning(event, path=str(path), days_left=round(days, 1),
                     reason=f"expires in less than {CERT_WARN_DAYS} days")  # fmt: skip
     else:
         log.info(event, path=str(path), days_left=round(days, 1))
-    return days

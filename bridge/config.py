@@ -114,9 +114,10 @@ class OcppSecuritySettings(_Model):
     charger_crl: Path | None = Field(
         None,
         description="PEM file with the current CRL of every CA in `charger_ca` that issues "
-        "charger certificates (profile 3). A listed certificate is refused, and a charger "
-        "connected with one is disconnected when the file is replaced. A certificate whose "
-        "issuer has no CRL here, or whose CRL is past its nextUpdate, is refused too.",
+        "charger certificates (profile 3); CRLs only, each signed by its CA. A listed "
+        "certificate is refused, and a charger connected with one is disconnected when the "
+        "file is replaced. A certificate whose issuer has no CRL here, or whose CRL is past "
+        "its nextUpdate, is refused too.",
     )
     tls_reload_interval: float = Field(
         60.0,

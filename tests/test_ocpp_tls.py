@@ -17,7 +17,9 @@ import trustme
 import websockets
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.name import _ASN1Type
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -65,15 +67,32 @@ class Pki:
             os.replace(path.with_suffix(".tmp"), path)
         return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
 
-    def write_crl(self, *revoked: str, next_update: dt.datetime | None = None) -> None:
+    def write_crl(
+        self,
+        *revoked: str,
+        next_update: dt.datetime | None = None,
+        last_update: dt.datetime | None = None,
+        key: CertificateIssuerPrivateKeyTypes | None = None,
+        issuer_string_type: _ASN1Type | None = None,
+        extra: bytes = b"",
+    ) -> None:
+        """Write the charger CA's CRL (``key``: sign it with another key; ``extra``: append)."""
         ca_cert = x509.load_pem_x509_certificate(self.charger_ca.cert_pem.bytes())
-        key: CertificateIssuerPrivateKeyTypes = serialization.load_pem_private_key(
-            self.charger_ca.private_key_pem.bytes(), password=None
-        )  # type: ignore[assignment]
+        if key is None:
+            key = serialization.load_pem_private_key(  # type: ignore[assignment]
+                self.charger_ca.private_key_pem.bytes(), password=None
+            )
+            assert key is not None
+        issuer = ca_cert.subject
+        if issuer_string_type is not None:  # the same name, encoded as another tool might
+            issuer = x509.Name([
+                x509.NameAttribute(a.oid, str(a.value), _type=issuer_string_type)
+                for a in issuer
+            ])  # fmt: skip
         builder = (
             x509.CertificateRevocationListBuilder()
-            .issuer_name(ca_cert.subject)
-            .last_update(NOW - dt.timedelta(hours=1))
+            .issuer_name(issuer)
+            .last_update(last_update or NOW - dt.timedelta(hours=1))
             .next_update(next_update or NOW + dt.timedelta(days=7))
         )
         for cp_id in revoked:
@@ -85,7 +104,7 @@ class Pki:
             )
         crl = builder.sign(key, hashes.SHA256())
         tmp = self.crl.with_suffix(".tmp")
-        tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM) + extra)
         os.replace(tmp, self.crl)
 
     def client(self, cp_id: str) -> ssl.SSLContext:
@@ -187,10 +206,10 @@ async def test_rotated_server_certificate_is_served_without_a_restart(
     port = bridge.ocpp.port
     async with open_ws(port, "CP16", pki.client("CP16")) as ws:
         first = server_serial(ws)
-    assert bridge.ocpp.reload_tls() is False  # nothing changed
+    assert await bridge.ocpp.reload_tls() is False  # nothing changed
     rotated = pki.issue_server_cert()
     assert rotated != first
-    assert bridge.ocpp.reload_tls() is True
+    assert await bridge.ocpp.reload_tls() is True
     async with open_ws(port, "CP16", pki.client("CP16")) as ws:
         assert server_serial(ws) == rotated
         assert (await heartbeat(ws)).startswith("[3,")
@@ -203,15 +222,15 @@ async def test_a_broken_new_file_keeps_the_previous_certificates(
     pki.write_crl()
     bridge = await make_bridge(ocpp=pki.ocpp(tls_reload_interval=0), chargers=CHARGERS)
     pki.crl.write_text("not a CRL\n")
-    assert bridge.ocpp.reload_tls() is False
+    assert await bridge.ocpp.reload_tls() is False
     (failed,) = events.named("ocpp.tls_reload_failed")
     assert failed["level"] == "error" and failed["field"] == "ocpp.security.charger_crl"
-    assert bridge.ocpp.reload_tls() is False  # reported once per change, not at every check
+    assert await bridge.ocpp.reload_tls() is False  # reported once per change, not at every check
     assert len(events.named("ocpp.tls_reload_failed")) == 1
     async with open_ws(bridge.ocpp.port, "CP201", pki.client("CP201")) as ws:
         assert (await heartbeat(ws)).startswith("[3,")
     pki.write_crl("CP201")  # fixed: the next check takes it
-    assert bridge.ocpp.reload_tls() is True
+    assert await bridge.ocpp.reload_tls() is True
     await refused_in_tls(bridge.ocpp.port, "CP201", pki.client("CP201"))
 
 
@@ -276,3 +295,130 @@ async def test_sighup_reloads_changed_tls_files(pki: Pki, tmp_path: Path) -> Non
         assert proc.named("bridge.sighup") and proc.named("ocpp.tls_reloaded")
     finally:
         assert await proc.terminate() == 0
+
+
+async def test_a_handshake_finished_before_a_new_crl_is_refused_at_the_upgrade(
+    make_bridge: MakeBridge, pki: Pki, events: Events
+) -> None:
+    """TLS done under the old CRL, HTTP upgrade after the new one: 403, not a way around it."""
+    pki.write_crl()
+    bridge = await make_bridge(ocpp=pki.ocpp(tls_reload_interval=0), chargers=CHARGERS)
+    port = bridge.ocpp.port
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=pki.client("CP201"), server_hostname="127.0.0.1"
+    )
+    try:
+        pki.write_crl("CP201")
+        assert await bridge.ocpp.reload_tls() is True
+        writer.write(
+            b"GET /ocpp/CP201 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+        )
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 403"), status_line
+    (failed,) = events.named("ocpp.auth_failed")
+    assert (failed["reason"], failed["detail"]) == ("client_cert_rejected", "certificate revoked")
+
+
+async def test_crl_issuer_name_in_another_string_encoding_still_matches(
+    make_bridge: MakeBridge, pki: Pki, events: Events
+) -> None:
+    """OpenSSL compares names normalised; so must the check of connected chargers."""
+    pki.write_crl()
+    bridge = await make_bridge(ocpp=pki.ocpp(tls_reload_interval=0), chargers=CHARGERS)
+    async with open_ws(bridge.ocpp.port, "CP201", pki.client("CP201")) as ws:
+        pki.write_crl("CP201", issuer_string_type=_ASN1Type.BMPString)
+        assert await bridge.ocpp.reload_tls() is True
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await ws.recv()
+    assert [e["charge_point_id"] for e in events.named("ocpp.cert_revoked")] == ["CP201"]
+    await refused_in_tls(bridge.ocpp.port, "CP201", pki.client("CP201"))
+
+
+def test_crl_file_must_hold_only_crls_signed_by_a_charger_ca(pki: Pki) -> None:
+    """A certificate in the CRL file would become a trusted charger CA; a forged CRL would
+    refuse everyone: both are configuration errors naming the setting."""
+    from bridge.config import OcppSecuritySettings
+
+    settings = OcppSecuritySettings.model_validate(pki.ocpp()["security"])
+    intruder = trustme.CA()
+    cases = {
+        "only CRLs belong": {"extra": intruder.cert_pem.bytes()},
+        "not signed by that CA": {"key": ec.generate_private_key(ec.SECP256R1())},
+        "in the future": {"last_update": NOW + dt.timedelta(hours=2)},
+    }
+    for expected, kwargs in cases.items():
+        pki.write_crl(**kwargs)
+        with pytest.raises(ConfigError) as info:
+            TlsFiles(settings, ssl.CERT_REQUIRED)
+        assert info.value.field == "ocpp.security.charger_crl", expected
+        assert expected in info.value.reason
+
+
+async def test_a_crl_that_would_lock_chargers_out_by_mistake_is_not_loaded(
+    make_bridge: MakeBridge, pki: Pki, events: Events
+) -> None:
+    pki.write_crl(last_update=NOW - dt.timedelta(hours=1))
+    bridge = await make_bridge(ocpp=pki.ocpp(tls_reload_interval=0), chargers=CHARGERS)
+    refusals = {
+        "past its nextUpdate": {"last_update": NOW - dt.timedelta(minutes=30),
+                                "next_update": NOW - dt.timedelta(minutes=1)},
+        "older than the one in use": {"last_update": NOW - dt.timedelta(hours=3)},
+        "not signed by that CA": {"key": ec.generate_private_key(ec.SECP256R1())},
+    }  # fmt: skip
+    for expected, kwargs in refusals.items():
+        pki.write_crl("CP16", **kwargs)
+        assert await bridge.ocpp.reload_tls() is False, expected
+        assert expected in events.named("ocpp.tls_reload_failed")[-1]["error"]
+        async with open_ws(bridge.ocpp.port, "CP16", pki.client("CP16")) as ws:
+            assert (await heartbeat(ws)).startswith("[3,")  # the previous CRL still applies
+
+
+async def test_metric_shows_the_certificate_being_served_not_the_file(
+    make_bridge: MakeBridge, pki: Pki
+) -> None:
+    pki.write_crl()
+    bridge = await make_bridge(ocpp=pki.ocpp(tls_reload_interval=0), chargers=CHARGERS)
+    served = bridge.ocpp.server_cert_days_left
+    assert served is not None
+    # A new certificate without its new key: the pair does not load, the old one stays.
+    leaf = pki.server_ca.issue_cert(
+        "127.0.0.1", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=900)
+    )
+    leaf.cert_chain_pems[0].write_to_path(str(pki.server_cert))
+    assert await bridge.ocpp.reload_tls() is False
+    assert bridge.ocpp.server_cert_days_left == pytest.approx(served, abs=0.01)
+    body, _ = bridge.metrics.render()
+    line = next(x for x in body.decode().splitlines()
+                if x.startswith("bridge_ocpp_server_cert_days_left "))  # fmt: skip
+    assert float(line.split()[1]) == pytest.approx(served, abs=0.01)
+
+
+async def test_crl_with_mixed_profiles(make_bridge: MakeBridge, pki: Pki) -> None:
+    """Global profile 2 (password over TLS), CP201 on profile 3 with a revoked certificate."""
+    from bridge.ocpp.auth import hash_password
+
+    pki.write_crl("CP201")
+    password = "a-long-random-charger-secret"
+    chargers = {
+        "CP16": {**CHARGERS["CP16"], "password_hash": hash_password(password, n=2**10)},
+        "CP201": {**CHARGERS["CP201"], "security_profile": 3},
+    }
+    bridge = await make_bridge(ocpp=pki.ocpp(profile=2), chargers=chargers)
+    no_cert = ssl.create_default_context(cafile=str(pki.tmp / "server-ca.pem"))
+    async with websockets.connect(
+        f"wss://127.0.0.1:{bridge.ocpp.port}/ocpp/CP16", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+        ssl=no_cert, additional_headers={"Authorization": basic("CP16", password)},
+    ) as ws:  # fmt: skip
+        assert (await heartbeat(ws)).startswith("[3,")
+    await refused_in_tls(bridge.ocpp.port, "CP201", pki.client("CP201"))
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

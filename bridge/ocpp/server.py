@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
+from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -25,6 +26,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from bridge.config import ChargerSettings, OcppSettings
+from bridge.errors import ConfigError
 from bridge.ocpp import auth, tls, v16, v201
 from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import DIALECTS, OCPP16
@@ -87,6 +89,7 @@ class OcppServer:
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
+        self._tls_lock = asyncio.Lock()
         self._busy_refused, self._busy_logged_at = 0, -math.inf
 
     @property
@@ -164,25 +167,73 @@ class OcppServer:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.reload_tls()
+                await self.reload_tls()
             except Exception:  # a bug here must not end the watching for good
                 log.exception("ocpp.tls_reload_failed")
 
-    def reload_tls(self) -> bool:
-        """Load changed TLS files now (also on SIGHUP); disconnect chargers now revoked."""
-        if self.tls is None or not self.tls_files.reload_if_changed():
-            return False
-        revocations = self.tls_files.revocations
-        if revocations is None:
+    def request_tls_reload(self) -> None:
+        """Check the TLS files now (SIGHUP), in the background."""
+
+        async def reload() -> None:
+            try:
+                await self.reload_tls(unchanged_log=True)
+            except Exception:
+                log.exception("ocpp.tls_reload_failed")
+
+        self._track(asyncio.create_task(reload()))
+
+    async def reload_tls(self, *, unchanged_log: bool = False) -> bool:
+        """Load changed TLS files; disconnect chargers whose certificate is now revoked.
+
+        True if a new context is in use. Files that do not load, or a CRL that would refuse
+        chargers by mistake, keep the previous context (``ocpp.tls_reload_failed``, once per
+        change of the files).
+        """
+        async with self._tls_lock:
+            files = self.tls_files
+            stamp = files.files_stamp()
+            if self.tls is None or stamp == files.stamp:
+                if unchanged_log:
+                    log.info("ocpp.tls_unchanged")
+                return False
+            files.stamp = stamp  # a broken file is reported once, not at every check
+            try:
+                # Parsing a large CRL takes a while: not on the event loop.
+                state = await asyncio.to_thread(files.build)
+            except ConfigError as exc:
+                log.error("ocpp.tls_reload_failed", field=exc.field, error=exc.reason,
+                          keeping="the previous certificates and CRLs")  # fmt: skip
+                return False
+            files.use(state)
+            self._disconnect_revoked()
             return True
+
+    def _disconnect_revoked(self) -> None:
         for cp_id, connection in list(self.sessions.items()):
-            ssl_object = connection.transport.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            if der and revocations.lists(der):
+            try:
+                revoked = self._revoked_peer(connection)
+            except Exception:  # one odd certificate must not spare the others
+                log.exception("ocpp.cert_check_failed", charge_point_id=cp_id)
+                continue
+            if revoked:
                 log.warning("ocpp.cert_revoked", charge_point_id=cp_id, peer=_peer(connection),
                             action="disconnected")  # fmt: skip
                 self._track(asyncio.create_task(connection.close(1008, "certificate revoked")))
-        return True
+
+    def _revoked_peer(self, connection: ServerConnection) -> bool:
+        """Whether the connection's client certificate is in the current CRLs."""
+        revocations = self.tls_files.revocations
+        if revocations is None:
+            return False
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return False
+        peercert = ssl_object.getpeercert()
+        serial = peercert.get("serialNumber") if peercert else None
+        if not isinstance(serial, str) or int(serial, 16) not in revocations.serials:
+            return False  # cheap: no certificate parsing for the many that are not listed
+        der = ssl_object.getpeercert(binary_form=True)
+        return der is not None and revocations.lists(x509.load_der_x509_certificate(der))
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
@@ -227,8 +278,13 @@ class OcppServer:
             ssl_object = connection.transport.get_extra_info("ssl_object")
             peercert = ssl_object.getpeercert() if ssl_object is not None else None
             failure = auth.check_client_cert(cp_id, peercert)
+            detail = None
+            if failure is None and self._revoked_peer(connection):
+                # Its TLS handshake finished before a CRL that lists it was loaded.
+                failure, detail = Failure.CLIENT_CERT_REJECTED, "certificate revoked"
             if failure is not None:
-                self._refused(address, peer, cp_id, failure, status=403, profile=profile)
+                self._refused(address, peer, cp_id, failure, status=403, profile=profile,
+                              detail=detail)  # fmt: skip
                 return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden\n")
         if not known:
             # Profile 0 (no secret to protect) or 3 (the peer proved it is this ID): say so.

@@ -138,6 +138,11 @@ def _check_ocpp_tls(settings: Settings, check: Check) -> None:
             check.warnings.append(
                 f"ocpp.security.tls_cert: {security.tls_cert} expires in {days:.0f} days"
             )
+    if files.crl_unused:
+        check.warnings.append(
+            "ocpp.security.charger_crl is set but no charger uses security profile 3: "
+            "it is not used"
+        )
     revocations = files.revocations
     if revocations is not None:
         hours = revocations.hours_left()

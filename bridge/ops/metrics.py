@@ -11,10 +11,8 @@ README's metrics table is generated from it (``bridge.ops.docs``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -22,7 +20,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
-from bridge.certs import certificate_days_left
 from bridge.delivery.worker import PushEvent
 from bridge.ocpp.auth import Failure
 from bridge.status.table import OcppStatus, OicpStatus
@@ -171,7 +168,6 @@ class _LiveCollector:
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
-        self._cert_cache: dict[Path, tuple[float, float | None]] = {}  # (read at, days left)
 
     def describe(self) -> Iterable[Metric]:
         return []  # the names are fixed in METRICS; nothing to check at registration
@@ -204,42 +200,17 @@ class _LiveCollector:
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load
         yield _gauge("bridge_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))])
-        days = self._cert_days_left()
+        # Certificates as loaded and in use (a replaced file counts once it is loaded).
+        days = b.client_cert_days_left
         if days is not None:
             yield _gauge("bridge_hub_client_cert_days_left", [((), days)])
         tls_files = b.ocpp.tls_files
-        if tls_files.context is not None and tls_files.security.tls_cert is not None:
-            days = self._cert_from_file(tls_files.security.tls_cert)
-            if days is None:
-                days = tls_files.server_cert_days_left
-            if days is not None:
-                yield _gauge("bridge_ocpp_server_cert_days_left", [((), days)])
+        days = tls_files.server_cert_days_left
+        if days is not None:
+            yield _gauge("bridge_ocpp_server_cert_days_left", [((), days)])
         hours = tls_files.revocations.hours_left() if tls_files.revocations else None
         if hours is not None:
             yield _gauge("bridge_ocpp_charger_crl_hours_left", [((), hours)])
-
-    def _cert_days_left(self) -> float | None:
-        # Read from the file (cached), not only once at start: a bridge that runs for months
-        # must see the days go down. The value the bridge took at start is the fallback.
-        days = self._cert_from_file(self.bridge.settings.oicp.client_cert)
-        if days is None:
-            at_start = getattr(self.bridge, "client_cert_days_left", None)
-            days = float(at_start) if isinstance(at_start, int | float) else None
-        return days
-
-    def _cert_from_file(self, path: Path | None) -> float | None:
-        if path is None:
-            return None
-        now = time.monotonic()
-        cached = self._cert_cache.get(path)
-        if cached is not None and now - cached[0] < 60:
-            return cached[1]  # a scrape every few seconds need not read the file
-        try:
-            days = certificate_days_left(path)
-        except (OSError, ValueError):
-            days = None  # the bridge would not have started; check-config names the problem
-        self._cert_cache[path] = (now, days)
-        return days
 
 
 def _is_parked(code: str | None) -> bool:
