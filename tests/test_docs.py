@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -201,3 +202,30 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
         if keyword == "COPY" and "--from" not in rest:
             copied.update(path.split("/")[0] for path in rest.split()[:-1])
     assert copied <= allowed, copied - allowed
+
+
+# -- alerting rules ------------------------------------------------------------------------------
+def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
+    from bridge.ops.metrics import METRICS
+
+    rules = yaml.safe_load((ROOT / "docs" / "prometheus-alerts.yml").read_text(encoding="utf-8"))
+    exported = set()
+    for metric in METRICS:
+        exported.add(metric.name)
+        if metric.kind == "histogram":
+            exported |= {f"{metric.name}_{part}" for part in ("bucket", "sum", "count")}
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert len({a["alert"] for a in alerts}) == len(alerts) >= 8
+    used = set()
+    for alert in alerts:
+        assert alert["labels"]["severity"] in ("warning", "critical"), alert["alert"]
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+        promql_parser.parse(alert["expr"])  # ValueError if it is not PromQL
+        used |= set(re.findall(r"\bbridge_[a-z0-9_]+", alert["expr"]))
+    assert used <= exported, used - exported
+    # the failure modes an operator must hear about have a rule
+    for metric in ("bridge_push_paused", "bridge_push_oldest_pending_age_seconds",
+                   "bridge_fullload_last_success_timestamp_seconds",
+                   "bridge_hub_client_cert_days_left"):  # fmt: skip
+        assert metric in used, metric
+    assert "docs/prometheus-alerts.yml" in README
