@@ -41,6 +41,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HA
 THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
 BUSY_LOG_WINDOW = 10.0  # s: at most one ocpp.auth_busy line per window
 _YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
+_CERT_CHECKS_PER_TURN = 500  # connections checked against a new CRL between event-loop turns
 _BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -205,11 +206,13 @@ class OcppServer:
                           keeping="the previous certificates and CRLs")  # fmt: skip
                 return False
             files.use(state)
-            self._disconnect_revoked()
+            await self._disconnect_revoked()
             return True
 
-    def _disconnect_revoked(self) -> None:
-        for cp_id, connection in list(self.sessions.items()):
+    async def _disconnect_revoked(self) -> None:
+        for n, (cp_id, connection) in enumerate(list(self.sessions.items()), 1):
+            if n % _CERT_CHECKS_PER_TURN == 0:
+                await asyncio.sleep(0)  # thousands of chargers: let the others be served
             try:
                 revoked = self._revoked_peer(connection)
             except Exception:  # one odd certificate must not spare the others
