@@ -78,12 +78,7 @@ class Bridge:
             synchronous=settings.state.synchronous,
         )
         self.table = effective_table(settings.status.overrides)
-        self.registry = Registry(
-            {cp: c.evses for cp, c in settings.chargers.items()},
-            settings.oicp.operator_id,
-            template=settings.ocpp.evse_id_template,
-            allow_unlisted=settings.ocpp.allow_unlisted,
-        )
+        self.registry = Registry.from_settings(settings)
         self.engine = StatusEngine(
             self.table, self.registry, offline_status=OicpStatus(settings.ocpp.offline_status)
         )

@@ -158,6 +158,19 @@ def test_check_config_warns_about_a_certificate_about_to_expire(tmp_path: Path) 
     assert "bridge: warning: oicp.client_cert:" in err and "renew it" in err
 
 
+def test_check_config_reads_charger_password_hash_files_without_tls(tmp_path: Path) -> None:
+    """Profile 1 over plain ws: a missing hash file stops `bridge run`, so check-config says so."""
+    missing = tmp_path / "secrets" / "cp1"
+    path = config_file(
+        tmp_path,
+        ocpp={"security": {"profile": 1}},
+        chargers={"CP1": {"evses": {1: "DE*ABC*E1*1"}, "password_hash_file": str(missing)}},
+    )
+    code, _, err = run_check(path)
+    assert code == 2
+    assert "chargers.CP1.password_hash_file" in err and str(missing) in err
+
+
 def test_check_config_other_problems(tmp_path: Path) -> None:
     path = config_file(tmp_path, ocpp={"port": 9100}, ops={"port": 9100})
     code, _, err = run_check(path)

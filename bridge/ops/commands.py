@@ -90,44 +90,39 @@ def check_settings(settings: Settings) -> Check:
     if s.ops.enabled and s.ops.port and s.ops.port == s.ocpp.port:
         check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
     _check_state_dir(settings.state.database, check)
-    _check_ocpp_tls(settings, check)
+    _check_ocpp(settings, check)
     _check_open_files(len(settings.chargers), check)
     return check
 
 
 def _check_open_files(chargers: int, check: Check) -> None:
     """What this process may open, as ``bridge run`` would after raising its soft limit."""
-    from bridge.ops.limits import files_needed
+    from bridge.ops.limits import files_needed, shortfall
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = files_needed(chargers)
     limit = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-    check.facts["open files"] = f"{limit} allowed, ~{needed} needed for {chargers} chargers"
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        check.warnings.append(
-            f"open files: the hard limit is {hard}, but {chargers} chargers need about {needed}: "
-            "raise the nofile limit (docker run --ulimit nofile=…, LimitNOFILE= in systemd)"
-        )
+    check.facts["open files"] = (
+        f"{limit} allowed, ~{files_needed(chargers)} needed for {chargers} chargers"
+    )
+    if (short := shortfall(hard, chargers)) is not None:
+        check.warnings.append(f"open files: the hard limit is {hard}, but {short}")
 
 
-def _check_ocpp_tls(settings: Settings, check: Check) -> None:
-    """Load the OCPP port's TLS files exactly as ``bridge run`` would."""
+def _check_ocpp(settings: Settings, check: Check) -> None:
+    """Load the charger credentials and the OCPP port's TLS files as ``bridge run`` would."""
     from bridge.ocpp.auth import Authenticator
     from bridge.ocpp.tls import CRL_WARN_HOURS, TlsFiles
 
     security = settings.ocpp.security
-    if security.tls_cert is None:
-        return
     try:
         mode = Authenticator(security, settings.chargers).client_cert_mode()
         files = TlsFiles(security, mode)
     except ConfigError as exc:
         check.problems.append(str(exc))
         return
-    try:
-        days = certificate_days_left(security.tls_cert)
-    except (OSError, ValueError):
-        days = None  # the context loaded, so the file holds a key and certificate
+    if security.tls_cert is None:
+        return
+    days = files.server_cert_days_left
     if days is not None:
         check.facts["OCPP certificate"] = f"{security.tls_cert} ({days:.0f} days left)"
         if days < 0:
@@ -259,14 +254,9 @@ def status(
 ) -> int:
     """Print every EVSE from the state database (raises StoreError if there is none)."""
     snapshot = read_snapshot(settings.state.database)
-    registry = Registry(
-        {cp: c.evses for cp, c in settings.chargers.items()},
-        settings.oicp.operator_id,
-        template=settings.ocpp.evse_id_template,
-        allow_unlisted=settings.ocpp.allow_unlisted,
-    )
+    registry = Registry.from_settings(settings)
     rows = {r.evse_id: r for r in snapshot.evses if r.parked_code != "removed"}
-    owners = dict(registry.configured_evse_ids())
+    owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}
     for c in sorted(snapshot.connectors, key=lambda c: (c.evse_key, c.connector_id)):

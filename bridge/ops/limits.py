@@ -36,15 +36,22 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def log_open_file_limit(chargers: int, *, allow_unlisted: bool) -> int:
+def shortfall(limit: int, chargers: int) -> str | None:
+    """Why ``limit`` open files are too few for ``chargers`` (None if they are enough)."""
+    needed = files_needed(chargers)
+    if limit == resource.RLIM_INFINITY or limit >= needed:
+        return None
+    return (
+        f"{chargers} chargers need about {needed} open files: raise the nofile limit "
+        "(ulimit -n, docker run --ulimit nofile=…, LimitNOFILE= in systemd)"
+    )
+
+
+def log_open_file_limit(chargers: int, *, allow_unlisted: bool) -> None:
     """Raise the limit and log ``bridge.open_files`` (a warning if too low for the registry)."""
     soft, hard = raise_open_file_limit()
-    needed = files_needed(chargers)
-    fields = {"soft": soft, "hard": hard, "chargers": chargers, "needed": needed}
-    if soft < needed:
-        log.warning("bridge.open_files", reason=f"{chargers} chargers need about {needed} open "
-                    f"files but only {soft} are allowed: raise the nofile limit (ulimit -n, "
-                    "docker run --ulimit nofile=…, LimitNOFILE= in systemd)", **fields)  # fmt: skip
+    fields = {"soft": soft, "hard": hard, "chargers": chargers, "needed": files_needed(chargers)}
+    if (short := shortfall(soft, chargers)) is not None:
+        log.warning("bridge.open_files", reason=f"only {soft} allowed; {short}", **fields)
     else:
         log.info("bridge.open_files", unlisted_chargers_allowed=allow_unlisted, **fields)
-    return soft

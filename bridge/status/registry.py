@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bridge.config import EVSE_ID_RE, evse_belongs_to
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _MISSING = ""  # sentinel: cache miss (a real EvseID is never empty)
@@ -29,6 +33,15 @@ class Registry:
         self._operator_id = operator_id
         self._template = template if allow_unlisted else None
         self._templated: dict[tuple[str, int], str | None] = {}  # formatting + regex per message
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        return cls(
+            {cp: c.evses for cp, c in settings.chargers.items()},
+            settings.oicp.operator_id,
+            template=settings.ocpp.evse_id_template,
+            allow_unlisted=settings.ocpp.allow_unlisted,
+        )
 
     def knows(self, charge_point_id: str) -> bool:
         """Whether a charger with this ID may connect."""
