@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from bridge.status.engine import EvseChange
 from bridge.status.table import OicpStatus
-from bridge.store.sqlite import EvseRow, StateStore
+from bridge.store.sqlite import REMOVED, EvseRow, StateStore
 
 
 class Outbox:
@@ -134,9 +134,9 @@ class Outbox:
             row.last_outcome, row.last_code, row.last_info = "fullload", "000", None
             self.refresh(row, now)
         for evse_id, row in self.rows.items():
-            if evse_id not in sent and row.parked_code != "removed":
+            if evse_id not in sent and not row.removed:
                 # No longer configured: the fullLoad removed it from the hub; never push it.
                 row.hub_holds = False
                 row.hub_status = None
-                row.parked_code = "removed"
+                row.parked_code = REMOVED
                 self.refresh(row, now)

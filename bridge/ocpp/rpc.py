@@ -73,6 +73,7 @@ OCPP201 = Dialect(
     message_type_not_supported="MessageTypeNotSupported",
 )
 DIALECTS = {d.subprotocol: d for d in (OCPP201, OCPP16)}  # server preference order
+PROTOCOLS = tuple(sorted({d.version for d in DIALECTS.values()}))  # "1.6", "2.0.1"
 
 
 @dataclass(frozen=True, slots=True)

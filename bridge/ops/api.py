@@ -24,8 +24,8 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from bridge.errors import OpsRequestError
-from bridge.ocpp.rpc import DIALECTS
-from bridge.status.table import OcppStatus, OicpStatus
+from bridge.ocpp.rpc import PROTOCOLS
+from bridge.status.table import OICP_STATUSES, OcppStatus
 from bridge.store.sqlite import ChargePointRow, EvseRow
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ UNKNOWN_OBJECT = 2003
 SERVER_ERROR = 3000
 
 PAGING = ("offset", "limit", "date_from", "date_to")
-PROTOCOLS = tuple(sorted({d.version for d in DIALECTS.values()}))
-OICP_VALUES = tuple(s.value for s in OicpStatus if s is not OicpStatus.EVSE_NOT_FOUND)
+OICP_VALUES = tuple(s.value for s in OICP_STATUSES)
 OCPP_VALUES = tuple(s.value for s in OcppStatus)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -356,7 +355,7 @@ class StatusApi:
                 "at": iso(row.last_push_at),
                 "attempts": row.attempts,
             }
-        parked = row.parked_code if row is not None and row.parked_code != "removed" else None
+        parked = row.parked if row is not None else None
         return {
             "evse_id": evse_id,
             "charge_point_id": cp_id,

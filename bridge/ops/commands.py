@@ -255,7 +255,7 @@ def status(
     """Print every EVSE from the state database (raises StoreError if there is none)."""
     snapshot = read_snapshot(settings.state.database)
     registry = Registry.from_settings(settings)
-    rows = {r.evse_id: r for r in snapshot.evses if r.parked_code != "removed"}
+    rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
     owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}

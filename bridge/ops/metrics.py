@@ -22,14 +22,14 @@ from prometheus_client.exposition import choose_encoder
 from bridge import __version__
 from bridge.delivery.worker import PushEvent
 from bridge.ocpp.auth import Failure
-from bridge.status.table import OcppStatus, OicpStatus
+from bridge.ocpp.rpc import PROTOCOLS
+from bridge.status.table import OICP_STATUSES, OcppStatus
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
 
 __all__ = ["METRICS", "BridgeMetrics", "MetricDoc"]
 
-PROTOCOLS = ("1.6", "2.0.1")
 AUTH_REASONS = frozenset(f.value for f in Failure)
 # Pushes take tens of ms on a healthy hub; the client's whole-request timeout is 20 s.
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0)
@@ -182,8 +182,7 @@ class _LiveCollector:
         offline = sum(1 for row in b.ingest.charge_points.values() if row.offline)
         yield _gauge("bridge_chargers_offline", [((), float(offline))])
 
-        by_status = dict.fromkeys((s.value for s in OicpStatus), 0)
-        by_status.pop(OicpStatus.EVSE_NOT_FOUND.value, None)  # never a status of ours
+        by_status = dict.fromkeys((s.value for s in OICP_STATUSES), 0)
         for evse_id in b.engine.evse_ids():
             status = b.engine.status(evse_id).value
             by_status[status] = by_status.get(status, 0) + 1
@@ -196,7 +195,7 @@ class _LiveCollector:
         worker = b.worker
         paused = worker is not None and worker.paused_reason is not None
         yield _gauge("bridge_push_paused", [((), 1.0 if paused else 0.0)])
-        parked = sum(1 for row in b.outbox.rows.values() if _is_parked(row.parked_code))
+        parked = sum(1 for row in b.outbox.rows.values() if row.parked is not None)
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load
         yield _gauge("bridge_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))])
@@ -211,10 +210,6 @@ class _LiveCollector:
         hours = tls_files.revocations.hours_left() if tls_files.revocations else None
         if hours is not None:
             yield _gauge("bridge_ocpp_charger_crl_hours_left", [((), hours)])
-
-
-def _is_parked(code: str | None) -> bool:
-    return code is not None and code != "removed"  # "removed": no longer configured, by design
 
 
 def _gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:

@@ -65,6 +65,10 @@ class OicpStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+#: The statuses the bridge can give an EVSE (EvseNotFound is the hub's answer, never ours).
+OICP_STATUSES = tuple(s for s in OicpStatus if s is not OicpStatus.EVSE_NOT_FOUND)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     ocpp: OcppStatus

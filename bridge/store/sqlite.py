@@ -20,6 +20,7 @@ from typing import Any
 from bridge.errors import StoreError
 
 SCHEMA_VERSION = 1
+REMOVED = "removed"  # EvseRow.parked_code of an EVSE that is no longer configured
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -77,7 +78,11 @@ class ConnectorRow:
 
 @dataclass(slots=True)
 class EvseRow:
-    """Delivery state of one EVSE. ``pending_since`` is set while the hub lacks ``status``."""
+    """Delivery state of one EVSE. ``pending_since`` is set while the hub lacks ``status``.
+
+    ``parked_code``: the hub's code that set the EVSE aside, or REMOVED for an EVSE no longer
+    configured (removed from the hub by a fullLoad, never pushed again).
+    """
 
     evse_id: str
     charge_point_id: str
@@ -93,6 +98,15 @@ class EvseRow:
     last_info: str | None = None
     last_push_at: float | None = None
     parked_code: str | None = None
+
+    @property
+    def removed(self) -> bool:
+        return self.parked_code == REMOVED
+
+    @property
+    def parked(self) -> str | None:
+        """The code it is parked for; None if not parked (a removed EVSE is not parked)."""
+        return None if self.parked_code == REMOVED else self.parked_code
 
 
 @dataclass(slots=True)
