@@ -88,9 +88,7 @@ class PushWorker:
                 # A bug or a failing state store must not end pushing for good: log it, back
                 # off like a hub failure, and go on. Nothing was acknowledged, so nothing is lost.
                 self.in_flight = False
-                self._failures += 1
-                delay = backoff(self._failures, self.retry.initial, self.retry.cap)
-                self._hold_until = time.monotonic() + delay
+                delay = self._back_off()
                 log.exception("push.error", retry_in_s=round(delay, 2))
         self._fail_waiters(HubError("bridge is shutting down"))
 
@@ -179,9 +177,7 @@ class PushWorker:
         if evse_id is not None:
             self.outbox.failed(evse_id, verdict.value, exc.code, exc.additional_info or str(exc))
         if verdict is Verdict.RETRY:
-            self._failures += 1
-            delay = backoff(self._failures, self.retry.initial, self.retry.cap, exc.retry_after)
-            self._hold_until = time.monotonic() + delay
+            delay = self._back_off(exc.retry_after)
             log.warning("push.retry", retry_in_s=round(delay, 2), failures=self._failures,
                         **detail)  # fmt: skip
         elif verdict is Verdict.PAUSE:
@@ -205,6 +201,13 @@ class PushWorker:
         self._emit(action, verdict.value, exc.code or _http(exc), duration)
         self.outbox.store.commit_soon()
 
+    def _back_off(self, retry_after: float | None = None) -> float:
+        """One more consecutive failure: hold every push for the next backoff delay."""
+        self._failures += 1
+        delay = backoff(self._failures, self.retry.initial, self.retry.cap, retry_after)
+        self._hold_until = time.monotonic() + delay
+        return delay
+
     def _succeeded(self) -> None:
         self._failures = 0
         if self.paused_reason is not None:
@@ -219,6 +222,17 @@ class PushWorker:
     async def _full_load(self) -> None:
         waiters, self._full_load_waiters = self._full_load_waiters, []
         self._full_load_requested.clear()
+        try:
+            await self._send_full_load(waiters)
+        except BaseException:
+            # Not a hub answer (e.g. the state store failed after the hub accepted it): the
+            # request stays queued for the next attempt instead of leaving its callers waiting.
+            queued = self._full_load_waiters
+            self._full_load_waiters[:0] = [f for f in waiters if not f.done() and f not in queued]
+            self._full_load_requested.set()
+            raise
+
+    async def _send_full_load(self, waiters: list[asyncio.Future[int]]) -> None:
         sent = {
             evse_id: (cp_id, self.engine.status(evse_id))
             for evse_id in self.engine.evse_ids()
