@@ -229,3 +229,30 @@ def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
                    "bridge_hub_client_cert_days_left"):  # fmt: skip
         assert metric in used, metric
     assert "docs/prometheus-alerts.yml" in README
+
+
+# -- log catalogue -------------------------------------------------------------------------------
+_LOG_CALL = re.compile(r"\blog\.(?:debug|info|warning|error|exception)\(\s*\"([a-z_]+\.[a-z_.]+)\"")
+
+
+def documented_events() -> set[str]:
+    """Event names in the README's Logs table; ``.x`` continues the name before it."""
+    table = README.split("\n## Logs\n", 1)[1].split("\n## ", 1)[0]
+    events: set[str] = set()
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        prefix = ""
+        for written in re.findall(r"`([a-z_.]+)`", line.split(" | ")[0]):
+            if not written.startswith("."):
+                prefix = written.rsplit(".", 1)[0]
+            events.add(prefix + written if written.startswith(".") else written)
+    return events
+
+
+def test_every_log_event_is_in_the_readme_catalogue() -> None:
+    emitted = set()
+    for path in (ROOT / "bridge").rglob("*.py"):
+        emitted |= set(_LOG_CALL.findall(path.read_text(encoding="utf-8")))
+    assert len(emitted) > 50  # the pattern still finds the calls
+    assert emitted - documented_events() == set()
