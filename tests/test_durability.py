@@ -258,15 +258,19 @@ async def test_data_error_parks_one_evse_without_blocking_others(
         await eventually(lambda: hub.state.get("DE*ABC*E16*1") == "Occupied")
 
 
+@pytest.mark.parametrize("offline_status", ["Unknown", "OutOfService"])
 async def test_offline_charger_becomes_unknown_after_grace(
-    make_bridge: Callable[..., Awaitable[Bridge]], hub: HubSimulator
+    make_bridge: Callable[..., Awaitable[Bridge]], hub: HubSimulator, offline_status: str
 ) -> None:
-    bridge = await make_bridge(ocpp={"offline_grace": 0.3})
+    overrides = {} if offline_status == "Unknown" else {"offline_status": offline_status}
+    bridge = await make_bridge(ocpp={"offline_grace": 0.3, **overrides})
     async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
         await cp.status(1, "Available")
         await cp.status(2, "Charging")
         await eventually(lambda: len(hub.state) == 2)
-    await eventually(lambda: hub.state == {"DE*ABC*E16*1": "Unknown", "DE*ABC*E16*2": "Unknown"})
+    await eventually(
+        lambda: hub.state == {"DE*ABC*E16*1": offline_status, "DE*ABC*E16*2": offline_status}
+    )
     # Back online: its last statuses show again, and fresh reports update them.
     async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
         await eventually(

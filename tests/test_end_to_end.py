@@ -10,7 +10,7 @@ from ocpp.v16 import call as call16
 
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator, server_ssl_context
-from tests.conftest import charger, eventually, pushes
+from tests.conftest import Events, charger, eventually, pushes
 from tests.oicp_schema import validate_push_body
 
 
@@ -172,3 +172,15 @@ async def test_charger_to_hub_over_mutual_tls(
             await cp.status(1, "Reserved")
             await eventually(lambda: tls_hub.state == {"DE*ABC*E16*1": "Reserved"})
         assert tls_hub.schema_errors == []
+
+
+async def test_the_effective_mapping_table_is_logged_at_start(
+    make_bridge: Callable[..., Awaitable[Bridge]], events: Events
+) -> None:
+    await make_bridge(status={"overrides": {"Reserved": "Occupied"}})
+    (line,) = events.named("status.table")
+    rows = {row["ocpp"]: row for row in line["rows"]}
+    assert rows["Reserved"] == {"ocpp": "Reserved", "ocpi": "RESERVED", "oicp": "Occupied",
+                                "overridden": True}  # fmt: skip
+    assert rows["Charging"]["oicp"] == "Occupied" and not rows["Charging"]["overridden"]
+    assert rows["Faulted"]["oicp"] == "OutOfService"

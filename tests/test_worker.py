@@ -1,15 +1,18 @@
-"""PushWorker unit tests: its own bookkeeping, with a scripted hub client and state store."""
+"""PushWorker and fullLoad scheduler unit tests (a scripted hub client and state store)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.policy import TokenBucket
+from bridge.delivery.scheduler import next_run
 from bridge.delivery.worker import PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.oicp.client import PushOutcome
@@ -77,3 +80,30 @@ async def test_a_fullload_whose_commit_fails_is_sent_again_not_lost(store: Faili
     assert records == 1
     assert hub.actions == ["fullLoad", "fullLoad"]  # the first one's commit failed
     assert worker.last_full_load is not None
+
+
+# -- the daily fullLoad's time -------------------------------------------------------------------
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "at", "due"),
+    [
+        (utc(2026, 1, 10, 1), time(3), utc(2026, 1, 10, 2)),  # later today (CET = UTC+1)
+        (utc(2026, 1, 10, 5), time(3), utc(2026, 1, 11, 2)),  # already past: tomorrow
+        (utc(2026, 1, 10, 2), time(3), utc(2026, 1, 11, 2)),  # exactly now is not "after now"
+        (utc(2026, 7, 1, 0), time(3), utc(2026, 7, 1, 1)),  # summer time (CEST = UTC+2)
+        # 02:30 does not exist on 29 March 2026 (02:00 -> 03:00): one real moment that day
+        (utc(2026, 3, 29, 0), time(2, 30), utc(2026, 3, 29, 1, 30)),
+        # 02:30 happens twice on 25 October 2026: the first one
+        (utc(2026, 10, 24, 23), time(2, 30), utc(2026, 10, 25, 0, 30)),
+    ],
+)
+def test_next_fullload_time_is_the_local_time_of_day(
+    now: datetime, at: time, due: datetime
+) -> None:
+    assert next_run(now, at, BERLIN) == due
