@@ -114,9 +114,8 @@ class Bridge:
     @property
     def last_full_load(self) -> float | None:
         """Unix time of the last fullLoad the hub accepted, also from before a restart."""
-        if self.worker is not None and self.worker.last_full_load is not None:
-            return self.worker.last_full_load
-        return self._restored_full_load
+        # The worker starts with the restored value (make_worker).
+        return self.worker.last_full_load if self.worker is not None else self._restored_full_load
 
     def open_state(self) -> None:
         """Take the database lock and load the durable state (blocking; at start-up)."""

@@ -16,10 +16,7 @@ import structlog
 
 from bridge import __version__
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError, ConfigError, HubError
-
-EXIT_CONFIG = 2
-EXIT_FAILED = 1
+from bridge.errors import EXIT_CONFIG, EXIT_FAILED, BridgeError, ConfigError, HubError
 
 log = structlog.get_logger("bridge.cli")
 

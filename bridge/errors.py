@@ -6,6 +6,9 @@ edges (CLI, server loops) can tell "ours, with a clear message" from a bug.
 
 from __future__ import annotations
 
+#: Exit statuses of the ``bridge`` command.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
 
 class BridgeError(Exception):
     """Base of all errors raised on purpose by the bridge."""

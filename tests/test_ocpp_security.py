@@ -263,7 +263,8 @@ async def test_profile2_tls_and_basic_auth(
 ) -> None:
     bridge = await make_bridge(ocpp=tls_settings(pki, 2), chargers=chargers())
     port = bridge.ocpp.port
-    assert bridge.ocpp.server_cert_days_left is not None and bridge.ocpp.server_cert_days_left > 30
+    days = bridge.ocpp.tls_files.server_cert_days_left
+    assert days is not None and days > 30
 
     async with connect(port, "CP201", password=PASSWORDS["CP201"], tls=pki.client_context(),
                        version="2.0.1") as ws:  # fmt: skip

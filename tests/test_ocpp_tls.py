@@ -389,7 +389,7 @@ async def test_a_crl_that_would_lock_chargers_out_by_mistake_is_not_loaded(
 async def test_metric_shows_the_certificate_being_served_not_the_file(
     bridge: Bridge, pki: Pki
 ) -> None:
-    served = bridge.ocpp.server_cert_days_left
+    served = bridge.ocpp.tls_files.server_cert_days_left
     assert served is not None
     # A new certificate without its new key: the pair does not load, the old one stays.
     leaf = pki.server_ca.issue_cert(
@@ -397,7 +397,7 @@ async def test_metric_shows_the_certificate_being_served_not_the_file(
     )
     leaf.cert_chain_pems[0].write_to_path(str(pki.server_cert))
     assert await bridge.ocpp.reload_tls() is False
-    assert bridge.ocpp.server_cert_days_left == pytest.approx(served, abs=0.01)
+    assert bridge.ocpp.tls_files.server_cert_days_left == pytest.approx(served, abs=0.01)
     body, _ = bridge.metrics.render()
     line = next(x for x in body.decode().splitlines()
                 if x.startswith("bridge_ocpp_server_cert_days_left "))  # fmt: skip

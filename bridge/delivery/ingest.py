@@ -76,8 +76,8 @@ class Ingest:
             )
         )
         self._apply(changes)
-        # last_seen stays in memory; the row is written on connect, boot and disconnect.
-        self._row(charge_point_id).last_seen = now
+        # last_seen: set by seen() for every message (the session calls it first), kept in
+        # memory; the row is written on connect, boot and disconnect.
         if self.on_status is not None:
             self.on_status(charge_point_id, self._row(charge_point_id).protocol or "?", status)
         log.info(

@@ -81,10 +81,6 @@ class Outbox:
             return 0.0
         return max(0.0, self.clock() - row.pending_since)
 
-    def hub_holds(self, evse_id: str) -> bool:
-        row = self.rows.get(evse_id)
-        return row is not None and row.hub_holds
-
     # -- outcomes --------------------------------------------------------------------------
     def acknowledged(self, evse_id: str, sent: OicpStatus, outcome: str, code: str) -> EvseRow:
         """The hub accepted ``sent`` for this EVSE."""

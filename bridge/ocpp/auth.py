@@ -223,7 +223,7 @@ class CheckQueue:
         #: Seconds per unit of ``PasswordHash.work``: measured, moving average.
         self.seconds_per_work = _NOMINAL_CHECK_S / (DEFAULT_N * DEFAULT_R * DEFAULT_P)
         self._queued_work = 0  # waiting or running
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = asyncio.Semaphore(self.parallel)  # binds to a loop on first use
 
     def wait(self) -> float:
         """Estimated seconds until the checks waiting or running now are done."""
@@ -235,8 +235,6 @@ class CheckQueue:
 
     async def run(self, stored: PasswordHash, password: bytes) -> bool | None:
         """Whether ``password`` matches ``stored``; None if the check did not start in time."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.parallel)
         work = stored.work
         self._queued_work += work
         try:

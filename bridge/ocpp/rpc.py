@@ -122,7 +122,7 @@ def parse(frame: str | bytes, dialect: Dialect) -> Call | None:
         raise FrameError(
             reply_id,
             dialect.message_type_not_supported,
-            f"Message type {_clip(repr(kind), 40)} not supported",
+            f"Message type {clip(repr(kind), 40)} not supported",
         )
     if unique_id is None:
         raise FrameError(reply_id, framework, "MessageId could not be read")
@@ -150,7 +150,8 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut) for error messages."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

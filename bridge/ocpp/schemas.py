@@ -18,7 +18,7 @@ from typing import Any
 import fastjsonschema
 
 from bridge.errors import OcppCallError
-from bridge.ocpp.rpc import Dialect
+from bridge.ocpp.rpc import Dialect, clip
 
 Validator = Callable[[dict[str, Any]], Any]
 
@@ -86,7 +86,7 @@ def validate(
         else:
             code = dialect.format_violation
         raise OcppCallError(
-            code, _clip(exc.message), {"field": _clip(exc.name or ""), "rule": rule}
+            code, clip(exc.message), {"field": clip(exc.name or ""), "rule": rule}
         ) from None
     where = _outside_int32(payload)
     if where is not None:
@@ -99,11 +99,25 @@ def validate(
 
 def _outside_int32(payload: dict[str, Any]) -> str | None:
     """Path of the first integral number outside OCPP's 32-bit range (2.0.1 Part 2 §2.1.1)."""
+    # Every message passes here: look without building paths; name the path only on a find.
+    values: list[Any] = [payload]
+    while values:  # iterative: customData may nest deeply
+        value = values.pop()
+        if isinstance(value, dict):
+            values.extend(value.values())
+        elif isinstance(value, list):
+            values.extend(value)
+        elif type(value) in (int, float) and not _fits_int32(value):
+            return _path_outside_int32(payload)
+    return None
+
+
+def _path_outside_int32(payload: dict[str, Any]) -> str | None:
     stack: list[tuple[str, Any]] = [("data", payload)]
     while stack:  # iterative: customData may nest deeply
         path, value = stack.pop()
         if isinstance(value, dict):
-            stack.extend((f"{path}.{_clip(str(k), 40)}", v) for k, v in value.items())
+            stack.extend((f"{path}.{clip(str(k), 40)}", v) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
         elif type(value) in (int, float) and not _fits_int32(value):
@@ -115,7 +129,3 @@ def _fits_int32(number: float) -> bool:
     if isinstance(number, float) and not number.is_integer():
         return True  # not an integer at all; the schema's "type" rule judges those
     return -(2**31) <= number < 2**31
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

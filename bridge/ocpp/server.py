@@ -99,11 +99,6 @@ class OcppServer:
         return self.tls_files.context
 
     @property
-    def server_cert_days_left(self) -> float | None:
-        """Days until the OCPP port's own certificate expires (None: no TLS or unknown)."""
-        return self.tls_files.server_cert_days_left
-
-    @property
     def port(self) -> int:
         assert self._server is not None
         sock = next(iter(self._server.sockets))
@@ -167,21 +162,17 @@ class OcppServer:
     async def _watch_tls(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.reload_tls()
-            except Exception:  # a bug here must not end the watching for good
-                log.exception("ocpp.tls_reload_failed")
+            await self._reload_logged()
 
     def request_tls_reload(self) -> None:
         """Check the TLS files now (SIGHUP), in the background."""
+        self._track(asyncio.create_task(self._reload_logged(unchanged_log=True)))
 
-        async def reload() -> None:
-            try:
-                await self.reload_tls(unchanged_log=True)
-            except Exception:
-                log.exception("ocpp.tls_reload_failed")
-
-        self._track(asyncio.create_task(reload()))
+    async def _reload_logged(self, *, unchanged_log: bool = False) -> None:
+        try:
+            await self.reload_tls(unchanged_log=unchanged_log)
+        except Exception:  # a bug here must not end the watching for good
+            log.exception("ocpp.tls_reload_failed")
 
     async def reload_tls(self, *, unchanged_log: bool = False) -> bool:
         """Load changed TLS files; disconnect chargers whose certificate is now revoked.
@@ -192,12 +183,10 @@ class OcppServer:
         """
         async with self._tls_lock:
             files = self.tls_files
-            stamp = files.files_stamp()
-            if self.tls is None or stamp == files.stamp:
+            if self.tls is None or not files.note_change():
                 if unchanged_log:
                     log.info("ocpp.tls_unchanged")
                 return False
-            files.stamp = stamp  # a broken file is reported once, not at every check
             try:
                 # Parsing a large CRL takes a while: not on the event loop.
                 state = await asyncio.to_thread(files.build)

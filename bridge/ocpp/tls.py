@@ -46,14 +46,6 @@ _CLOCK_SKEW = timedelta(minutes=5)  # a CRL issued "in the future" by less is ac
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class CrlInfo:
-    issuer: str
-    last_update: datetime
-    next_update: datetime | None
-    revoked: int
-
-
 class RevocationList:
     """Checked CRLs of the charger CAs: the revoked serial numbers per issuer."""
 
@@ -102,18 +94,12 @@ class RevocationList:
         serials = self._revoked.get(cert.issuer)
         return serials is not None and cert.serial_number in serials
 
-    def info(self) -> list[CrlInfo]:
-        return [
-            CrlInfo(crl.issuer.rfc4514_string(), crl.last_update_utc, crl.next_update_utc, len(crl))
-            for crl in self.crls
-        ]
-
-    def hours_left(self, now: datetime | None = None) -> float | None:
+    def hours_left(self) -> float | None:
         """Hours until the first CRL's nextUpdate passes (negative: passed); None: no date."""
         dates = [crl.next_update_utc for crl in self.crls if crl.next_update_utc is not None]
         if not dates:
             return None
-        return (min(dates) - (now or datetime.now(UTC))).total_seconds() / 3600.0
+        return (min(dates) - datetime.now(UTC)).total_seconds() / 3600.0
 
     def by_issuer(self) -> dict[x509.Name, x509.CertificateRevocationList]:
         """The newest CRL of each issuer."""
@@ -265,6 +251,15 @@ class TlsFiles:
         s = self.security
         return [p for p in (s.tls_cert, s.tls_key, s.charger_ca, s.charger_crl) if p is not None]
 
+    def note_change(self) -> bool:
+        """Whether a file changed since the last call (each change is reported once, so a
+        broken file is not reloaded and logged at every check)."""
+        stamp = self.files_stamp()
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        return True
+
     def files_stamp(self) -> FileStamp:
         stamps: list[tuple[str, int, int] | None] = []
         for path in self.paths:
@@ -304,10 +299,10 @@ class TlsFiles:
         fields = {
             "path": str(self.security.charger_crl),
             "crls": [
-                {"issuer": i.issuer, "revoked": i.revoked,
-                 "last_update": i.last_update.isoformat(),
-                 "next_update": i.next_update.isoformat() if i.next_update else None}
-                for i in revocations.info()
+                {"issuer": crl.issuer.rfc4514_string(), "revoked": len(crl),
+                 "last_update": crl.last_update_utc.isoformat(),
+                 "next_update": crl.next_update_utc.isoformat() if crl.next_update_utc else None}
+                for crl in revocations.crls
             ],
             "hours_left": None if hours is None else round(hours, 1),
         }  # fmt: skip

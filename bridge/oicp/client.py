@@ -66,12 +66,13 @@ class OicpClient:
         context = _ssl_context(settings)
         # Pushes are sequential; a second connection only covers a stale keep-alive one.
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
+        # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
+        # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
-            verify=context,  # also used by proxy transports from the environment
             # _post bounds the whole exchange by request_timeout: a read timeout of the same
             # length could never fire first and would only cost a timer per read.
             timeout=httpx.Timeout(None, connect=settings.connect_timeout),
-            limits=limits,
+            trust_env=False,
             headers={
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",

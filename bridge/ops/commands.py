@@ -19,15 +19,12 @@ from typing import IO, Any
 
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
-from bridge.errors import ConfigError
+from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from bridge.ops.api import iso
 from bridge.status.registry import Registry
 from bridge.store.sqlite import read_snapshot
 
 __all__ = ["Check", "check_config", "check_settings", "status"]
-
-EXIT_OK = 0
-EXIT_CONFIG = 2
 
 
 @dataclass

@@ -47,9 +47,6 @@ class Registry:
         """Whether a charger with this ID may connect."""
         return charge_point_id in self._chargers or self._template is not None
 
-    def is_listed(self, charge_point_id: str) -> bool:
-        return charge_point_id in self._chargers
-
     def evse_id(self, charge_point_id: str, key: int) -> str | None:
         """EvseID of connector/EVSE ``key`` of a charger, or None if it has none."""
         listed = self._chargers.get(charge_point_id)
@@ -74,9 +71,6 @@ class Registry:
         if EVSE_ID_RE.match(candidate) and evse_belongs_to(candidate, self._operator_id):
             return candidate
         return None
-
-    def listed_evses(self, charge_point_id: str) -> dict[int, str]:
-        return dict(self._chargers.get(charge_point_id, {}))
 
     def configured_evse_ids(self) -> dict[str, str]:
         """Every configured EvseID → its charge point ID (templated ones are learned at runtime)."""

@@ -172,7 +172,6 @@ class StateStore:
         self._batch: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._write_lock = threading.Lock()
-        self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> Snapshot:
@@ -232,10 +231,6 @@ class StateStore:
 
     def put_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._connectors or self._evses or self._cps or self._meta)
 
     async def commit(self) -> None:
         """Return when every row put so far is durable (raises StoreError if it cannot be)."""
@@ -310,7 +305,6 @@ class StateStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self.commits += 1
 
 
 def _evse(r: tuple[Any, ...]) -> EvseRow:
