@@ -19,7 +19,6 @@ from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.policy import TokenBucket
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import StoreError
@@ -28,6 +27,7 @@ from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
+from bridge.ratelimit import TokenBucket
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
@@ -139,7 +139,7 @@ class Bridge:
             self.outbox,
             self.engine,
             client,
-            limiter=TokenBucket(d.rate_limit_per_minute),
+            limiter=TokenBucket.per_minute(d.rate_limit_per_minute),
             retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
         )
         self.worker.on_push = self.metrics.observe_push

@@ -42,7 +42,7 @@ from bridge.ocpp.auth import (
     parse_basic,
     password_problem,
 )
-from bridge.ocpp.server import MessageBudget
+from bridge.ratelimit import TokenBucket
 from tests.conftest import Events, eventually, pushes
 
 PASSWORDS = {"CP16": "correct horse battery staple", "CP201": "Tr0ub4dor&3-second-charger"}
@@ -523,7 +523,7 @@ def test_throttle_memory_is_bounded() -> None:
 
 def test_message_budget_delays_instead_of_dropping() -> None:
     now = [0.0]
-    budget = MessageBudget(10.0, 3, clock=lambda: now[0])
+    budget = TokenBucket(10.0, 3, clock=lambda: now[0])
     assert [budget.take() for _ in range(3)] == [0, 0, 0]
     assert budget.take() == pytest.approx(0.1)
     assert budget.take() == pytest.approx(0.2)  # waits add up: nothing is skipped

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.delivery.policy import TokenBucket, Verdict, backoff, classify
+from bridge.delivery.policy import Verdict, backoff, classify
 from bridge.errors import HubRejectedError, HubTransportError
+from bridge.ratelimit import TokenBucket
 
 
 def rejected(code: str | None = None, http: int | None = 200) -> HubRejectedError:
@@ -58,8 +59,10 @@ def test_retry_after_is_a_lower_bound_capped_by_the_maximum() -> None:
 
 
 def test_token_bucket_allows_burst_then_asks_to_wait() -> None:
-    bucket = TokenBucket(120, burst=2)  # 2 per second, burst of 2
-    bucket._tokens -= 1
-    assert bucket.delay() == 0
-    bucket._tokens -= 1
-    assert 0.4 < bucket.delay() <= 0.5
+    now = [0.0]
+    bucket = TokenBucket.per_minute(120, burst=2)  # 2 per second, burst of 2
+    bucket.clock, bucket._stamp = (lambda: now[0]), 0.0
+    assert [bucket.take(), bucket.take()] == [0, 0]
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] = 1.5  # 3 tokens' worth later: one pays the debt, the burst caps the rest
+    assert [bucket.take(), bucket.take(), bucket.take()] == [0, 0, pytest.approx(0.5)]

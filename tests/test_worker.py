@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.policy import TokenBucket
 from bridge.delivery.scheduler import next_run
 from bridge.delivery.worker import PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import Acknowledgment, ActionType
+from bridge.ratelimit import TokenBucket
 from bridge.status.engine import StatusEngine, StatusReport
 from bridge.status.registry import Registry
 from bridge.status.table import OcppStatus, OicpStatus, effective_table
@@ -68,7 +68,7 @@ async def test_a_fullload_whose_commit_fails_is_sent_again_not_lost(store: Faili
     engine.apply(StatusReport("CP1", 1, 1, OcppStatus.AVAILABLE))
     hub = Hub()
     worker = PushWorker(
-        Outbox(store), engine, hub, limiter=TokenBucket(600_000),
+        Outbox(store), engine, hub, limiter=TokenBucket.per_minute(600_000),
         retry=RetrySettings(initial=0.05, cap=0.05),
     )  # fmt: skip
     running = asyncio.create_task(worker.run())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from enum import StrEnum
 
 from bridge.errors import HubError, HubTransportError
@@ -43,32 +41,3 @@ def backoff(attempt: int, initial: float, cap: float, retry_after: float | None 
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
-
-
-class TokenBucket:
-    """Client-side rate limit (Hubject AUP: PushEvseStatus 2000 calls per minute)."""
-
-    def __init__(self, per_minute: float, *, burst: float | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = burst if burst is not None else max(1.0, self.rate)
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def delay(self) -> float:
-        """Seconds until one token is available (0 if now)."""
-        self._refill()
-        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
-
-    async def acquire(self) -> float:
-        """Take one token, sleeping as needed; returns the time waited."""
-        waited = 0.0
-        while (wait := self.delay()) > 0:
-            await asyncio.sleep(wait)
-            waited += wait
-        self._tokens -= 1
-        return waited

@@ -15,10 +15,11 @@ from typing import Protocol
 import structlog
 
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.policy import TokenBucket, Verdict, backoff, classify
+from bridge.delivery.policy import Verdict, backoff, classify
 from bridge.errors import HubError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
+from bridge.ratelimit import TokenBucket
 from bridge.status.engine import StatusEngine
 from bridge.status.table import OicpStatus
 from bridge.store.sqlite import EvseRow

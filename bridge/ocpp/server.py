@@ -31,6 +31,7 @@ from bridge.ocpp import auth, tls, v16, v201
 from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
+from bridge.ratelimit import TokenBucket
 from bridge.status.registry import Registry
 
 log = structlog.get_logger("bridge.ocpp")
@@ -403,7 +404,7 @@ class OcppServer:
         """
         s = self.settings
         idle_limit = s.heartbeat_interval + s.silence_margin
-        budget = MessageBudget(s.security.max_messages_per_second, s.security.message_burst)
+        budget = TokenBucket(s.security.max_messages_per_second, s.security.message_burst)
         delayed, logged_at, in_a_row = 0, -math.inf, 0
         while True:
             try:
@@ -433,24 +434,6 @@ class OcppServer:
             if in_a_row >= _YIELD_EVERY:  # queued frames are read without suspending
                 in_a_row = 0
                 await asyncio.sleep(0)
-
-
-class MessageBudget:
-    """Token bucket of one connection: ``rate`` messages per second, ``burst`` at once."""
-
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self._tokens = float(burst)
-        self._stamp = clock()
-
-    def take(self) -> float:
-        """Spend one message; returns the seconds to wait before handling it (0: now)."""
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate) - 1
-        self._stamp = now
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 # -- TLS handshake -----------------------------------------------------------------------------
