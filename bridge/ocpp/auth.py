@@ -28,7 +28,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,7 +99,7 @@ class PasswordHash:
             raise ValueError("malformed password hash (N, r, p, salt or digest)") from None
         if n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= 64 or not 1 <= p <= 16:
             raise ValueError("password hash parameters out of range (N power of 2 ≤ 2^20)")
-        if 128 * n * r < _MIN_MEMORY:
+        if _too_cheap(n, r):
             raise ValueError("password hash too cheap (scrypt needs 128·N·r ≥ 1 MiB)")
         if len(salt) < 8 or len(digest) < 16:
             raise ValueError("password hash salt or digest too short")
@@ -143,12 +143,15 @@ def hash_password(
     The length rule (``password_problem``) is for new charger passwords and is applied by
     ``bridge hash-password``; this function only refuses a cost below the floor.
     """
-    if 128 * n * r < _MIN_MEMORY:
+    if _too_cheap(n, r):
         raise ValueError("scrypt cost too low (needs 128·N·r ≥ 1 MiB)")
     secret = password.encode("utf-8") if isinstance(password, str) else password
-    salt = os.urandom(_SALT_BYTES)
-    digest = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_maxmem(n, r, p), dklen=_DKLEN)
-    return str(PasswordHash(n, r, p, salt, digest))
+    salted = PasswordHash(n, r, p, os.urandom(_SALT_BYTES), bytes(_DKLEN))
+    return str(replace(salted, digest=salted.derive(secret)))
+
+
+def _too_cheap(n: int, r: int) -> bool:
+    return 128 * n * r < _MIN_MEMORY  # scrypt's memory: below 1 MiB it is not memory-hard
 
 
 def password_problem(password: str | bytes) -> str | None:

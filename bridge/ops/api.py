@@ -246,32 +246,34 @@ class StatusApi:
         protocols = _choice(values, "protocol", PROTOCOLS)
         items = []
         for cp_id in self._charge_point_ids():
-            item = self._charge_point(cp_id)
+            item, updated = self._charge_point(cp_id)
             if connected is not None and item["connected"] is not connected:
                 continue
             if offline is not None and item["offline"] is not offline:
                 continue
             if protocols is not None and item["protocol"] not in protocols:
                 continue
-            if page.window(item.pop("_updated")):
+            if page.window(updated):
                 items.append(item)
         return _paged(request, page, items)
 
     async def charge_point(self, request: web.Request) -> web.Response:
         _single(request.query, ())
         cp_id = request.match_info["charge_point_id"]
-        if cp_id not in self._charge_point_ids():
+        if (
+            cp_id not in self.bridge.settings.chargers
+            and cp_id not in self.bridge.ingest.charge_points
+        ):
             raise OpsRequestError(
                 UNKNOWN_OBJECT, f"unknown charge point {cp_id!r}", http_status=404
             )
-        item = self._charge_point(cp_id)
-        item.pop("_updated")
-        return envelope(item)
+        return envelope(self._charge_point(cp_id)[0])
 
     def _charge_point_ids(self) -> list[str]:
         return sorted(set(self.bridge.settings.chargers) | set(self.bridge.ingest.charge_points))
 
-    def _charge_point(self, cp_id: str) -> dict[str, Any]:
+    def _charge_point(self, cp_id: str) -> tuple[dict[str, Any], float | None]:
+        """The API item and the time it last changed (for date_from / date_to)."""
         b = self.bridge
         row = b.ingest.charge_points.get(cp_id) or ChargePointRow(cp_id)
         updated = _latest(row.last_seen, row.disconnected_at)
@@ -286,8 +288,7 @@ class StatusApi:
             "boot": _boot(row.boot),
             "evse_ids": b.engine.evses_of(cp_id),
             "last_updated": iso(updated),
-            "_updated": updated,
-        }
+        }, updated
 
     # EVSEs
     async def evses(self, request: web.Request) -> web.Response:
@@ -305,7 +306,7 @@ class StatusApi:
         cp_filter = values.get("charge_point_id")
         items = []
         for evse_id in self.bridge.engine.evse_ids():
-            item = self._evse(evse_id)
+            item, updated = self._evse(evse_id)
             if status is not None and item["status"] not in status:
                 continue
             if hub_status is not None and (item["hub_status"] or "none") not in hub_status:
@@ -321,7 +322,7 @@ class StatusApi:
                 continue
             if cp_filter is not None and item["charge_point_id"] != cp_filter:
                 continue
-            if page.window(item.pop("_updated")):
+            if page.window(updated):
                 items.append(item)
         return _paged(request, page, items)
 
@@ -330,11 +331,10 @@ class StatusApi:
         evse_id = request.match_info["evse_id"]
         if self.bridge.engine.charge_point_of(evse_id) is None:
             raise OpsRequestError(UNKNOWN_OBJECT, f"unknown EvseID {evse_id!r}", http_status=404)
-        item = self._evse(evse_id)
-        item.pop("_updated")
-        return envelope(item)
+        return envelope(self._evse(evse_id)[0])
 
-    def _evse(self, evse_id: str) -> dict[str, Any]:
+    def _evse(self, evse_id: str) -> tuple[dict[str, Any], float | None]:
+        """The API item and the time it last changed (for date_from / date_to)."""
         b = self.bridge
         cp_id = b.engine.charge_point_of(evse_id) or ""
         connectors = [
@@ -369,8 +369,7 @@ class StatusApi:
             "parked": parked,
             "last_push": last_push,
             "last_updated": iso(updated),
-            "_updated": updated,
-        }
+        }, updated
 
     # delivery summary
     async def delivery(self, request: web.Request) -> web.Response:
