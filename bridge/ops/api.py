@@ -339,8 +339,7 @@ class StatusApi:
         cp_id = b.engine.charge_point_of(evse_id) or ""
         connectors = [
             {"evse_key": key, "connector_id": connector, "ocpp_status": status.value}
-            for (key, connector), status in sorted(b.engine.connectors_of(cp_id).items())
-            if key != 0 and b.registry.evse_id(cp_id, key) == evse_id
+            for (key, connector), status in b.engine.connectors(evse_id).items()
         ]
         station = b.engine.station_status(cp_id)
         row: EvseRow | None = b.outbox.rows.get(evse_id)

@@ -47,7 +47,7 @@ class StatusEngine:
         self.table = table
         self.registry = registry
         self.offline_status = offline_status
-        # charge point → (evse_key, connector_id) → last OCPP status
+        # EvseID → (evse_key, connector_id) → last OCPP status of that connector
         self._connectors: dict[str, dict[tuple[int, int], OcppStatus]] = {}
         self._station: dict[str, OcppStatus] = {}
         self._offline: set[str] = set()
@@ -71,19 +71,13 @@ class StatusEngine:
     def evses_of(self, charge_point_id: str) -> list[str]:
         return sorted(self._evses_of.get(charge_point_id, ()))
 
-    def connectors_of(self, charge_point_id: str) -> dict[tuple[int, int], OcppStatus]:
-        return dict(self._connectors.get(charge_point_id, {}))
+    def connectors(self, evse_id: str) -> dict[tuple[int, int], OcppStatus]:
+        """(evse_key, connector_id) → last OCPP status, for each connector of an EVSE."""
+        return dict(sorted(self._connectors.get(evse_id, {}).items()))
 
     def ocpp_statuses(self, evse_id: str) -> list[str]:
         """The last OCPP status of each connector of an EVSE (for logs and the API)."""
-        cp_id = self._cp_of.get(evse_id)
-        if cp_id is None:
-            return []
-        return [
-            status.value
-            for (key, _), status in sorted(self._connectors.get(cp_id, {}).items())
-            if self.registry.evse_id(cp_id, key) == evse_id
-        ]
+        return [status.value for status in self.connectors(evse_id).values()]
 
     def station_status(self, charge_point_id: str) -> OcppStatus | None:
         return self._station.get(charge_point_id)
@@ -133,7 +127,7 @@ class StatusEngine:
         if evse_id is None:
             return None
         self._learn(cp_id, evse_id)
-        self._connectors.setdefault(cp_id, {})[(report.evse_key, report.connector_id)] = (
+        self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
             report.status
         )
         return evse_id
@@ -147,11 +141,7 @@ class StatusEngine:
         cp_id = self._cp_of[evse_id]
         if cp_id in self._offline:
             return self.offline_status
-        mine = [
-            status
-            for (key, _), status in self._connectors.get(cp_id, {}).items()
-            if self.registry.evse_id(cp_id, key) == evse_id
-        ]
+        mine = list(self._connectors.get(evse_id, {}).values())
         return evse_status(mine, self.table, self._station.get(cp_id))
 
     def _recompute(self, evse_ids: Iterable[str]) -> list[EvseChange]:
