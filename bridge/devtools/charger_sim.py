@@ -88,13 +88,14 @@ class SimCharger:
                          protocol=version, status=getattr(boot, "status", None))  # fmt: skip
                 for evse in self.step:
                     await self._report(cp, evse)
-                next_beat = time.monotonic() + float(getattr(boot, "interval", 300) or 300)
+                heartbeat = float(getattr(boot, "interval", 300) or 300)
+                next_beat = time.monotonic() + heartbeat
                 while steps is None or self.sent < steps:
                     await asyncio.sleep(self.interval * self.rng.uniform(0.5, 1.5))
                     if time.monotonic() >= next_beat:
                         await cp.call(call16.Heartbeat() if version == "1.6" else
                                       call201.Heartbeat())  # fmt: skip
-                        next_beat = time.monotonic() + float(getattr(boot, "interval", 300) or 300)
+                        next_beat = time.monotonic() + heartbeat
                     evse = self.rng.choice(list(self.step))
                     self.step[evse] = (self.step[evse] + 1) % len(CYCLES[version])
                     await self._report(cp, evse)
