@@ -48,4 +48,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BRIDGE_OPS__PORT', '9100'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
 # SIGTERM: stop accepting, close chargers, finish the push in flight, commit (see README).
 STOPSIGNAL SIGTERM
-CMD ["bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
+CMD ["oicp-bridge", "run", "--config", "/etc/bridge/bridge.yaml"]

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## run: start the bridge with the bundled OICP hub simulator as its target
 run: $(STAMP)
-	BRIDGE_HUB_SIM__EMBEDDED=true $(BIN)/bridge run --config $(CONFIG)
+	BRIDGE_HUB_SIM__EMBEDDED=true $(BIN)/oicp-bridge run --config $(CONFIG)
 
 ## test: lint (code and Dockerfile), type-check and run every test
 test: lint typecheck hadolint pytest

@@ -1,4 +1,4 @@
-"""The ``bridge`` command."""
+"""The ``oicp-bridge`` command (also ``python -m bridge``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from bridge import __version__
+from bridge import COMMAND, __version__
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_FAILED, BridgeError, ConfigError, HubError
 
@@ -22,10 +22,10 @@ log = structlog.get_logger("bridge.cli")
 
 _EPILOG = """\
 examples:
-  bridge check-config -c /etc/bridge/bridge.yaml   validate before (re)starting
-  bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
-  bridge status -c /etc/bridge/bridge.yaml --pending
-  bridge fullload --dry-run -c /etc/bridge/bridge.yaml
+  oicp-bridge check-config -c /etc/bridge/bridge.yaml   validate before (re)starting
+  oicp-bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
+  oicp-bridge status -c /etc/bridge/bridge.yaml --pending
+  oicp-bridge fullload --dry-run -c /etc/bridge/bridge.yaml
 
 Every setting can be overridden by an environment variable BRIDGE_<SECTION>__<SETTING>,
 e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
@@ -34,7 +34,7 @@ e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bridge",
+        prog=COMMAND,
         description="OCPP 1.6J / 2.0.1 central-system endpoint that pushes every EVSE status\n"
         "change to the Hubject OICP hub (eRoamingPushEvseStatus).",
         epilog=_EPILOG,
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser(
         "check-config",
         help="validate configuration, registry and certificates",
-        description="Validate what `bridge run` would load (file + environment), the charger "
+        description="Validate what `oicp-bridge run` would load (file + environment), the charger "
         "registry and the certificate files, and print a summary. Exit status 2 on problems.",
     ))  # fmt: skip
     st = with_config(sub.add_parser(
@@ -127,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(settings, oicp_status=args.status, pending_only=args.pending,
                           as_json=args.json)  # fmt: skip
     except ConfigError as exc:
-        print(f"bridge: configuration error: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BridgeError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -183,7 +183,7 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
         try:
             count = await asyncio.wait_for(done, timeout=settings.oicp.request_timeout * 3)
         except (HubError, TimeoutError) as exc:
-            print(f"bridge: fullLoad failed: {exc}", file=sys.stderr)
+            print(f"{COMMAND}: fullLoad failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
         finally:
             worker.stop()
@@ -204,7 +204,7 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
     if sys.stdin.isatty():
         text = getpass.getpass("Charger password: ")
         if getpass.getpass("Again: ") != text:
-            print("bridge: the two entries differ", file=sys.stderr)
+            print(f"{COMMAND}: the two entries differ", file=sys.stderr)
             return EXIT_FAILED
     else:
         text = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # only the line end
@@ -213,14 +213,14 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
         try:
             secret = bytes.fromhex(text.strip())
         except ValueError:
-            print("bridge: --hex input is not hexadecimal", file=sys.stderr)
+            print(f"{COMMAND}: --hex input is not hexadecimal", file=sys.stderr)
             return EXIT_FAILED
     if not secret:
-        print("bridge: empty password", file=sys.stderr)
+        print(f"{COMMAND}: empty password", file=sys.stderr)
         return EXIT_FAILED
     problem = password_problem(secret if hex_input else text)
     if problem is not None:
-        print(f"bridge: {problem}", file=sys.stderr)
+        print(f"{COMMAND}: {problem}", file=sys.stderr)
         return EXIT_FAILED
     print(hash_password(secret, n=1 << cost))
     return 0

@@ -380,7 +380,7 @@ class ChargerSettings(_Model):
     )
     password_hash: SecretStr | None = Field(
         None,
-        description="Basic-auth password hash for profiles 1 and 2, printed by `bridge "
+        description="Basic-auth password hash for profiles 1 and 2, printed by `oicp-bridge "
         "hash-password` (never the password itself). Also settable as "
         "BRIDGE_CHARGERS__<ID>__PASSWORD_HASH.",
     )
@@ -427,7 +427,7 @@ class HubSimSettings(_Model):
     """The bundled OICP hub simulator (development and tests only)."""
 
     embedded: bool = Field(
-        False, description="Start the hub simulator inside `bridge run` (development only)."
+        False, description="Start the hub simulator inside `oicp-bridge run` (development only)."
     )
     host: str = Field("127.0.0.1", description="Simulator listen address.")
     port: int = Field(9501, ge=0, le=65535, description="Simulator port.")
@@ -496,7 +496,7 @@ class Settings(BaseSettings):
             ):
                 raise ValueError(
                     f"chargers.{cp_id}.password_hash: security profile {profile} needs a password "
-                    "hash (`bridge hash-password`), password_hash_file or "
+                    "hash (`oicp-bridge hash-password`), password_hash_file or "
                     f"BRIDGE_CHARGERS__{cp_id}__PASSWORD_HASH"
                 )
         return self

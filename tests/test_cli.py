@@ -1,4 +1,4 @@
-"""The ``bridge`` command for operators: --help, check-config, status, fullload --dry-run, and
+"""The ``oicp-bridge`` command for operators: --help, check-config, status, fullload --dry-run, and
 the simulated chargers of the compose profile."""
 
 from __future__ import annotations
@@ -81,9 +81,28 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         main([command, "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"usage: bridge {command}")
+    assert text.startswith(f"usage: oicp-bridge {command}")
     if command != "hub-sim":
         assert "--config" in text
+
+
+def test_the_command_is_oicp_bridge_and_python_m_bridge_runs_it() -> None:
+    """``bridge`` is iproute2's tool on most Linux systems: the console script must not be it."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"oicp-bridge": "bridge.cli:main"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"oicp-bridge {__import__('bridge').__version__}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--bogus"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: oicp-bridge")
+    assert "oicp-bridge: error: unrecognized arguments: --bogus" in proc.stderr
 
 
 # -- check-config ---------------------------------------------------------------------------------
@@ -155,11 +174,11 @@ def test_check_config_warns_about_a_certificate_about_to_expire(tmp_path: Path) 
     path = config_file(tmp_path, oicp={"client_cert": str(cert), "client_key": str(key)})
     code, _, err = run_check(path)
     assert code == 0
-    assert "bridge: warning: oicp.client_cert:" in err and "renew it" in err
+    assert "oicp-bridge: warning: oicp.client_cert:" in err and "renew it" in err
 
 
 def test_check_config_reads_charger_password_hash_files_without_tls(tmp_path: Path) -> None:
-    """Profile 1 over plain ws: a missing hash file stops `bridge run`, so check-config says so."""
+    """Profile 1 over plain ws: a missing hash file stops `oicp-bridge run`; check-config too."""
     missing = tmp_path / "secrets" / "cp1"
     path = config_file(
         tmp_path,
@@ -185,14 +204,14 @@ def test_check_config_other_problems(tmp_path: Path) -> None:
 def test_check_config_through_the_command_line(tmp_path: Path) -> None:
     bad = config_file(tmp_path, chargers={"CP1": {"evses": {1: "DE*ABC*X1"}}})
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", "--config", str(bad)],
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(bad)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
     assert "chargers.CP1.evses.1" in proc.stderr and "DE*ABC*X1" in proc.stderr
     example = ROOT / "config" / "bridge.example.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", "-c", str(example)],
+        [sys.executable, "-m", "bridge", "check-config", "-c", str(example)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -239,7 +258,7 @@ async def test_status_table_from_the_state_database(
     # The same through the command line, from a YAML file (a separate process).
     path = write_config(tmp_path / "bridge.yaml", settings.model_dump(mode="json"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "status", "-c", str(path), "--pending",
+        sys.executable, "-m", "bridge", "status", "-c", str(path), "--pending",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
@@ -250,7 +269,7 @@ async def test_status_table_from_the_state_database(
 def test_status_without_a_database_says_so(tmp_path: Path) -> None:
     path = config_file(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "status", "-c", str(path)],
+        [sys.executable, "-m", "bridge", "status", "-c", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
@@ -260,7 +279,7 @@ def test_status_without_a_database_says_so(tmp_path: Path) -> None:
 def test_fullload_dry_run_prints_the_body(tmp_path: Path) -> None:
     path = config_file(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "fullload", "--dry-run", "-c", str(path)],
+        [sys.executable, "-m", "bridge", "fullload", "--dry-run", "-c", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -297,7 +316,7 @@ def test_simulated_charger_spec_errors(text: str) -> None:
 def test_hub_sim_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     """``docker stop`` sends SIGTERM: the simulator must exit 0, not wait to be killed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "hub-sim", "--port", "0"],
+        [sys.executable, "-m", "bridge", "hub-sim", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -349,7 +368,7 @@ async def test_a_hard_limit_too_low_for_the_registry_is_a_warning(tmp_path: Path
         assert await proc.terminate() == 0
     checked = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "bridge.cli", "check-config", "--config", str(config)],
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(config)],
         capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
     )  # fmt: skip

@@ -80,7 +80,7 @@ def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str, reaso
 def test_cli_exits_2_on_bad_config(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace('"DE*ABC*E1*2"', '"DE*XYZ*E1*2"'))
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(path)],
+        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -91,7 +91,7 @@ def test_cli_exits_2_on_bad_config(tmp_path: Path) -> None:
 
 def test_cli_exits_2_on_missing_file(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(tmp_path / "nope.yaml")],
+        [sys.executable, "-m", "bridge", "run", "--config", str(tmp_path / "nope.yaml")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-RUN_COMMAND = ["bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
+RUN_COMMAND = ["oicp-bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
 
 
 def sections() -> list[tuple[str, type[BaseModel]]]:

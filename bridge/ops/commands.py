@@ -1,6 +1,6 @@
-"""The operator commands ``bridge check-config`` and ``bridge status``.
+"""The operator commands ``oicp-bridge check-config`` and ``oicp-bridge status``.
 
-Both work without a running bridge: ``check-config`` validates what ``bridge run`` would load
+Both work without a running bridge: ``check-config`` validates what ``oicp-bridge run`` would load
 (settings, registry, certificate files) and prints a summary; ``status`` reads the state
 database (safe while the bridge runs: SQLite WAL readers never block the writer).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bridge import COMMAND
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
@@ -42,14 +43,14 @@ def check_config(path: Path | None, out: IO[str] = sys.stdout, err: IO[str] = sy
     try:
         settings = load_settings(path)
     except ConfigError as exc:
-        print(f"bridge: configuration error: {exc}", file=err)
+        print(f"{COMMAND}: configuration error: {exc}", file=err)
         return EXIT_CONFIG
     check = check_settings(settings)
     print(_summary(settings, path, check), file=out)
     for warning in check.warnings:
-        print(f"bridge: warning: {warning}", file=err)
+        print(f"{COMMAND}: warning: {warning}", file=err)
     for problem in check.problems:
-        print(f"bridge: configuration error: {problem}", file=err)
+        print(f"{COMMAND}: configuration error: {problem}", file=err)
     if check.problems:
         print(f"{len(check.problems)} problem(s) found", file=err)
         return EXIT_CONFIG
@@ -93,7 +94,7 @@ def check_settings(settings: Settings) -> Check:
 
 
 def _check_open_files(chargers: int, check: Check) -> None:
-    """What this process may open, as ``bridge run`` would after raising its soft limit."""
+    """What this process may open, as ``oicp-bridge run`` would after raising its soft limit."""
     from bridge.ops.limits import files_needed, shortfall
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -106,7 +107,7 @@ def _check_open_files(chargers: int, check: Check) -> None:
 
 
 def _check_ocpp(settings: Settings, check: Check) -> None:
-    """Load the charger credentials and the OCPP port's TLS files as ``bridge run`` would."""
+    """Load the charger credentials and the OCPP port's TLS files as ``oicp-bridge run`` would."""
     from bridge.ocpp.auth import Authenticator
     from bridge.ocpp.tls import CRL_WARN_HOURS, TlsFiles
 

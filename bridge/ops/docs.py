@@ -63,11 +63,11 @@ _INTRO = f"""\
 
 <!-- Generated from bridge/config.py by `python -m bridge.ops.docs --write`; do not edit. -->
 
-The bridge reads one YAML file (`bridge run --config FILE`; in the container image
+The bridge reads one YAML file (`oicp-bridge run --config FILE`; in the container image
 `/etc/bridge/bridge.yaml`) and then the environment: every setting can be overridden by the
 variable in the *Environment* column, which wins over the file. Mappings and lists are given as
 JSON in the environment. A bad value stops the bridge with exit status 2 and a message naming
-the setting; `bridge check-config --config FILE` runs the same checks without starting it.
+the setting; `oicp-bridge check-config --config FILE` runs the same checks without starting it.
 `config/bridge.example.yaml` is a commented example.
 
 Names are `section.setting` as in the YAML file; the environment variable is

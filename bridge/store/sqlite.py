@@ -321,7 +321,7 @@ def _cp(r: tuple[Any, ...]) -> ChargePointRow:
 
 
 def read_snapshot(path: Path) -> Snapshot:
-    """Read the state database without the writer (for ``bridge status``)."""
+    """Read the state database without the writer (for ``oicp-bridge status``)."""
     if not path.is_file():
         raise StoreError(f"state database {path} does not exist")
     store = StateStore(path)
