@@ -30,14 +30,14 @@ typecheck: $(STAMP)
 hadolint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
-## docs: regenerate docs/configuration.md and the README metrics table from the code
+## docs: regenerate docs/configuration.md and the metrics table in docs/operations.md
 docs: $(STAMP)
 	$(BIN)/python -m bridge.ops.docs --write
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~3 min);
+## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~2 min);
 ##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)

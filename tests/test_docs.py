@@ -16,6 +16,8 @@ from bridge.ops import docs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+OPERATIONS = (DOCS / "operations.md").read_text(encoding="utf-8")
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 RUN_COMMAND = ["oicp-bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
@@ -37,8 +39,10 @@ def test_configuration_reference_is_current() -> None:
     )
 
 
-def test_readme_metrics_table_is_current() -> None:
-    assert docs.with_metrics(README) == README, "README metrics table is stale: run `make docs`"
+def test_metrics_table_is_current() -> None:
+    assert docs.with_metrics(OPERATIONS) == OPERATIONS, (
+        "the metrics table in docs/operations.md is stale: run `make docs`"
+    )
     assert docs.stale() == []
 
 
@@ -123,7 +127,7 @@ def test_types_and_limits_are_readable() -> None:
     assert "typing." not in reference and "<function" not in reference
 
 
-# -- README ---------------------------------------------------------------------------------------
+# -- README and docs/ -----------------------------------------------------------------------------
 def test_readme_starts_with_make_run_and_make_test() -> None:
     block = re.search(r"```sh\n(.*?)```", README, re.S)
     assert block is not None and README.index(block.group(0)) < README.index("\n## ")
@@ -131,11 +135,32 @@ def test_readme_starts_with_make_run_and_make_test() -> None:
     assert commands == ["make run", "make test"]
 
 
-def test_readme_documents_ops_surface() -> None:
-    for text in ("/healthz", "/readyz", "/metrics", "/api/v1/evses", "X-Total-Count",
-                 "`ops.listening`", "`ops.api_error`", " ".join(RUN_COMMAND)):  # fmt: skip
-        assert text in README, text
-    troubleshooting = README[README.index("### Troubleshooting") :]
+def test_readme_is_for_the_first_hour() -> None:
+    """What it is, two commands, a first charger, where to look next: the rest is in docs/."""
+    assert len(README.splitlines()) <= 250
+    for heading in ("## What it is", "## Your first charger", "## Documentation"):
+        assert heading in README, heading
+
+
+def test_every_docs_page_is_in_both_indexes() -> None:
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in DOCS.iterdir() if p.name != "README.md")
+    assert {"operations.md", "security.md", "configuration.md", "deploying.md",
+            "going-live.md"} <= set(pages)  # fmt: skip
+    for page in pages:
+        assert f"]({page})" in index, page
+        if page.endswith(".md"):
+            assert f"](docs/{page})" in README, page
+
+
+def test_docs_document_the_ops_surface() -> None:
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    deploying = (DOCS / "deploying.md").read_text(encoding="utf-8")
+    for text in ("/healthz", "/readyz", "/metrics", "`ops.listening`", "`ops.api_error`"):
+        assert text in OPERATIONS, text
+    assert "/api/v1/evses" in api and "X-Total-Count" in api
+    assert " ".join(RUN_COMMAND) in deploying
+    troubleshooting = OPERATIONS[OPERATIONS.index("## Troubleshooting") :]
     for code in ("`017`", "`018`", "`022`", "`300`", "`429`"):
         assert code in troubleshooting, code
 
@@ -228,7 +253,7 @@ def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
                    "bridge_fullload_last_success_timestamp_seconds",
                    "bridge_hub_client_cert_days_left"):  # fmt: skip
         assert metric in used, metric
-    assert "docs/prometheus-alerts.yml" in README
+    assert "docs/prometheus-alerts.yml" in README and "(prometheus-alerts.yml)" in OPERATIONS
 
 
 # -- log catalogue -------------------------------------------------------------------------------
@@ -236,8 +261,8 @@ _LOG_CALL = re.compile(r"\blog\.(?:debug|info|warning|error|exception)\(\s*\"([a
 
 
 def documented_events() -> set[str]:
-    """Event names in the README's Logs table; ``.x`` continues the name before it."""
-    table = README.split("\n## Logs\n", 1)[1].split("\n## ", 1)[0]
+    """Event names in the Logs table of docs/operations.md; ``.x`` continues the name before."""
+    table = OPERATIONS.split("\n## Logs\n", 1)[1].split("\n## ", 1)[0]
     events: set[str] = set()
     for line in table.splitlines():
         if not line.startswith("| `"):
@@ -250,7 +275,7 @@ def documented_events() -> set[str]:
     return events
 
 
-def test_every_log_event_is_in_the_readme_catalogue() -> None:
+def test_every_log_event_is_in_the_log_catalogue() -> None:
     emitted = set()
     for path in (ROOT / "bridge").rglob("*.py"):
         emitted |= set(_LOG_CALL.findall(path.read_text(encoding="utf-8")))

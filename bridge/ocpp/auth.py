@@ -158,7 +158,8 @@ def password_problem(password: str | bytes) -> str | None:
     """Why ``password`` must not become a charger password (None: it may).
 
     Characters for text, bytes for a binary 1.6 AuthorizationKey. Only the length can be
-    checked here; that the password is random is up to whoever makes it (README, "Security").
+    checked here; that the password is random is up to whoever makes it (docs/security.md,
+    "Charger passwords").
     """
     unit = "characters" if isinstance(password, str) else "bytes"
     if len(password) < MIN_PASSWORD_LENGTH:

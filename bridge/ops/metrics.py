@@ -6,7 +6,7 @@ connected, what is pending, when the last fullLoad went out) is read from the ru
 scrape time, so it cannot drift from what the status API shows.
 
 ``METRICS`` is the single list of every metric: the collectors below are built from it and the
-README's metrics table is generated from it (``bridge.ops.docs``).
+metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
 """
 
 from __future__ import annotations
