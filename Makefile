@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/bridge.example.yaml
 
-.PHONY: run test lint typecheck hadolint pytest docs bench clean
+.PHONY: run chargers test lint typecheck hadolint pytest docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: start the bridge with the bundled OICP hub simulator as its target
+## run: start the bridge with the bundled OICP hub simulator as its target; the simulator
+##      keeps its state next to the bridge's, so both agree after a restart
 run: $(STAMP)
-	BRIDGE_HUB_SIM__EMBEDDED=true $(BIN)/oicp-bridge run --config $(CONFIG)
+	BRIDGE_HUB_SIM__EMBEDDED=true BRIDGE_HUB_SIM__STATE_FILE=state/hub-sim.json \
+	  $(BIN)/oicp-bridge run --config $(CONFIG)
+
+## chargers: simulated chargers for the example registry, against `make run`
+chargers: $(STAMP)
+	$(BIN)/python -m bridge.devtools.charger_sim --url ws://127.0.0.1:9000/ocpp --interval 10 \
+	  CP-0001:1.6:2 CP-0002:2.0.1:1
 
 ## test: lint (code and Dockerfile), type-check and run every test
 test: lint typecheck hadolint pytest

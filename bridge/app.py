@@ -23,6 +23,7 @@ from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.hubsim import HubSimulator
+from bridge.hubsim.statefile import StateFile
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
@@ -164,9 +165,15 @@ class Bridge:
         log_table(self.table, s.status.overrides)
         self.open_state()
         if s.hub_sim.embedded:
-            self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
+            state_file = s.hub_sim.state_file
+            self.hub_sim = HubSimulator(
+                s.hub_sim.host,
+                s.hub_sim.port,
+                state_file=StateFile(state_file) if state_file else None,
+            )
             await self.hub_sim.start()
-            log.info("hubsim.embedded", url=self.hub_sim.base_url)
+            log.info("hubsim.embedded", url=self.hub_sim.base_url,
+                     state_file=str(state_file) if state_file else None)  # fmt: skip
         if s.ops.enabled:
             self.ops_server = OpsServer(self, s.ops)
             await self.ops_server.start()

@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     hs.add_argument("--cert", type=Path, help="server certificate (PEM) to serve https")
     hs.add_argument("--key", type=Path, help="private key of --cert")
     hs.add_argument("--client-ca", type=Path, help="require client certificates from this CA")
+    hs.add_argument(
+        "--state-file", type=Path,
+        help="keep the records the simulator holds in this JSON file across restarts",
+    )  # fmt: skip
     from bridge.ocpp.auth import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
 
     hp = sub.add_parser(
@@ -228,13 +232,17 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
 
 async def _hub_sim(args: argparse.Namespace) -> int:
     from bridge.hubsim import run_hub_sim, server_ssl_context
+    from bridge.hubsim.statefile import StateFile
 
     ssl_context = None
     if args.cert:
         ssl_context = server_ssl_context(args.cert, args.key or args.cert, args.client_ca)
     # SIGTERM (``docker stop``) and Ctrl-C end it cleanly with exit status 0.
     loop = asyncio.get_running_loop()
-    served = asyncio.create_task(run_hub_sim(args.host, args.port, ssl_context))
+    state_file = StateFile(args.state_file, setting="--state-file") if args.state_file else None
+    served = asyncio.create_task(
+        run_hub_sim(args.host, args.port, ssl_context, state_file=state_file)
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, served.cancel)
     with contextlib.suppress(asyncio.CancelledError):

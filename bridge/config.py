@@ -431,6 +431,11 @@ class HubSimSettings(_Model):
     )
     host: str = Field("127.0.0.1", description="Simulator listen address.")
     port: int = Field(9501, ge=0, le=65535, description="Simulator port.")
+    state_file: Path | None = Field(
+        None,
+        description="JSON file in which the simulator keeps the records it holds across "
+        "restarts, as the bridge keeps what the hub acknowledged (null: it starts empty).",
+    )
 
 
 class Settings(BaseSettings):
