@@ -11,7 +11,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bridge.config import ChargerSettings, OcppSettings, OpsSettings, Settings, load_settings
+from bridge.config import (
+    ChargerSettings,
+    HubSimSettings,
+    OcppSettings,
+    OpsSettings,
+    Settings,
+    load_settings,
+)
 from bridge.ops import docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,10 +212,22 @@ def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
     workdir = [v for k, v in _dockerfile_instructions() if k == "WORKDIR"][-1]
     assert mounts[workdir] in COMPOSE["volumes"]  # a named volume, not a host path
     assert (ROOT / mounts["/etc/bridge/bridge.yaml"]).is_file()
-    ports = {p.split(":")[1] for p in bridge["ports"]}
-    assert {str(OcppSettings().port), str(OpsSettings().port)} <= ports
+    published = {}  # container port -> the host address it is published on ("" = every one)
+    for mapping in bridge["ports"]:
+        parts = mapping.split(":")
+        published[int(parts[-1])] = parts[0] if len(parts) == 3 else ""
+    # Chargers reach the OCPP port from anywhere; the unauthenticated ports stay on this host.
+    assert published == {OcppSettings().port: "", OpsSettings().port: "127.0.0.1",
+                         HubSimSettings().port: "127.0.0.1"}  # fmt: skip
+    # ... and inside the container the ops port listens where the published port reaches it.
+    assert bridge["environment"]["BRIDGE_OPS__HOST"] == "0.0.0.0"
     assert services["hub-sim"]["network_mode"] == "service:bridge"
-    assert "hub-sim" in services["hub-sim"]["command"]
+    sim_command = services["hub-sim"]["command"]
+    assert "hub-sim" in sim_command
+    # The simulator keeps its records on the state volume, as the bridge does.
+    state_file = sim_command[sim_command.index("--state-file") + 1]
+    assert state_file.startswith(workdir + "/")
+    assert f"{mounts[workdir]}:{workdir}" in services["hub-sim"]["volumes"]
     chargers = services["chargers"]
     assert chargers["profiles"] == ["chargers"]
     assert chargers["depends_on"]["bridge"]["condition"] == "service_healthy"
@@ -216,6 +235,36 @@ def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
     config = load_settings(ROOT / mounts["/etc/bridge/bridge.yaml"])
     simulated = {arg.split(":")[0] for arg in chargers["command"] if ":" in arg and "/" not in arg}
     assert simulated == set(config.chargers)
+    # ... and the comments count them right.
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    counted = re.findall(r"\b(\w+) simulated chargers", text)
+    assert counted and {NUMBERS.get(word, word) for word in counted} == {len(simulated)}
+
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def test_make_chargers_simulates_the_example_registry() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    recipe = re.search(r"^chargers:.*\n\t(.*)$", makefile, re.M)
+    assert recipe is not None and "bridge.devtools.charger_sim" in recipe.group(1)
+    specs = [arg for arg in recipe.group(1).split() if re.match(r"^[A-Z][\w-]*:", arg)]
+    example = load_settings(ROOT / "config" / "bridge.example.yaml")
+    assert {spec.split(":")[0] for spec in specs} == set(example.chargers)
+    for spec in specs:  # as many EVSEs as the registry lists
+        cp_id, _, evses = spec.split(":")
+        assert int(evses) == len(example.chargers[cp_id].evses), spec
+
+
+def test_example_configuration() -> None:
+    """The example binds the unauthenticated ops port to loopback and shows real hash syntax."""
+    from bridge.ocpp.auth import DEFAULT_COST
+
+    text = (ROOT / "config" / "bridge.example.yaml").read_text(encoding="utf-8")
+    example = load_settings(ROOT / "config" / "bridge.example.yaml")
+    assert example.ops.host == "127.0.0.1"
+    shown = re.findall(r"scrypt:(\d+):(\d+):(\d+):", text)
+    assert shown and all(n == str(1 << DEFAULT_COST) for n, _, _ in shown)
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
