@@ -17,6 +17,7 @@ import structlog
 
 from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
+from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
@@ -91,6 +92,7 @@ class Bridge:
         #: When the OICP client certificate loaded at start expires (None: none/unknown).
         self.client_cert_not_after: datetime | None = None
         self._client = client
+        self.hub = HubHealth()  # what the requests to the hub met (healthz details, metrics)
         self.worker: PushWorker | None = None
         self.ocpp = OcppServer(
             settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
@@ -139,7 +141,7 @@ class Bridge:
         self.worker = PushWorker(
             self.outbox,
             self.engine,
-            client,
+            self.hub.watch(client),
             limiter=TokenBucket.per_minute(d.rate_limit_per_minute),
             retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
         )

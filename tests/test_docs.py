@@ -300,7 +300,7 @@ def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
     # the failure modes an operator must hear about have a rule
     for metric in ("bridge_push_paused", "bridge_push_oldest_pending_age_seconds",
                    "bridge_fullload_last_success_timestamp_seconds",
-                   "bridge_hub_client_cert_days_left"):  # fmt: skip
+                   "bridge_hub_client_cert_days_left", "bridge_hub_reachable"):  # fmt: skip
         assert metric in used, metric
     assert "docs/prometheus-alerts.yml" in README and "(prometheus-alerts.yml)" in OPERATIONS
 

@@ -87,6 +87,16 @@ METRICS: tuple[MetricDoc, ...] = (
         "300, HTTP 401/403), else 0.",
     ),
     MetricDoc(
+        "bridge_hub_reachable", "gauge", (),
+        "1 if the last request to the hub got an HTTP answer (even a refusal), 0 if it did not "
+        "(connection, TLS, timeout); absent before the first request since the start.",
+    ),
+    MetricDoc(
+        "bridge_hub_consecutive_failures", "gauge", (),
+        "Requests to the hub that failed in a row (unreachable, refused or an error answer); 0 "
+        "after a success.",
+    ),
+    MetricDoc(
         "bridge_evses_parked", "gauge", (),
         "EVSEs set aside after a refusal (e.g. 018) until their status changes or a fullLoad.",
     ),
@@ -195,6 +205,9 @@ class _LiveCollector:
         worker = b.worker
         paused = worker is not None and worker.paused_reason is not None
         yield _gauge("bridge_push_paused", [((), 1.0 if paused else 0.0)])
+        if b.hub.reachable is not None:
+            yield _gauge("bridge_hub_reachable", [((), 1.0 if b.hub.reachable else 0.0)])
+        yield _gauge("bridge_hub_consecutive_failures", [((), float(b.hub.consecutive_failures))])
         parked = sum(1 for row in b.outbox.rows.values() if row.parked is not None)
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load
