@@ -22,7 +22,7 @@ from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import StoreError
+from bridge.errors import DatabaseLockedError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.ocpp.server import OcppServer
@@ -52,7 +52,7 @@ class DatabaseLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise StoreError(
+            raise DatabaseLockedError(
                 f"another bridge process is using {self.path.with_suffix('')}; "
                 "two bridges on one database would push in parallel"
             ) from None

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ import structlog
 
 from bridge import COMMAND, __version__
 from bridge.config import Settings, load_settings
-from bridge.errors import EXIT_CONFIG, EXIT_FAILED, BridgeError, ConfigError, HubError
+from bridge.errors import EXIT_FAILED, BridgeError, ConfigError
 
 log = structlog.get_logger("bridge.cli")
 
@@ -64,11 +63,29 @@ def _parser() -> argparse.ArgumentParser:
         "whether a push is pending and the last push outcome, read from the state database "
         "(safe while the bridge runs).",
     ))  # fmt: skip
-    st.add_argument("--status", metavar="OICP_STATUS", help="only EVSEs with this OICP status")
+    st.add_argument(
+        "--status", metavar="OICP_STATUS[,...]", type=_oicp_statuses,
+        help="only EVSEs with one of these OICP statuses (Available, Occupied, Reserved, "
+        "OutOfService, Unknown; any case)",
+    )  # fmt: skip
     st.add_argument("--pending", action="store_true", help="only EVSEs with a pending push")
     st.add_argument("--json", action="store_true", help="JSON instead of a table")
-    fl = with_config(sub.add_parser("fullload", help="send a fullLoad of every EVSE now"))
-    fl.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
+    fl = with_config(sub.add_parser(
+        "fullload",
+        help="send a fullLoad of every EVSE now",
+        description="Send one eRoamingPushEvseStatus fullLoad with every configured EVSE and its "
+        "current status, and wait for the hub's answer. Needs the state database to itself "
+        "(the running bridge sends the daily fullLoad); --dry-run works any time.",
+    ))  # fmt: skip
+    fl.add_argument(
+        "--dry-run", action="store_true",
+        help="print the body instead of sending (reads the state database; also while the "
+        "bridge runs)",
+    )  # fmt: skip
+    fl.add_argument(
+        "--wait", type=float, default=60.0, metavar="SECONDS",
+        help="keep trying a hub that fails or cannot be reached this long (default: %(default)s)",
+    )  # fmt: skip
     hs = sub.add_parser("hub-sim", help="run the bundled OICP hub simulator (development)")
     hs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     hs.add_argument("--port", type=int, default=9501, help="listen port (default: %(default)s)")
@@ -103,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _oicp_statuses(text: str) -> frozenset[str]:
+    from bridge.ops.commands import parse_oicp_statuses
+
+    try:
+        return parse_oicp_statuses(text)
+    except ValueError as exc:  # argparse shows only this type's message, with exit status 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from bridge.ops.logging import setup_logging
@@ -124,15 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "fullload":
-            return asyncio.run(_fullload(settings, dry_run=args.dry_run))
+            from bridge.ops import fullload
+
+            if args.dry_run:
+                return fullload.dry_run(settings)
+            return asyncio.run(fullload.send(settings, wait=args.wait))
         if args.command == "status":
             from bridge.ops.commands import status
 
-            return status(settings, oicp_status=args.status, pending_only=args.pending,
+            return status(settings, oicp_statuses=args.status, pending_only=args.pending,
                           as_json=args.json)  # fmt: skip
     except ConfigError as exc:
-        print(f"{COMMAND}: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        from bridge.ops.commands import report_config_error
+
+        return report_config_error(exc)
     except BridgeError as exc:
         print(f"{COMMAND}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -161,43 +192,6 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-async def _fullload(settings: Settings, *, dry_run: bool) -> int:
-    """Send one fullLoad now, from this process (the bridge must not be running on the DB)."""
-    from bridge.app import Bridge
-    from bridge.oicp.client import OicpClient
-    from bridge.oicp.models import ActionType, build_status_request
-
-    bridge = Bridge(settings)
-    bridge.open_state()
-    try:
-        if dry_run:
-            records = [(e, bridge.engine.status(e)) for e in bridge.engine.evse_ids()]
-            body = build_status_request(
-                ActionType.FULL_LOAD, settings.oicp.operator_id, settings.oicp.operator_name,
-                records,
-            )  # fmt: skip
-            print(json.dumps(body.model_dump(mode="json", exclude_none=True), indent=2))
-            return 0
-        client = OicpClient(settings.oicp)
-        worker = bridge.make_worker(client)
-        done = worker.request_full_load()
-        runner = asyncio.create_task(worker.run())
-        try:
-            count = await asyncio.wait_for(done, timeout=settings.oicp.request_timeout * 3)
-        except (HubError, TimeoutError) as exc:
-            print(f"{COMMAND}: fullLoad failed: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        finally:
-            worker.stop()
-            await runner
-            await client.aclose()
-        print(f"fullLoad sent: {count} EVSE status records accepted by {settings.oicp.base_url}")
-        return 0
-    finally:
-        await bridge.store.close()
-        bridge.lock.release()
 
 
 def _hash_password(*, hex_input: bool, cost: int) -> int:

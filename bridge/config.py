@@ -568,12 +568,21 @@ def load_settings(path: Path | str | None, **overrides: Any) -> Settings:
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    if msg.startswith(("chargers.", "ocpp.")) and ":" in msg:  # these name their own field
-        field, msg = msg.split(": ", 1)
-    more = len(exc.errors()) - 1
-    if more:
-        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(field, msg)
+    """Every problem pydantic found, each with the setting it is about."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "config"
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        named = _NAMES_ITS_SETTING.match(msg)
+        if named is not None:  # model checks name the setting they are about themselves
+            field, msg = named.group(1), named.group(2)
+        if (field, msg) not in problems:
+            problems.append((field, msg))
+    (field, msg), *more = problems
+    return ConfigError(field, msg, more=more)
+
+
+# "chargers.CP-1.evses.1: EvseID ..." or "ocpp.allow_unlisted needs ocpp.evse_id_template"
+_NAMES_ITS_SETTING = re.compile(
+    rf"^((?:{'|'.join(Settings.model_fields)})\.[^\s:]+)(?:: | )(.+)$", re.DOTALL
+)

@@ -24,7 +24,7 @@ from bridge.app import Bridge
 from bridge.cli import main
 from bridge.devtools.charger_sim import Spec, run_chargers
 from bridge.hubsim import HubSimulator
-from bridge.ops.commands import check_config, status
+from bridge.ops.commands import check_config, parse_oicp_statuses, status
 from tests.conftest import charger, eventually, pushes, settings_for
 from tests.procs import BridgeProcess, write_config
 
@@ -252,8 +252,12 @@ async def test_status_table_from_the_state_database(
         ("DE*ABC*E16*2", "OutOfService", "retry")
     ]
     out = io.StringIO()
-    status(settings, oicp_status="occupied", as_json=True, out=out)
+    status(settings, oicp_statuses=parse_oicp_statuses("occupied"), as_json=True, out=out)
     assert [e["evse_id"] for e in json.loads(out.getvalue())] == ["DE*ABC*E16*1"]
+    out = io.StringIO()
+    status(settings, oicp_statuses=parse_oicp_statuses("Occupied, UNKNOWN"), as_json=True, out=out)
+    assert [e["evse_id"] for e in json.loads(out.getvalue())] == ["DE*ABC*E16*1", "DE*ABC*E201*1",
+                                                                  "DE*ABC*E201*2"]  # fmt: skip
 
     # The same through the command line, from a YAML file (a separate process).
     path = write_config(tmp_path / "bridge.yaml", settings.model_dump(mode="json"))
@@ -264,6 +268,19 @@ async def test_status_table_from_the_state_database(
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr
     assert b"DE*ABC*E16*2" in stdout and b"DE*ABC*E16*1" not in stdout
+
+
+@pytest.mark.parametrize("value", ["Bogus", "Occupied,Bogus", "EvseNotFound", ""])
+def test_status_refuses_an_unknown_oicp_status_like_the_api(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The API answers 2001 for these; the command says so too instead of an empty table."""
+    with pytest.raises(SystemExit) as done:
+        main(["status", "-c", str(config_file(tmp_path)), "--status", value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --status:" in err and "is not an OICP status" in err
+    assert "Available, Reserved, Occupied, OutOfService, Unknown" in err
 
 
 def test_status_without_a_database_says_so(tmp_path: Path) -> None:
