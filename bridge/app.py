@@ -26,6 +26,7 @@ from bridge.errors import DatabaseLockedError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.ocpp.server import OcppServer
+from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
@@ -94,6 +95,8 @@ class Bridge:
         self._client = client
         self.hub = HubHealth()  # what the requests to the hub met (healthz details, metrics)
         self.worker: PushWorker | None = None
+        self.hub_tls: ClientCertWatch | None = None  # reloads a renewed hub client certificate
+        self._hub_tls_task: asyncio.Task[None] | None = None
         self.ocpp = OcppServer(
             settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
         )
@@ -182,6 +185,8 @@ class Bridge:
         self.check_client_cert()
         client = self._client or OicpClient(s.oicp)
         self._client = client
+        if isinstance(client, OicpClient):
+            self._watch_hub_tls(client)
         worker = self.make_worker(client)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
         if s.fullload.enabled:
@@ -197,9 +202,23 @@ class Bridge:
                  evses=len(self.engine.evse_ids()),
                  ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
 
+    def _watch_hub_tls(self, client: OicpClient) -> None:
+        def loaded(not_after: datetime | None) -> None:
+            self.client_cert_not_after = not_after
+
+        self.hub_tls = ClientCertWatch(self.settings.oicp, client.use_tls, on_loaded=loaded)
+        interval = self.settings.oicp.tls_reload_interval
+        if self.hub_tls.paths and interval > 0:
+            self._hub_tls_task = asyncio.create_task(self.hub_tls.run(interval))
+
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
         log.info("bridge.stopping")
+        if self._hub_tls_task is not None:
+            self._hub_tls_task.cancel()
+            await asyncio.gather(self._hub_tls_task, return_exceptions=True)
+        if self.hub_tls is not None:
+            await self.hub_tls.close()
         self.stopping, self.accepting = True, False  # not ready from here on; still alive
         await self.ocpp.close()
         self.ingest.close()
@@ -249,11 +268,17 @@ class Bridge:
             await self.stop()
 
     def _on_sighup(self) -> None:
-        if self.ocpp.tls is None:
-            log.info("bridge.sighup", action="none: the OCPP port has no TLS files")
-            return
-        log.info("bridge.sighup", action="reload changed TLS files")
-        self.ocpp.request_tls_reload()
+        files = []
+        if self.ocpp.tls is not None:
+            files.append("the OCPP port's")
+            self.ocpp.request_tls_reload()
+        if self.hub_tls is not None and self.hub_tls.paths:
+            files.append("the hub client's")
+            self.hub_tls.request_check()
+        action = (
+            f"reload changed TLS files: {' and '.join(files)}" if files else "none: no TLS files"
+        )
+        log.info("bridge.sighup", action=action)
 
 
 def log_table(

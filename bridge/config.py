@@ -263,6 +263,13 @@ class OicpSettings(_Model):
     )
     connect_timeout: float = Field(5.0, gt=0, description="TCP+TLS connect timeout (s).")
     request_timeout: float = Field(20.0, gt=0, description="Whole-request timeout (s).")
+    tls_reload_interval: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between checks whether `client_cert`, `client_key` or `ca_bundle` "
+        "changed on disk; changed files that load are used for the next connection to the hub "
+        "without a restart (SIGHUP checks at once). 0: only on SIGHUP.",
+    )
 
     @field_validator("base_url")
     @classmethod
