@@ -22,7 +22,7 @@ from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import DatabaseLockedError
+from bridge.errors import ConfigError, DatabaseLockedError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.ocpp.server import OcppServer
@@ -55,7 +55,7 @@ class DatabaseLock:
             handle.close()
             raise DatabaseLockedError(
                 f"another bridge process is using {self.path.with_suffix('')}; "
-                "two bridges on one database would push in parallel"
+                "two bridges on one database would push in parallel: stop the other one first"
             ) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))
@@ -194,7 +194,15 @@ class Bridge:
                 run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
                 name="fullload-scheduler",
             ))  # fmt: skip
-        await self.ocpp.start()
+        try:
+            await self.ocpp.start()
+        except OSError as exc:
+            raise ConfigError(
+                "ocpp.port",
+                f"cannot listen on {s.ocpp.host}:{s.ocpp.port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}; stop what uses it or choose "
+                "another port",
+            ) from exc
         self.accepting = True
         self.ingest.start_grace_for_all()
         log.info("bridge.started", ocpp_port=self.ocpp.port, hub=s.oicp.base_url,

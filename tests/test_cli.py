@@ -10,6 +10,7 @@ import io
 import json
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -392,3 +393,21 @@ async def test_a_hard_limit_too_low_for_the_registry_is_a_warning(tmp_path: Path
     assert checked.returncode == 0, checked.stderr
     assert "open files:         300 allowed, ~456 needed for 200 chargers" in checked.stdout
     assert "open files: the hard limit is 300" in checked.stderr
+
+
+def test_a_port_in_use_is_named_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = config_file(tmp_path, ocpp={"host": "127.0.0.1", "port": port},
+                           ops={"enabled": False}, fullload={"enabled": False})  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "bridge", "run", "--config", str(path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"oicp-bridge: configuration error: ocpp.port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use; stop what uses it or choose another port"
+    )

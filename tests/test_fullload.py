@@ -49,7 +49,7 @@ async def test_dry_run_while_the_bridge_runs(
     # Sending needs the database to itself: the message says why and what to do instead.
     code, _, err = await run_command("fullload", "--config", str(config))
     assert code == 1
-    assert "fullLoad not sent: another bridge process is using" in err
+    assert f"fullLoad not sent: a bridge is running on {bridge.settings.state.database}." in err
     assert "stop it and run this command again" in err and "fullload --dry-run" in err
 
 

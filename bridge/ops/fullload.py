@@ -65,11 +65,12 @@ async def send(
     bridge = Bridge(settings)
     try:
         bridge.open_state()
-    except DatabaseLockedError as exc:
+    except DatabaseLockedError:
         f = settings.fullload
-        daily = f"daily at {f.time.isoformat('minutes')} {f.timezone}" if f.enabled else "never"
-        return _fail(err, f"{exc}. The running bridge sends the fullLoad itself ({daily}); to "
-                     "send one now, stop it and run this command again. To see what it would "
+        daily = (f"It sends one itself daily at {f.time.isoformat('minutes')} {f.timezone}. "
+                 if f.enabled else "")  # fmt: skip
+        return _fail(err, f"a bridge is running on {settings.state.database}. {daily}To send "
+                     "a fullLoad now, stop it and run this command again; to see what it would "
                      f"send: {COMMAND} fullload --dry-run")  # fmt: skip
     client = OicpClient(settings.oicp)
     worker = bridge.make_worker(client)

@@ -98,7 +98,9 @@ class OpsServer:
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
-                "ops.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+                "ops.port",
+                f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}; "
+                "stop what uses it or choose another port",
             ) from exc
         self._runner = runner
         self._port = int(runner.addresses[0][1])
