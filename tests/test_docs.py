@@ -330,3 +330,19 @@ def test_every_log_event_is_in_the_log_catalogue() -> None:
         emitted |= set(_LOG_CALL.findall(path.read_text(encoding="utf-8")))
     assert len(emitted) > 50  # the pattern still finds the calls
     assert emitted - documented_events() == set()
+
+
+# -- benchmark durations ---------------------------------------------------------------------------
+def test_every_page_gives_make_bench_the_same_duration() -> None:
+    """The quick run is announced with one duration everywhere, the one bench/RESULTS.md saw."""
+    pages = [ROOT / "Makefile", ROOT / "README.md", ROOT / "bench" / "README.md",
+             *DOCS.glob("*.md")]  # fmt: skip
+    quick = set()
+    for page in pages:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if "make bench" in line or "bench:" in line:
+                quick |= set(re.findall(r"quick[^~\n]*~(\d+) min", line))
+    assert len(quick) == 1, quick
+    results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    took = re.search(r"the quick run \(`make bench`[^)]*\) took (\d+) s", results)
+    assert took is not None and round(int(took.group(1)) / 60) == int(quick.pop())
