@@ -202,7 +202,7 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
     if sys.stdin.isatty():
         text = getpass.getpass("Charger password: ")
         if getpass.getpass("Again: ") != text:
-            print(f"{COMMAND}: the two entries differ", file=sys.stderr)
+            print(f"{COMMAND}: the two entries differ; run it again", file=sys.stderr)
             return EXIT_FAILED
     else:
         text = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # only the line end
@@ -211,10 +211,12 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
         try:
             secret = bytes.fromhex(text.strip())
         except ValueError:
-            print(f"{COMMAND}: --hex input is not hexadecimal", file=sys.stderr)
+            print(f"{COMMAND}: --hex input is not hexadecimal: give the key as hex digits "
+                  "(without --hex for a text password)", file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
     if not secret:
-        print(f"{COMMAND}: empty password", file=sys.stderr)
+        print(f"{COMMAND}: empty password: give it on standard input, e.g. "
+              f"`{COMMAND} hash-password < password.txt`", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     problem = password_problem(secret if hex_input else text)
     if problem is not None:

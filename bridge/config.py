@@ -558,7 +558,11 @@ def load_settings(path: Path | str | None, **overrides: Any) -> Settings:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError("--config", f"file {str(path)!r} not found")
+            raise ConfigError(
+                "--config",
+                f"file {str(path)!r} not found (config/bridge.example.yaml is an example to "
+                "start from)",
+            )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
