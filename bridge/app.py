@@ -222,12 +222,12 @@ class Bridge:
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
         log.info("bridge.stopping")
+        self.stopping, self.accepting = True, False  # not ready from here on; still alive
         if self._hub_tls_task is not None:
             self._hub_tls_task.cancel()
             await asyncio.gather(self._hub_tls_task, return_exceptions=True)
         if self.hub_tls is not None:
             await self.hub_tls.close()
-        self.stopping, self.accepting = True, False  # not ready from here on; still alive
         await self.ocpp.close()
         self.ingest.close()
         if self.worker is not None:

@@ -147,6 +147,14 @@ def test_readme_is_for_the_first_hour() -> None:
     assert len(README.splitlines()) <= 250
     for heading in ("## What it is", "## Your first charger", "## Documentation"):
         assert heading in README, heading
+    # The demo tools are the next step after make run, right there.
+    first = README.split("## Your first charger", 1)[1].split("\n## ", 1)[0]
+    for text in ("make chargers", "localhost:9501/sim/state", "localhost:9501/sim/stats",
+                 "docs/simulators.md", "state/hub-sim.json"):  # fmt: skip
+        assert text in first, text
+    watch = README.split("## What to watch", 1)[1].split("\n## ", 1)[0]
+    for text in ("/readyz", "/healthz", "bridge_hub_reachable", "bridge_push_paused"):
+        assert text in watch, text
 
 
 def test_every_docs_page_is_in_both_indexes() -> None:
