@@ -2,13 +2,15 @@
 # ocpp-oicp-bridge: OCPP 1.6J / 2.0.1 endpoint that pushes EVSE statuses to Hubject (OICP).
 #
 #   docker build -t ocpp-oicp-bridge .
-#   docker run -p 9000:9000 -p 9100:9100 \
-#     -v ./bridge.yaml:/etc/bridge/bridge.yaml:ro -v bridge-state:/var/lib/bridge \
+#   docker run -p 9000:9000 -p 127.0.0.1:9100:9100 -e BRIDGE_OPS__HOST=0.0.0.0 \
+#     -v ./config/bridge.yaml:/etc/bridge/bridge.yaml:ro -v bridge-state:/var/lib/bridge \
 #     ocpp-oicp-bridge
 #
-# Ports: 9000 OCPP websocket (chargers), 9100 ops (/healthz, /readyz, /metrics, /api/v1).
+# Ports: 9000 OCPP websocket (chargers), 9100 ops (/healthz, /readyz, /metrics, /api/v1): the
+# ops port has no authentication, publish it only where monitoring reaches it.
 # Configuration: /etc/bridge/bridge.yaml plus BRIDGE_* environment variables.
 # State: /var/lib/bridge (the SQLite database; keep it on a volume, one bridge per volume).
+# More: docs/deploying.md.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -46,6 +48,6 @@ EXPOSE 9000 9100
 # Liveness on the ops port (BRIDGE_OPS__PORT if set there; keep ops.enabled true).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BRIDGE_OPS__PORT', '9100'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
-# SIGTERM: stop accepting, close chargers, finish the push in flight, commit (see README).
+# SIGTERM: stop accepting, close chargers, finish the push in flight, commit (docs/operations.md).
 STOPSIGNAL SIGTERM
-CMD ["bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
+CMD ["oicp-bridge", "run", "--config", "/etc/bridge/bridge.yaml"]

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/bridge.example.yaml
 
-.PHONY: run test lint typecheck hadolint pytest docs bench clean
+.PHONY: run chargers test lint typecheck hadolint pytest docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: start the bridge with the bundled OICP hub simulator as its target
+## run: start the bridge with the bundled OICP hub simulator as its target; the simulator
+##      keeps its state next to the bridge's, so both agree after a restart
 run: $(STAMP)
-	BRIDGE_HUB_SIM__EMBEDDED=true $(BIN)/bridge run --config $(CONFIG)
+	BRIDGE_HUB_SIM__EMBEDDED=true BRIDGE_HUB_SIM__STATE_FILE=state/hub-sim.json \
+	  $(BIN)/oicp-bridge run --config $(CONFIG)
+
+## chargers: simulated chargers for the example registry, against `make run`
+chargers: $(STAMP)
+	$(BIN)/python -m bridge.devtools.charger_sim --url ws://127.0.0.1:9000/ocpp --interval 10 \
+	  CP-0001:1.6:2 CP-0002:2.0.1:1
 
 ## test: lint (code and Dockerfile), type-check and run every test
 test: lint typecheck hadolint pytest
@@ -30,14 +37,14 @@ typecheck: $(STAMP)
 hadolint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
-## docs: regenerate docs/configuration.md and the README metrics table from the code
+## docs: regenerate docs/configuration.md and the metrics table in docs/operations.md
 docs: $(STAMP)
 	$(BIN)/python -m bridge.ops.docs --write
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~3 min);
+## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~2 min);
 ##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)

@@ -1,6 +1,6 @@
 """Cost of one sequential eRoamingPushEvseStatus against the hub simulator, two HTTP clients.
 
-Starts ``bridge hub-sim`` as its own process, then sends ``--count`` pushes one after another
+Starts ``oicp-bridge hub-sim`` as its own process, then sends ``--count`` pushes one after another
 with the bridge's ``OicpClient`` (httpx on its aiohttp transport), the same client on httpx's
 default transport (httpcore; the client before issue 6), and the same bodies with a bare aiohttp
 session, and prints per push: wall time, this process's CPU and the simulator's CPU. The clients

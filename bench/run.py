@@ -306,7 +306,7 @@ def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 @functools.cache
 def password_hash(password: str, cost: int | None) -> str:
-    """One scrypt hash shared by every simulated charger (as `bridge hash-password` makes)."""
+    """One scrypt hash shared by every simulated charger (as `oicp-bridge hash-password` makes)."""
     from bridge.ocpp.auth import DEFAULT_N, hash_password
 
     return hash_password(password, n=DEFAULT_N if cost is None else 1 << cost)
@@ -1071,7 +1071,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         type=int,
         metavar="LOG2N",
         help="with Basic auth: scrypt cost of the password hash as log2(N) (default: the bridge's, "
-        "as `bridge hash-password` makes; 14 = hashes made before P9)",
+        "as `oicp-bridge hash-password` makes; 14 = hashes made before P9)",
     )
     p.add_argument("--heartbeat-interval", type=int, default=60)
     p.add_argument(

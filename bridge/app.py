@@ -17,13 +17,16 @@ import structlog
 
 from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
+from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import StoreError
+from bridge.errors import ConfigError, DatabaseLockedError
 from bridge.hubsim import HubSimulator
+from bridge.hubsim.statefile import StateFile
 from bridge.ocpp.server import OcppServer
+from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
@@ -50,9 +53,9 @@ class DatabaseLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise StoreError(
+            raise DatabaseLockedError(
                 f"another bridge process is using {self.path.with_suffix('')}; "
-                "two bridges on one database would push in parallel"
+                "two bridges on one database would push in parallel: stop the other one first"
             ) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))
@@ -90,7 +93,10 @@ class Bridge:
         #: When the OICP client certificate loaded at start expires (None: none/unknown).
         self.client_cert_not_after: datetime | None = None
         self._client = client
+        self.hub = HubHealth()  # what the requests to the hub met (healthz details, metrics)
         self.worker: PushWorker | None = None
+        self.hub_tls: ClientCertWatch | None = None  # reloads a renewed hub client certificate
+        self._hub_tls_task: asyncio.Task[None] | None = None
         self.ocpp = OcppServer(
             settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
         )
@@ -138,7 +144,7 @@ class Bridge:
         self.worker = PushWorker(
             self.outbox,
             self.engine,
-            client,
+            self.hub.watch(client),
             limiter=TokenBucket.per_minute(d.rate_limit_per_minute),
             retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
         )
@@ -164,15 +170,23 @@ class Bridge:
         log_table(self.table, s.status.overrides)
         self.open_state()
         if s.hub_sim.embedded:
-            self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
+            state_file = s.hub_sim.state_file
+            self.hub_sim = HubSimulator(
+                s.hub_sim.host,
+                s.hub_sim.port,
+                state_file=StateFile(state_file) if state_file else None,
+            )
             await self.hub_sim.start()
-            log.info("hubsim.embedded", url=self.hub_sim.base_url)
+            log.info("hubsim.embedded", url=self.hub_sim.base_url,
+                     state_file=str(state_file) if state_file else None)  # fmt: skip
         if s.ops.enabled:
             self.ops_server = OpsServer(self, s.ops)
             await self.ops_server.start()
         self.check_client_cert()
         client = self._client or OicpClient(s.oicp)
         self._client = client
+        if isinstance(client, OicpClient):
+            self._watch_hub_tls(client)
         worker = self.make_worker(client)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
         if s.fullload.enabled:
@@ -180,7 +194,15 @@ class Bridge:
                 run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
                 name="fullload-scheduler",
             ))  # fmt: skip
-        await self.ocpp.start()
+        try:
+            await self.ocpp.start()
+        except OSError as exc:
+            raise ConfigError(
+                "ocpp.port",
+                f"cannot listen on {s.ocpp.host}:{s.ocpp.port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}; stop what uses it or choose "
+                "another port",
+            ) from exc
         self.accepting = True
         self.ingest.start_grace_for_all()
         log.info("bridge.started", ocpp_port=self.ocpp.port, hub=s.oicp.base_url,
@@ -188,10 +210,24 @@ class Bridge:
                  evses=len(self.engine.evse_ids()),
                  ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
 
+    def _watch_hub_tls(self, client: OicpClient) -> None:
+        def loaded(not_after: datetime | None) -> None:
+            self.client_cert_not_after = not_after
+
+        self.hub_tls = ClientCertWatch(self.settings.oicp, client.use_tls, on_loaded=loaded)
+        interval = self.settings.oicp.tls_reload_interval
+        if self.hub_tls.paths and interval > 0:
+            self._hub_tls_task = asyncio.create_task(self.hub_tls.run(interval))
+
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
         log.info("bridge.stopping")
         self.stopping, self.accepting = True, False  # not ready from here on; still alive
+        if self._hub_tls_task is not None:
+            self._hub_tls_task.cancel()
+            await asyncio.gather(self._hub_tls_task, return_exceptions=True)
+        if self.hub_tls is not None:
+            await self.hub_tls.close()
         await self.ocpp.close()
         self.ingest.close()
         if self.worker is not None:
@@ -240,11 +276,17 @@ class Bridge:
             await self.stop()
 
     def _on_sighup(self) -> None:
-        if self.ocpp.tls is None:
-            log.info("bridge.sighup", action="none: the OCPP port has no TLS files")
-            return
-        log.info("bridge.sighup", action="reload changed TLS files")
-        self.ocpp.request_tls_reload()
+        files = []
+        if self.ocpp.tls is not None:
+            files.append("the OCPP port's")
+            self.ocpp.request_tls_reload()
+        if self.hub_tls is not None and self.hub_tls.paths:
+            files.append("the hub client's")
+            self.hub_tls.request_check()
+        action = (
+            f"reload changed TLS files: {' and '.join(files)}" if files else "none: no TLS files"
+        )
+        log.info("bridge.sighup", action=action)
 
 
 def log_table(

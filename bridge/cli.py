@@ -1,4 +1,4 @@
-"""The ``bridge`` command."""
+"""The ``oicp-bridge`` command (also ``python -m bridge``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,18 +13,18 @@ from pathlib import Path
 
 import structlog
 
-from bridge import __version__
+from bridge import COMMAND, __version__
 from bridge.config import Settings, load_settings
-from bridge.errors import EXIT_CONFIG, EXIT_FAILED, BridgeError, ConfigError, HubError
+from bridge.errors import EXIT_FAILED, BridgeError, ConfigError
 
 log = structlog.get_logger("bridge.cli")
 
 _EPILOG = """\
 examples:
-  bridge check-config -c /etc/bridge/bridge.yaml   validate before (re)starting
-  bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
-  bridge status -c /etc/bridge/bridge.yaml --pending
-  bridge fullload --dry-run -c /etc/bridge/bridge.yaml
+  oicp-bridge check-config -c /etc/bridge/bridge.yaml   validate before (re)starting
+  oicp-bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
+  oicp-bridge status -c /etc/bridge/bridge.yaml --pending
+  oicp-bridge fullload --dry-run -c /etc/bridge/bridge.yaml
 
 Every setting can be overridden by an environment variable BRIDGE_<SECTION>__<SETTING>,
 e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
@@ -34,7 +33,7 @@ e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bridge",
+        prog=COMMAND,
         description="OCPP 1.6J / 2.0.1 central-system endpoint that pushes every EVSE status\n"
         "change to the Hubject OICP hub (eRoamingPushEvseStatus).",
         epilog=_EPILOG,
@@ -54,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser(
         "check-config",
         help="validate configuration, registry and certificates",
-        description="Validate what `bridge run` would load (file + environment), the charger "
+        description="Validate what `oicp-bridge run` would load (file + environment), the charger "
         "registry and the certificate files, and print a summary. Exit status 2 on problems.",
     ))  # fmt: skip
     st = with_config(sub.add_parser(
@@ -64,17 +63,39 @@ def _parser() -> argparse.ArgumentParser:
         "whether a push is pending and the last push outcome, read from the state database "
         "(safe while the bridge runs).",
     ))  # fmt: skip
-    st.add_argument("--status", metavar="OICP_STATUS", help="only EVSEs with this OICP status")
+    st.add_argument(
+        "--status", metavar="OICP_STATUS[,...]", type=_oicp_statuses,
+        help="only EVSEs with one of these OICP statuses (Available, Occupied, Reserved, "
+        "OutOfService, Unknown; any case)",
+    )  # fmt: skip
     st.add_argument("--pending", action="store_true", help="only EVSEs with a pending push")
     st.add_argument("--json", action="store_true", help="JSON instead of a table")
-    fl = with_config(sub.add_parser("fullload", help="send a fullLoad of every EVSE now"))
-    fl.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
+    fl = with_config(sub.add_parser(
+        "fullload",
+        help="send a fullLoad of every EVSE now",
+        description="Send one eRoamingPushEvseStatus fullLoad with every configured EVSE and its "
+        "current status, and wait for the hub's answer. Needs the state database to itself "
+        "(the running bridge sends the daily fullLoad); --dry-run works any time.",
+    ))  # fmt: skip
+    fl.add_argument(
+        "--dry-run", action="store_true",
+        help="print the body instead of sending (reads the state database; also while the "
+        "bridge runs)",
+    )  # fmt: skip
+    fl.add_argument(
+        "--wait", type=float, default=60.0, metavar="SECONDS",
+        help="keep trying a hub that fails or cannot be reached this long (default: %(default)s)",
+    )  # fmt: skip
     hs = sub.add_parser("hub-sim", help="run the bundled OICP hub simulator (development)")
     hs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     hs.add_argument("--port", type=int, default=9501, help="listen port (default: %(default)s)")
     hs.add_argument("--cert", type=Path, help="server certificate (PEM) to serve https")
     hs.add_argument("--key", type=Path, help="private key of --cert")
     hs.add_argument("--client-ca", type=Path, help="require client certificates from this CA")
+    hs.add_argument(
+        "--state-file", type=Path,
+        help="keep the records the simulator holds in this JSON file across restarts",
+    )  # fmt: skip
     from bridge.ocpp.auth import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
 
     hp = sub.add_parser(
@@ -99,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _oicp_statuses(text: str) -> frozenset[str]:
+    from bridge.ops.commands import parse_oicp_statuses
+
+    try:
+        return parse_oicp_statuses(text)
+    except ValueError as exc:  # argparse shows only this type's message, with exit status 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from bridge.ops.logging import setup_logging
@@ -120,17 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "fullload":
-            return asyncio.run(_fullload(settings, dry_run=args.dry_run))
+            from bridge.ops import fullload
+
+            if args.dry_run:
+                return fullload.dry_run(settings)
+            return asyncio.run(fullload.send(settings, wait=args.wait))
         if args.command == "status":
             from bridge.ops.commands import status
 
-            return status(settings, oicp_status=args.status, pending_only=args.pending,
+            return status(settings, oicp_statuses=args.status, pending_only=args.pending,
                           as_json=args.json)  # fmt: skip
     except ConfigError as exc:
-        print(f"bridge: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        from bridge.ops.commands import report_config_error
+
+        return report_config_error(exc)
     except BridgeError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -159,43 +194,6 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-async def _fullload(settings: Settings, *, dry_run: bool) -> int:
-    """Send one fullLoad now, from this process (the bridge must not be running on the DB)."""
-    from bridge.app import Bridge
-    from bridge.oicp.client import OicpClient
-    from bridge.oicp.models import ActionType, build_status_request
-
-    bridge = Bridge(settings)
-    bridge.open_state()
-    try:
-        if dry_run:
-            records = [(e, bridge.engine.status(e)) for e in bridge.engine.evse_ids()]
-            body = build_status_request(
-                ActionType.FULL_LOAD, settings.oicp.operator_id, settings.oicp.operator_name,
-                records,
-            )  # fmt: skip
-            print(json.dumps(body.model_dump(mode="json", exclude_none=True), indent=2))
-            return 0
-        client = OicpClient(settings.oicp)
-        worker = bridge.make_worker(client)
-        done = worker.request_full_load()
-        runner = asyncio.create_task(worker.run())
-        try:
-            count = await asyncio.wait_for(done, timeout=settings.oicp.request_timeout * 3)
-        except (HubError, TimeoutError) as exc:
-            print(f"bridge: fullLoad failed: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        finally:
-            worker.stop()
-            await runner
-            await client.aclose()
-        print(f"fullLoad sent: {count} EVSE status records accepted by {settings.oicp.base_url}")
-        return 0
-    finally:
-        await bridge.store.close()
-        bridge.lock.release()
-
-
 def _hash_password(*, hex_input: bool, cost: int) -> int:
     import getpass
 
@@ -204,7 +202,7 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
     if sys.stdin.isatty():
         text = getpass.getpass("Charger password: ")
         if getpass.getpass("Again: ") != text:
-            print("bridge: the two entries differ", file=sys.stderr)
+            print(f"{COMMAND}: the two entries differ; run it again", file=sys.stderr)
             return EXIT_FAILED
     else:
         text = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # only the line end
@@ -213,14 +211,16 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
         try:
             secret = bytes.fromhex(text.strip())
         except ValueError:
-            print("bridge: --hex input is not hexadecimal", file=sys.stderr)
+            print(f"{COMMAND}: --hex input is not hexadecimal: give the key as hex digits "
+                  "(without --hex for a text password)", file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
     if not secret:
-        print("bridge: empty password", file=sys.stderr)
+        print(f"{COMMAND}: empty password: give it on standard input, e.g. "
+              f"`{COMMAND} hash-password < password.txt`", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     problem = password_problem(secret if hex_input else text)
     if problem is not None:
-        print(f"bridge: {problem}", file=sys.stderr)
+        print(f"{COMMAND}: {problem}", file=sys.stderr)
         return EXIT_FAILED
     print(hash_password(secret, n=1 << cost))
     return 0
@@ -228,13 +228,17 @@ def _hash_password(*, hex_input: bool, cost: int) -> int:
 
 async def _hub_sim(args: argparse.Namespace) -> int:
     from bridge.hubsim import run_hub_sim, server_ssl_context
+    from bridge.hubsim.statefile import StateFile
 
     ssl_context = None
     if args.cert:
         ssl_context = server_ssl_context(args.cert, args.key or args.cert, args.client_ca)
     # SIGTERM (``docker stop``) and Ctrl-C end it cleanly with exit status 0.
     loop = asyncio.get_running_loop()
-    served = asyncio.create_task(run_hub_sim(args.host, args.port, ssl_context))
+    state_file = StateFile(args.state_file, setting="--state-file") if args.state_file else None
+    served = asyncio.create_task(
+        run_hub_sim(args.host, args.port, ssl_context, state_file=state_file)
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, served.cancel)
     with contextlib.suppress(asyncio.CancelledError):

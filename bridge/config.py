@@ -263,6 +263,13 @@ class OicpSettings(_Model):
     )
     connect_timeout: float = Field(5.0, gt=0, description="TCP+TLS connect timeout (s).")
     request_timeout: float = Field(20.0, gt=0, description="Whole-request timeout (s).")
+    tls_reload_interval: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between checks whether `client_cert`, `client_key` or `ca_bundle` "
+        "changed on disk; changed files that load are used for the next connection to the hub "
+        "without a restart (SIGHUP checks at once). 0: only on SIGHUP.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -380,7 +387,7 @@ class ChargerSettings(_Model):
     )
     password_hash: SecretStr | None = Field(
         None,
-        description="Basic-auth password hash for profiles 1 and 2, printed by `bridge "
+        description="Basic-auth password hash for profiles 1 and 2, printed by `oicp-bridge "
         "hash-password` (never the password itself). Also settable as "
         "BRIDGE_CHARGERS__<ID>__PASSWORD_HASH.",
     )
@@ -427,10 +434,15 @@ class HubSimSettings(_Model):
     """The bundled OICP hub simulator (development and tests only)."""
 
     embedded: bool = Field(
-        False, description="Start the hub simulator inside `bridge run` (development only)."
+        False, description="Start the hub simulator inside `oicp-bridge run` (development only)."
     )
     host: str = Field("127.0.0.1", description="Simulator listen address.")
     port: int = Field(9501, ge=0, le=65535, description="Simulator port.")
+    state_file: Path | None = Field(
+        None,
+        description="JSON file in which the simulator keeps the records it holds across "
+        "restarts, as the bridge keeps what the hub acknowledged (null: it starts empty).",
+    )
 
 
 class Settings(BaseSettings):
@@ -496,7 +508,7 @@ class Settings(BaseSettings):
             ):
                 raise ValueError(
                     f"chargers.{cp_id}.password_hash: security profile {profile} needs a password "
-                    "hash (`bridge hash-password`), password_hash_file or "
+                    "hash (`oicp-bridge hash-password`), password_hash_file or "
                     f"BRIDGE_CHARGERS__{cp_id}__PASSWORD_HASH"
                 )
         return self
@@ -546,7 +558,11 @@ def load_settings(path: Path | str | None, **overrides: Any) -> Settings:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError("--config", f"file {str(path)!r} not found")
+            raise ConfigError(
+                "--config",
+                f"file {str(path)!r} not found (config/bridge.example.yaml is an example to "
+                "start from)",
+            )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -563,12 +579,21 @@ def load_settings(path: Path | str | None, **overrides: Any) -> Settings:
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    if msg.startswith(("chargers.", "ocpp.")) and ":" in msg:  # these name their own field
-        field, msg = msg.split(": ", 1)
-    more = len(exc.errors()) - 1
-    if more:
-        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(field, msg)
+    """Every problem pydantic found, each with the setting it is about."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "config"
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        named = _NAMES_ITS_SETTING.match(msg)
+        if named is not None:  # model checks name the setting they are about themselves
+            field, msg = named.group(1), named.group(2)
+        if (field, msg) not in problems:
+            problems.append((field, msg))
+    (field, msg), *more = problems
+    return ConfigError(field, msg, more=more)
+
+
+# "chargers.CP-1.evses.1: EvseID ..." or "ocpp.allow_unlisted needs ocpp.evse_id_template"
+_NAMES_ITS_SETTING = re.compile(
+    rf"^((?:{'|'.join(Settings.model_fields)})\.[^\s:]+)(?:: | )(.+)$", re.DOTALL
+)

@@ -6,6 +6,8 @@ edges (CLI, server loops) can tell "ours, with a clear message" from a bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 #: Exit statuses of the ``bridge`` command.
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -15,16 +17,25 @@ class BridgeError(Exception):
 
 
 class ConfigError(BridgeError):
-    """The configuration is invalid; ``field`` names the offending setting."""
+    """The configuration is invalid; ``field`` names the offending setting.
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+    One error may carry several problems (``more``): ``problems`` lists every one as
+    (field, reason), the first being ``field``/``reason``; the message has one line each.
+    """
+
+    def __init__(self, field: str, reason: str, *, more: Sequence[tuple[str, str]] = ()) -> None:
+        self.problems = [(field, reason), *more]
+        super().__init__("\n".join(f"{f}: {r}" for f, r in self.problems))
         self.field = field
         self.reason = reason
 
 
 class StoreError(BridgeError):
     """The state database cannot be opened or written."""
+
+
+class DatabaseLockedError(StoreError):
+    """Another bridge process holds the state database (one bridge per database)."""
 
 
 class OcppCallError(BridgeError):

@@ -28,7 +28,7 @@ def _plain(value: Any) -> Any:
 
 
 class BridgeProcess:
-    """``bridge run`` in a child process; learns its OCPP port from the ``bridge.started`` log."""
+    """``oicp-bridge run`` in a child process; learns its OCPP port from ``bridge.started``."""
 
     def __init__(self, config: Path, *, nofile: tuple[int, int] | None = None) -> None:
         self.config = config
@@ -43,7 +43,7 @@ class BridgeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("BRIDGE_")}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config),
+            sys.executable, "-m", "bridge", "run", "--config", str(self.config),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             preexec_fn=self._limit if self.nofile is not None else None,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The ``bridge`` command for operators: --help, check-config, status, fullload --dry-run, and
+"""The ``oicp-bridge`` command for operators: --help, check-config, status, fullload --dry-run, and
 the simulated chargers of the compose profile."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import io
 import json
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from bridge.app import Bridge
 from bridge.cli import main
 from bridge.devtools.charger_sim import Spec, run_chargers
 from bridge.hubsim import HubSimulator
-from bridge.ops.commands import check_config, status
+from bridge.ops.commands import check_config, parse_oicp_statuses, status
 from tests.conftest import charger, eventually, pushes, settings_for
 from tests.procs import BridgeProcess, write_config
 
@@ -81,9 +82,28 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         main([command, "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"usage: bridge {command}")
+    assert text.startswith(f"usage: oicp-bridge {command}")
     if command != "hub-sim":
         assert "--config" in text
+
+
+def test_the_command_is_oicp_bridge_and_python_m_bridge_runs_it() -> None:
+    """``bridge`` is iproute2's tool on most Linux systems: the console script must not be it."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"oicp-bridge": "bridge.cli:main"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"oicp-bridge {__import__('bridge').__version__}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--bogus"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: oicp-bridge")
+    assert "oicp-bridge: error: unrecognized arguments: --bogus" in proc.stderr
 
 
 # -- check-config ---------------------------------------------------------------------------------
@@ -155,11 +175,11 @@ def test_check_config_warns_about_a_certificate_about_to_expire(tmp_path: Path) 
     path = config_file(tmp_path, oicp={"client_cert": str(cert), "client_key": str(key)})
     code, _, err = run_check(path)
     assert code == 0
-    assert "bridge: warning: oicp.client_cert:" in err and "renew it" in err
+    assert "oicp-bridge: warning: oicp.client_cert:" in err and "renew it" in err
 
 
 def test_check_config_reads_charger_password_hash_files_without_tls(tmp_path: Path) -> None:
-    """Profile 1 over plain ws: a missing hash file stops `bridge run`, so check-config says so."""
+    """Profile 1 over plain ws: a missing hash file stops `oicp-bridge run`; check-config too."""
     missing = tmp_path / "secrets" / "cp1"
     path = config_file(
         tmp_path,
@@ -185,14 +205,14 @@ def test_check_config_other_problems(tmp_path: Path) -> None:
 def test_check_config_through_the_command_line(tmp_path: Path) -> None:
     bad = config_file(tmp_path, chargers={"CP1": {"evses": {1: "DE*ABC*X1"}}})
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", "--config", str(bad)],
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(bad)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
     assert "chargers.CP1.evses.1" in proc.stderr and "DE*ABC*X1" in proc.stderr
     example = ROOT / "config" / "bridge.example.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "check-config", "-c", str(example)],
+        [sys.executable, "-m", "bridge", "check-config", "-c", str(example)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -233,13 +253,17 @@ async def test_status_table_from_the_state_database(
         ("DE*ABC*E16*2", "OutOfService", "retry")
     ]
     out = io.StringIO()
-    status(settings, oicp_status="occupied", as_json=True, out=out)
+    status(settings, oicp_statuses=parse_oicp_statuses("occupied"), as_json=True, out=out)
     assert [e["evse_id"] for e in json.loads(out.getvalue())] == ["DE*ABC*E16*1"]
+    out = io.StringIO()
+    status(settings, oicp_statuses=parse_oicp_statuses("Occupied, UNKNOWN"), as_json=True, out=out)
+    assert [e["evse_id"] for e in json.loads(out.getvalue())] == ["DE*ABC*E16*1", "DE*ABC*E201*1",
+                                                                  "DE*ABC*E201*2"]  # fmt: skip
 
     # The same through the command line, from a YAML file (a separate process).
     path = write_config(tmp_path / "bridge.yaml", settings.model_dump(mode="json"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "status", "-c", str(path), "--pending",
+        sys.executable, "-m", "bridge", "status", "-c", str(path), "--pending",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
@@ -247,10 +271,23 @@ async def test_status_table_from_the_state_database(
     assert b"DE*ABC*E16*2" in stdout and b"DE*ABC*E16*1" not in stdout
 
 
+@pytest.mark.parametrize("value", ["Bogus", "Occupied,Bogus", "EvseNotFound", ""])
+def test_status_refuses_an_unknown_oicp_status_like_the_api(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The API answers 2001 for these; the command says so too instead of an empty table."""
+    with pytest.raises(SystemExit) as done:
+        main(["status", "-c", str(config_file(tmp_path)), "--status", value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --status:" in err and "is not an OICP status" in err
+    assert "Available, Reserved, Occupied, OutOfService, Unknown" in err
+
+
 def test_status_without_a_database_says_so(tmp_path: Path) -> None:
     path = config_file(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "status", "-c", str(path)],
+        [sys.executable, "-m", "bridge", "status", "-c", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
@@ -260,7 +297,7 @@ def test_status_without_a_database_says_so(tmp_path: Path) -> None:
 def test_fullload_dry_run_prints_the_body(tmp_path: Path) -> None:
     path = config_file(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "fullload", "--dry-run", "-c", str(path)],
+        [sys.executable, "-m", "bridge", "fullload", "--dry-run", "-c", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -297,7 +334,7 @@ def test_simulated_charger_spec_errors(text: str) -> None:
 def test_hub_sim_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     """``docker stop`` sends SIGTERM: the simulator must exit 0, not wait to be killed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "hub-sim", "--port", "0"],
+        [sys.executable, "-m", "bridge", "hub-sim", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -349,10 +386,28 @@ async def test_a_hard_limit_too_low_for_the_registry_is_a_warning(tmp_path: Path
         assert await proc.terminate() == 0
     checked = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "bridge.cli", "check-config", "--config", str(config)],
+        [sys.executable, "-m", "bridge", "check-config", "--config", str(config)],
         capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)),
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
     assert "open files:         300 allowed, ~456 needed for 200 chargers" in checked.stdout
     assert "open files: the hard limit is 300" in checked.stderr
+
+
+def test_a_port_in_use_is_named_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = config_file(tmp_path, ocpp={"host": "127.0.0.1", "port": port},
+                           ops={"enabled": False}, fullload={"enabled": False})  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "bridge", "run", "--config", str(path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"oicp-bridge: configuration error: ocpp.port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use; stop what uses it or choose another port"
+    )

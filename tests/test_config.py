@@ -80,7 +80,7 @@ def test_bad_config_names_the_field(tmp_path: Path, text: str, field: str, reaso
 def test_cli_exits_2_on_bad_config(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace('"DE*ABC*E1*2"', '"DE*XYZ*E1*2"'))
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(path)],
+        [sys.executable, "-m", "bridge", "run", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -91,9 +91,50 @@ def test_cli_exits_2_on_bad_config(tmp_path: Path) -> None:
 
 def test_cli_exits_2_on_missing_file(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(tmp_path / "nope.yaml")],
+        [sys.executable, "-m", "bridge", "run", "--config", str(tmp_path / "nope.yaml")],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_every_problem_is_listed_with_its_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+oicp: {base_url: "http://hub.example.test", operator_id: "DEX"}
+ocpp: {port: 70000, ping_interval: soon}
+fullload: {timezone: Mars/Base}
+chargers: {CP1: {evses: {1: "DE*ABC*X1"}}}
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    problems = dict(info.value.problems)
+    assert list(problems) == [
+        "ocpp.port", "ocpp.ping_interval", "oicp.base_url", "oicp.operator_id",
+        "fullload.timezone", "chargers.CP1.evses.1",
+    ]  # fmt: skip
+    assert "less than or equal to 65535" in problems["ocpp.port"]
+    assert "'DEX' is not an OICP OperatorID" in problems["oicp.operator_id"]
+    assert (info.value.field, info.value.reason) == ("ocpp.port", problems["ocpp.port"])
+    assert str(info.value).splitlines() == [f"{f}: {r}" for f, r in problems.items()]
+
+    # The same through the command line: check-config and run print one line per problem.
+    for command in ("check-config", "run"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bridge", command, "--config", str(path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2
+        lines = [line for line in proc.stderr.splitlines() if "configuration error" in line]
+        assert lines == [f"oicp-bridge: configuration error: {f}: {r}" for f, r in problems.items()]
+        assert "more problem" not in proc.stderr
+
+
+def test_a_model_check_names_the_setting_it_is_about(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "ocpp: {allow_unlisted: true}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.problems == [("ocpp.allow_unlisted", "needs ocpp.evse_id_template")]

@@ -11,14 +11,23 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bridge.config import ChargerSettings, OcppSettings, OpsSettings, Settings, load_settings
+from bridge.config import (
+    ChargerSettings,
+    HubSimSettings,
+    OcppSettings,
+    OpsSettings,
+    Settings,
+    load_settings,
+)
 from bridge.ops import docs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+OPERATIONS = (DOCS / "operations.md").read_text(encoding="utf-8")
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-RUN_COMMAND = ["bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
+RUN_COMMAND = ["oicp-bridge", "run", "--config", "/etc/bridge/bridge.yaml"]
 
 
 def sections() -> list[tuple[str, type[BaseModel]]]:
@@ -37,8 +46,10 @@ def test_configuration_reference_is_current() -> None:
     )
 
 
-def test_readme_metrics_table_is_current() -> None:
-    assert docs.with_metrics(README) == README, "README metrics table is stale: run `make docs`"
+def test_metrics_table_is_current() -> None:
+    assert docs.with_metrics(OPERATIONS) == OPERATIONS, (
+        "the metrics table in docs/operations.md is stale: run `make docs`"
+    )
     assert docs.stale() == []
 
 
@@ -123,7 +134,7 @@ def test_types_and_limits_are_readable() -> None:
     assert "typing." not in reference and "<function" not in reference
 
 
-# -- README ---------------------------------------------------------------------------------------
+# -- README and docs/ -----------------------------------------------------------------------------
 def test_readme_starts_with_make_run_and_make_test() -> None:
     block = re.search(r"```sh\n(.*?)```", README, re.S)
     assert block is not None and README.index(block.group(0)) < README.index("\n## ")
@@ -131,11 +142,40 @@ def test_readme_starts_with_make_run_and_make_test() -> None:
     assert commands == ["make run", "make test"]
 
 
-def test_readme_documents_ops_surface() -> None:
-    for text in ("/healthz", "/readyz", "/metrics", "/api/v1/evses", "X-Total-Count",
-                 "`ops.listening`", "`ops.api_error`", " ".join(RUN_COMMAND)):  # fmt: skip
-        assert text in README, text
-    troubleshooting = README[README.index("### Troubleshooting") :]
+def test_readme_is_for_the_first_hour() -> None:
+    """What it is, two commands, a first charger, where to look next: the rest is in docs/."""
+    assert len(README.splitlines()) <= 250
+    for heading in ("## What it is", "## Your first charger", "## Documentation"):
+        assert heading in README, heading
+    # The demo tools are the next step after make run, right there.
+    first = README.split("## Your first charger", 1)[1].split("\n## ", 1)[0]
+    for text in ("make chargers", "localhost:9501/sim/state", "localhost:9501/sim/stats",
+                 "docs/simulators.md", "state/hub-sim.json"):  # fmt: skip
+        assert text in first, text
+    watch = README.split("## What to watch", 1)[1].split("\n## ", 1)[0]
+    for text in ("/readyz", "/healthz", "bridge_hub_reachable", "bridge_push_paused"):
+        assert text in watch, text
+
+
+def test_every_docs_page_is_in_both_indexes() -> None:
+    index = (DOCS / "README.md").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in DOCS.iterdir() if p.name != "README.md")
+    assert {"operations.md", "security.md", "configuration.md", "deploying.md",
+            "going-live.md"} <= set(pages)  # fmt: skip
+    for page in pages:
+        assert f"]({page})" in index, page
+        if page.endswith(".md"):
+            assert f"](docs/{page})" in README, page
+
+
+def test_docs_document_the_ops_surface() -> None:
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    deploying = (DOCS / "deploying.md").read_text(encoding="utf-8")
+    for text in ("/healthz", "/readyz", "/metrics", "`ops.listening`", "`ops.api_error`"):
+        assert text in OPERATIONS, text
+    assert "/api/v1/evses" in api and "X-Total-Count" in api
+    assert " ".join(RUN_COMMAND) in deploying
+    troubleshooting = OPERATIONS[OPERATIONS.index("## Troubleshooting") :]
     for code in ("`017`", "`018`", "`022`", "`300`", "`429`"):
         assert code in troubleshooting, code
 
@@ -180,10 +220,22 @@ def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
     workdir = [v for k, v in _dockerfile_instructions() if k == "WORKDIR"][-1]
     assert mounts[workdir] in COMPOSE["volumes"]  # a named volume, not a host path
     assert (ROOT / mounts["/etc/bridge/bridge.yaml"]).is_file()
-    ports = {p.split(":")[1] for p in bridge["ports"]}
-    assert {str(OcppSettings().port), str(OpsSettings().port)} <= ports
+    published = {}  # container port -> the host address it is published on ("" = every one)
+    for mapping in bridge["ports"]:
+        parts = mapping.split(":")
+        published[int(parts[-1])] = parts[0] if len(parts) == 3 else ""
+    # Chargers reach the OCPP port from anywhere; the unauthenticated ports stay on this host.
+    assert published == {OcppSettings().port: "", OpsSettings().port: "127.0.0.1",
+                         HubSimSettings().port: "127.0.0.1"}  # fmt: skip
+    # ... and inside the container the ops port listens where the published port reaches it.
+    assert bridge["environment"]["BRIDGE_OPS__HOST"] == "0.0.0.0"
     assert services["hub-sim"]["network_mode"] == "service:bridge"
-    assert "hub-sim" in services["hub-sim"]["command"]
+    sim_command = services["hub-sim"]["command"]
+    assert "hub-sim" in sim_command
+    # The simulator keeps its records on the state volume, as the bridge does.
+    state_file = sim_command[sim_command.index("--state-file") + 1]
+    assert state_file.startswith(workdir + "/")
+    assert f"{mounts[workdir]}:{workdir}" in services["hub-sim"]["volumes"]
     chargers = services["chargers"]
     assert chargers["profiles"] == ["chargers"]
     assert chargers["depends_on"]["bridge"]["condition"] == "service_healthy"
@@ -191,6 +243,36 @@ def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
     config = load_settings(ROOT / mounts["/etc/bridge/bridge.yaml"])
     simulated = {arg.split(":")[0] for arg in chargers["command"] if ":" in arg and "/" not in arg}
     assert simulated == set(config.chargers)
+    # ... and the comments count them right.
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    counted = re.findall(r"\b(\w+) simulated chargers", text)
+    assert counted and {NUMBERS.get(word, word) for word in counted} == {len(simulated)}
+
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def test_make_chargers_simulates_the_example_registry() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    recipe = re.search(r"^chargers:.*\n\t(.*)$", makefile, re.M)
+    assert recipe is not None and "bridge.devtools.charger_sim" in recipe.group(1)
+    specs = [arg for arg in recipe.group(1).split() if re.match(r"^[A-Z][\w-]*:", arg)]
+    example = load_settings(ROOT / "config" / "bridge.example.yaml")
+    assert {spec.split(":")[0] for spec in specs} == set(example.chargers)
+    for spec in specs:  # as many EVSEs as the registry lists
+        cp_id, _, evses = spec.split(":")
+        assert int(evses) == len(example.chargers[cp_id].evses), spec
+
+
+def test_example_configuration() -> None:
+    """The example binds the unauthenticated ops port to loopback and shows real hash syntax."""
+    from bridge.ocpp.auth import DEFAULT_COST
+
+    text = (ROOT / "config" / "bridge.example.yaml").read_text(encoding="utf-8")
+    example = load_settings(ROOT / "config" / "bridge.example.yaml")
+    assert example.ops.host == "127.0.0.1"
+    shown = re.findall(r"scrypt:(\d+):(\d+):(\d+):", text)
+    assert shown and all(n == str(1 << DEFAULT_COST) for n, _, _ in shown)
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
@@ -226,9 +308,9 @@ def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
     # the failure modes an operator must hear about have a rule
     for metric in ("bridge_push_paused", "bridge_push_oldest_pending_age_seconds",
                    "bridge_fullload_last_success_timestamp_seconds",
-                   "bridge_hub_client_cert_days_left"):  # fmt: skip
+                   "bridge_hub_client_cert_days_left", "bridge_hub_reachable"):  # fmt: skip
         assert metric in used, metric
-    assert "docs/prometheus-alerts.yml" in README
+    assert "docs/prometheus-alerts.yml" in README and "(prometheus-alerts.yml)" in OPERATIONS
 
 
 # -- log catalogue -------------------------------------------------------------------------------
@@ -236,8 +318,8 @@ _LOG_CALL = re.compile(r"\blog\.(?:debug|info|warning|error|exception)\(\s*\"([a
 
 
 def documented_events() -> set[str]:
-    """Event names in the README's Logs table; ``.x`` continues the name before it."""
-    table = README.split("\n## Logs\n", 1)[1].split("\n## ", 1)[0]
+    """Event names in the Logs table of docs/operations.md; ``.x`` continues the name before."""
+    table = OPERATIONS.split("\n## Logs\n", 1)[1].split("\n## ", 1)[0]
     events: set[str] = set()
     for line in table.splitlines():
         if not line.startswith("| `"):
@@ -250,9 +332,25 @@ def documented_events() -> set[str]:
     return events
 
 
-def test_every_log_event_is_in_the_readme_catalogue() -> None:
+def test_every_log_event_is_in_the_log_catalogue() -> None:
     emitted = set()
     for path in (ROOT / "bridge").rglob("*.py"):
         emitted |= set(_LOG_CALL.findall(path.read_text(encoding="utf-8")))
     assert len(emitted) > 50  # the pattern still finds the calls
     assert emitted - documented_events() == set()
+
+
+# -- benchmark durations ---------------------------------------------------------------------------
+def test_every_page_gives_make_bench_the_same_duration() -> None:
+    """The quick run is announced with one duration everywhere, the one bench/RESULTS.md saw."""
+    pages = [ROOT / "Makefile", ROOT / "README.md", ROOT / "bench" / "README.md",
+             *DOCS.glob("*.md")]  # fmt: skip
+    quick = set()
+    for page in pages:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if "make bench" in line or "bench:" in line:
+                quick |= set(re.findall(r"quick[^~\n]*~(\d+) min", line))
+    assert len(quick) == 1, quick
+    results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    took = re.search(r"the quick run \(`make bench`[^)]*\) took (\d+) s", results)
+    assert took is not None and round(int(took.group(1)) / 60) == int(quick.pop())

@@ -1,6 +1,6 @@
 """No password, Authorization header, password hash or private key ever reaches the log.
 
-The bridge runs as its own process (``bridge run``) at DEBUG level, where websockets logs every
+The bridge runs as its own process (``oicp-bridge run``) at DEBUG level, where websockets logs every
 handshake header, with TLS on the OCPP port, Basic auth, client certificates and a client key
 for the hub; its whole stdout and stderr are then searched for every secret involved.
 """
@@ -134,7 +134,7 @@ chargers:
     )
     env = {**os.environ, "BRIDGE_CHARGERS__CP16__PASSWORD_HASH": env_hash}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "run", "--config", str(config),
+        sys.executable, "-m", "bridge", "run", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None

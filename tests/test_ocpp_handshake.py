@@ -11,10 +11,11 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.app import Bridge
 from bridge.ocpp.server import charge_point_id_from_path
+from tests.conftest import Events
 
 
 async def test_unsupported_subprotocol_completes_handshake_then_closes_1002(
-    bridge: Bridge,
+    bridge: Bridge, events: Events
 ) -> None:
     url = f"ws://127.0.0.1:{bridge.ocpp.port}/ocpp/CP16"
     async with websockets.connect(url, subprotocols=["ocpp1.5"]) as ws:  # type: ignore[list-item]
@@ -23,6 +24,11 @@ async def test_unsupported_subprotocol_completes_handshake_then_closes_1002(
         with pytest.raises(websockets.ConnectionClosed):
             await ws.recv()
     assert ws.close_code == 1002
+    (line,) = events.named("ocpp.rejected")
+    # every field the log catalogue lists for ocpp.rejected, and what this case adds
+    assert {"status", "path", "peer", "reason"} <= set(line)
+    assert (line["status"], line["close_code"], line["path"]) == (101, 1002, "/ocpp/CP16")
+    assert (line["charge_point_id"], line["offered"]) == ("CP16", ["ocpp1.5"])
 
 
 async def test_no_subprotocol_offered_closes_1002(bridge: Bridge) -> None:
@@ -45,6 +51,10 @@ async def test_unknown_charger_or_path_is_404(bridge: Bridge, path: str) -> None
             f"ws://127.0.0.1:{bridge.ocpp.port}{path}", subprotocols=["ocpp1.6"]
         )  # type: ignore[list-item]
     assert info.value.response.status_code == 404
+    # An unknown charger under profile 0 is told so; a wrong path gets where to connect.
+    expected = "Unknown charge point" if path == "/ocpp/NOPE" else "Not an OCPP path: use /ocpp/"
+    assert info.value.response.body is not None
+    assert info.value.response.body.decode().startswith(expected)
 
 
 async def test_other_actions_get_a_callerror_quickly(bridge: Bridge) -> None:

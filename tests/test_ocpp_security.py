@@ -672,7 +672,7 @@ async def test_password_hash_file(tmp_path: Path, hub: HubSimulator) -> None:
 def test_cli_hash_password_reads_stdin() -> None:
     def hash_cli(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "bridge.cli", "hash-password", *args],
+            [sys.executable, "-m", "bridge", "hash-password", *args],
             input=stdin, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
 

@@ -65,20 +65,30 @@ async def scrape(bridge: Bridge) -> Scrape:
 async def test_healthz_and_readyz_when_all_is_well(bridge: Bridge) -> None:
     health = await get(bridge, "/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "alive": True, "checks": {"tasks": True},
-                             "reasons": []}  # fmt: skip
+    details = health.json().pop("details")
+    assert health.json() | {"details": None} == {
+        "status": "ok", "alive": True, "checks": {"tasks": True}, "reasons": [], "details": None,
+    }  # fmt: skip
+    # No request to the hub yet since the start: nothing known about it.
+    assert details == {
+        "hub": {"reachable": None, "paused": None, "consecutive_failures": 0,
+                "last_success_at": None, "last_failure_at": None, "last_error": None},
+        "push": {"pending": 0, "oldest_pending_age_s": 0.0, "parked": 0, "in_flight": False,
+                 "last_full_load": None},
+    }  # fmt: skip
     ready = await get(bridge, "/readyz")
     assert ready.status_code == 200
     assert ready.json() == {
         "ready": True,
-        "checks": {"ocpp_listening": True, "state_store": True, "hub": True, "tasks": True},
+        "checks": {"ocpp_listening": True, "state_store": True, "tasks": True},
         "reasons": [],
     }
 
 
-async def test_not_ready_while_hub_answers_017_and_ready_again_after(
+async def test_ready_while_hub_answers_017_and_healthz_details_say_so(
     bridge: Bridge, hub: HubSimulator
 ) -> None:
+    """Readiness is about taking chargers: a paused bridge keeps recording, so it stays in."""
     hub.faults.answer_code("017")  # until cleared: the certificate does not match the operator
     async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
         await cp.status(1, "Available")
@@ -86,29 +96,61 @@ async def test_not_ready_while_hub_answers_017_and_ready_again_after(
             lambda: bridge.worker is not None and bridge.worker.paused_reason is not None
         )
         ready = await get(bridge, "/readyz")
-        assert ready.status_code == 503
-        body = ready.json()
-        assert body["ready"] is False
-        assert body["checks"] == {
-            "ocpp_listening": True, "state_store": True, "hub": False, "tasks": True,
-        }  # fmt: skip
-        assert len(body["reasons"]) == 1 and "017" in body["reasons"][0]
-        # Not ready is not dead: the orchestrator must not restart a bridge that keeps data.
-        assert (await get(bridge, "/healthz")).status_code == 200
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        health = await get(bridge, "/healthz")
+        assert health.status_code == 200  # not a restart's business either
+        hub_details = health.json()["details"]["hub"]
+        assert "017" in hub_details["paused"] and hub_details["reachable"] is True
+        assert hub_details["consecutive_failures"] >= 1 and "017" in hub_details["last_error"]
+        assert health.json()["details"]["push"]["pending"] == 1
         metrics = await scrape(bridge)
         assert metrics.value("bridge_push_paused") == 1
         assert metrics.value("bridge_push_pending") == 1
+        assert metrics.value("bridge_hub_reachable") == 1  # it answers, with a refusal
         assert metrics.total("bridge_pushes_total", outcome="pause", code="017") >= 1
         assert metrics.total("bridge_pushes_total", outcome="ok") == 0
 
         hub.faults.clear()  # the operator fixed the certificate; the paused retry goes through
         await eventually(lambda: not bridge.outbox)
-        ready = await get(bridge, "/readyz")
-        assert ready.status_code == 200 and ready.json()["ready"] is True
+        health = await get(bridge, "/healthz")
+        assert health.json()["details"]["hub"]["paused"] is None
         metrics = await scrape(bridge)
         assert metrics.value("bridge_push_paused") == 0
+        assert metrics.value("bridge_hub_consecutive_failures") == 0
         assert metrics.value("bridge_pushes_total", action="insert", outcome="ok", code="000") == 1
     assert hub.state == {"DE*ABC*E16*1": "Available"}
+
+
+async def test_an_unreachable_hub_and_the_backlog_show_on_healthz_and_metrics(
+    make_bridge: Callable[..., Awaitable[Bridge]], hub: HubSimulator
+) -> None:
+    bridge = await make_bridge(oicp={"request_timeout": 0.2})
+    assert (await scrape(bridge)).value("bridge_hub_reachable") is None  # nothing known yet
+    hub.faults.hang(5.0)  # every push times out: no HTTP answer reaches the bridge
+    async with charger(bridge.ocpp.port, "CP16", "1.6") as cp:
+        await cp.status(1, "Available")
+        await cp.status(2, "Charging")
+        await eventually(lambda: bridge.hub.consecutive_failures >= 2)
+        health = await get(bridge, "/healthz")
+        assert health.status_code == 200
+        details = health.json()["details"]
+        assert details["hub"]["reachable"] is False and details["hub"]["paused"] is None
+        assert details["hub"]["last_error"].startswith("timeout after 0.2s")
+        assert details["hub"]["last_success_at"] is None and details["hub"]["last_failure_at"]
+        assert details["push"]["pending"] == 2 and details["push"]["oldest_pending_age_s"] >= 0
+        ready = await get(bridge, "/readyz")
+        assert ready.status_code == 200  # chargers are still taken and recorded
+        metrics = await scrape(bridge)
+        assert metrics.value("bridge_hub_reachable") == 0
+        assert metrics.value("bridge_hub_consecutive_failures") >= 2
+        assert metrics.value("bridge_push_pending") == 2
+
+        hub.faults.clear()
+        await eventually(lambda: not bridge.outbox, within=10)
+        details = (await get(bridge, "/healthz")).json()["details"]
+        assert details["hub"]["reachable"] is True and details["hub"]["consecutive_failures"] == 0
+        assert details["hub"]["last_success_at"] is not None and details["push"]["pending"] == 0
+        assert (await scrape(bridge)).value("bridge_hub_reachable") == 1
 
 
 async def test_not_ready_while_stopping_but_alive_until_stopped(
@@ -322,9 +364,10 @@ async def test_every_exposed_metric_is_documented(bridge: Bridge) -> None:
     exposed = {f.name for f in text_string_to_metric_families(text)}  # counters without _total
     documented = {m.name.removesuffix("_total") for m in METRICS}
     assert exposed <= documented, exposed - documented
-    # Only the certificate gauges are absent here (no client certificate, no TLS, no CRL);
-    # tests/test_ocpp_tls.py sees the OCPP ones.
+    # Only the certificate gauges are absent here (no client certificate, no TLS, no CRL;
+    # tests/test_ocpp_tls.py sees the OCPP ones) and hub reachability (no request yet).
     assert documented - exposed == {
+        "bridge_hub_reachable",
         "bridge_hub_client_cert_days_left",
         "bridge_ocpp_server_cert_days_left",
         "bridge_ocpp_charger_crl_hours_left",

@@ -142,7 +142,7 @@ async def run_chargers(
     return chargers
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.devtools.charger_sim",
         description="Simulated OCPP chargers that walk their EVSEs through charging sessions.",
@@ -172,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="stop after this many status notifications per charger",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable runs)")
-    args = parser.parse_args(argv)  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     from bridge.ops.logging import setup_logging
 
     setup_logging()

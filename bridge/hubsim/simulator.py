@@ -26,6 +26,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bridge.config import evse_belongs_to
+from bridge.hubsim.statefile import StateFile
 from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
 
 __all__ = [
@@ -215,6 +216,7 @@ class HubSimulator:
         body_validator: BodyValidator | None = None,
         latency: float = 0.0,
         on_push: Callable[[ReceivedPush], None] | None = None,
+        state_file: StateFile | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -232,12 +234,16 @@ class HubSimulator:
         self._data: dict[str, dict[str, dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self.state_file = state_file  # where the records survive a restart (None: nowhere)
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("hub simulator already started")
+        if self.state_file is not None:
+            self._status, self._data = self.state_file.load()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(STATUS_ROUTE, self._on_status)
         app.router.add_post(DATA_ROUTE, self._on_data)
@@ -265,11 +271,19 @@ class HubSimulator:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        if self.state_file is not None:
+            self._keeper = asyncio.create_task(self.state_file.keep(self._records))
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        if self.state_file is not None and runner is not None:
+            self.state_file.save(self._status, self._data)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -329,6 +343,9 @@ class HubSimulator:
             "by_code": dict(Counter(str(p.code) for p in self.received)),
             "schema_errors": list(self.schema_errors),
         }
+
+    def _records(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._status, self._data
 
     def _forget(self, evse_id: str) -> bool:
         found = False
@@ -620,6 +637,7 @@ async def run_hub_sim(
     ssl_context: ssl.SSLContext | None,
     *,
     ready: Callable[[int], None] | None = None,
+    state_file: StateFile | None = None,
 ) -> None:
     """Serve the simulator until cancelled, logging one ``hubsim.push`` line per push."""
     log = structlog.get_logger("bridge.hubsim")
@@ -635,9 +653,10 @@ async def run_hub_sim(
             code=push.code,
         )
 
-    sim = HubSimulator(host, port, ssl_context=ssl_context, on_push=log_push)
+    sim = HubSimulator(host, port, ssl_context=ssl_context, on_push=log_push, state_file=state_file)
     async with sim:
-        log.info("hubsim.started", url=sim.base_url)
+        log.info("hubsim.started", url=sim.base_url,
+                 state_file=str(state_file.path) if state_file else None)  # fmt: skip
         if ready is not None:
             ready(sim.port)
         await asyncio.Event().wait()  # until cancelled

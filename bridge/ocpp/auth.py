@@ -7,10 +7,10 @@
   the charge point ID, so one charger cannot log in as another.
 
 Passwords are kept only as salted scrypt hashes (``scrypt:N:r:p:salt:digest``, made by
-``bridge hash-password``) and compared in constant time. They are machine secrets of at least 16
-random characters (OCPP), so their entropy, not the hash cost, is what resists guessing; the
-default cost is kept low because every charger pays it on its first login after a start
-(README, "Security").
+``oicp-bridge hash-password``) and compared in constant time. They are machine secrets of at
+least 16 random characters (OCPP), so their entropy, not the hash cost, is what resists
+guessing; the default cost is kept low because every charger pays it on its first login after
+a start (docs/security.md, "Why the default cost is low").
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def hash_password(
     """A new salted hash of ``password`` (str is taken as UTF-8).
 
     The length rule (``password_problem``) is for new charger passwords and is applied by
-    ``bridge hash-password``; this function only refuses a cost below the floor.
+    ``oicp-bridge hash-password``; this function only refuses a cost below the floor.
     """
     if _too_cheap(n, r):
         raise ValueError("scrypt cost too low (needs 128·N·r ≥ 1 MiB)")
@@ -158,7 +158,8 @@ def password_problem(password: str | bytes) -> str | None:
     """Why ``password`` must not become a charger password (None: it may).
 
     Characters for text, bytes for a binary 1.6 AuthorizationKey. Only the length can be
-    checked here; that the password is random is up to whoever makes it (README, "Security").
+    checked here; that the password is random is up to whoever makes it (docs/security.md,
+    "Charger passwords").
     """
     unit = "characters" if isinstance(password, str) else "bytes"
     if len(password) < MIN_PASSWORD_LENGTH:

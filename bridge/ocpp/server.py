@@ -241,7 +241,9 @@ class OcppServer:
         if cp_id is None:
             log.warning("ocpp.rejected", status=404, path=urlsplit(request.path).path[:120],
                         peer=peer, reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
-            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, "Not an OCPP path: use /ocpp/{chargePointId}\n"
+            )
         address = _address(connection)
         wait = self.throttle.retry_after(address)
         if wait > 0:
@@ -362,10 +364,11 @@ class OcppServer:
             return
         if connection.subprotocol is None:
             # OCPP-J §3.2: complete the handshake without a subprotocol, then close.
-            log.warning("ocpp.rejected", charge_point_id=cp_id, peer=_peer(connection),
-                        reason="no supported OCPP subprotocol offered",
-                        offered=_offered(connection.request.headers if connection.request
-                                         else Headers()))  # fmt: skip
+            request = connection.request
+            log.warning("ocpp.rejected", status=101, close_code=1002, charge_point_id=cp_id,
+                        path=urlsplit(request.path).path[:120] if request else None,
+                        peer=_peer(connection), reason="no supported OCPP subprotocol offered",
+                        offered=_offered(request.headers if request else Headers()))  # fmt: skip
             await connection.close(1002, "No supported OCPP subprotocol")
             return
         dialect = DIALECTS.get(str(connection.subprotocol), OCPP16)

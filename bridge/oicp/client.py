@@ -30,7 +30,7 @@ from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
 from bridge.oicp.transport import AiohttpTransport
 from bridge.status.table import OicpStatus
 
-__all__ = ["OicpClient", "PushOutcome", "parse_retry_after"]
+__all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
 
 STATUS_PATH = "/api/oicp/evsepush/v21/operators/{operator}/status-records"
 SUCCESS_CODE = "000"
@@ -63,9 +63,10 @@ class OicpClient:
         self._encoder = StatusRequestEncoder(settings.operator_id, settings.operator_name)
         # The last success answer and its model: the hub sends the same bytes every time.
         self._known_ack: tuple[bytes, Acknowledgment] | None = None
-        context = _ssl_context(settings)
+        context = ssl_context_for(settings)
         # Pushes are sequential; a second connection only covers a stale keep-alive one.
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
+        self._transport = AiohttpTransport(context, limits=limits) if transport is None else None
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -77,7 +78,7 @@ class OicpClient:
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
-            transport=transport or AiohttpTransport(context, limits=limits),
+            transport=transport or self._transport,
             follow_redirects=False,
         )
 
@@ -94,6 +95,12 @@ class OicpClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Connect with ``context`` from the next request on (a renewed client certificate,
+        built by :func:`ssl_context_for`); the request in flight finishes on its connection."""
+        if self._transport is not None:
+            self._transport.use_ssl_context(context)
 
     async def push_evse_status(
         self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
@@ -139,7 +146,7 @@ class OicpClient:
             raise HubTransportError(message) from exc
 
 
-def _ssl_context(settings: OicpSettings) -> ssl.SSLContext:
+def ssl_context_for(settings: OicpSettings) -> ssl.SSLContext:
     """Verifying context (always), with the client certificate for mutual TLS if configured."""
     cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
     try:

@@ -29,6 +29,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         # Created on first use: a session belongs to the event loop it was created in.
         self._session: aiohttp.ClientSession | None = None
+        self._retired: aiohttp.ClientSession | None = None  # to close before the next request
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
@@ -51,7 +52,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             requote_redirect_url=False,
         )
 
+    def use_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """New connections use ``ssl_context`` (a renewed client certificate).
+
+        The keep-alive connections of the old one are closed before the next request, not now:
+        a request may be in flight on one of them.
+        """
+        self._ssl_context = ssl_context
+        if self._session is not None:
+            self._retired, self._session = self._session, None
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._retired is not None:
+            retired, self._retired = self._retired, None
+            await retired.close()
         session = self._session
         if session is None:
             session = self._session = self._open()
@@ -102,9 +116,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return cached
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._retired):
+            if session is not None:
+                await session.close()
+        self._session = self._retired = None
 
 
 def _map_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:

@@ -1,6 +1,6 @@
-"""The operator commands ``bridge check-config`` and ``bridge status``.
+"""The operator commands ``oicp-bridge check-config`` and ``oicp-bridge status``.
 
-Both work without a running bridge: ``check-config`` validates what ``bridge run`` would load
+Both work without a running bridge: ``check-config`` validates what ``oicp-bridge run`` would load
 (settings, registry, certificate files) and prints a summary; ``status`` reads the state
 database (safe while the bridge runs: SQLite WAL readers never block the writer).
 """
@@ -13,18 +13,28 @@ import resource
 import ssl
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bridge import COMMAND
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from bridge.ops.api import iso
 from bridge.status.registry import Registry
+from bridge.status.table import OICP_STATUSES
 from bridge.store.sqlite import read_snapshot
 
-__all__ = ["Check", "check_config", "check_settings", "status"]
+__all__ = [
+    "Check",
+    "check_config",
+    "check_settings",
+    "parse_oicp_statuses",
+    "report_config_error",
+    "status",
+]
 
 
 @dataclass
@@ -42,19 +52,27 @@ def check_config(path: Path | None, out: IO[str] = sys.stdout, err: IO[str] = sy
     try:
         settings = load_settings(path)
     except ConfigError as exc:
-        print(f"bridge: configuration error: {exc}", file=err)
+        report_config_error(exc, err)
+        print(f"{len(exc.problems)} problem(s) found", file=err)
         return EXIT_CONFIG
     check = check_settings(settings)
     print(_summary(settings, path, check), file=out)
     for warning in check.warnings:
-        print(f"bridge: warning: {warning}", file=err)
+        print(f"{COMMAND}: warning: {warning}", file=err)
     for problem in check.problems:
-        print(f"bridge: configuration error: {problem}", file=err)
+        print(f"{COMMAND}: configuration error: {problem}", file=err)
     if check.problems:
         print(f"{len(check.problems)} problem(s) found", file=err)
         return EXIT_CONFIG
     print("configuration OK", file=out)
     return EXIT_OK
+
+
+def report_config_error(exc: ConfigError, err: IO[str] = sys.stderr) -> int:
+    """Print every problem of ``exc``, one line each naming its setting; the exit status."""
+    for field_name, reason in exc.problems:
+        print(f"{COMMAND}: configuration error: {field_name}: {reason}", file=err)
+    return EXIT_CONFIG
 
 
 def check_settings(settings: Settings) -> Check:
@@ -93,7 +111,7 @@ def check_settings(settings: Settings) -> Check:
 
 
 def _check_open_files(chargers: int, check: Check) -> None:
-    """What this process may open, as ``bridge run`` would after raising its soft limit."""
+    """What this process may open, as ``oicp-bridge run`` would after raising its soft limit."""
     from bridge.ops.limits import files_needed, shortfall
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -106,7 +124,7 @@ def _check_open_files(chargers: int, check: Check) -> None:
 
 
 def _check_ocpp(settings: Settings, check: Check) -> None:
-    """Load the charger credentials and the OCPP port's TLS files as ``bridge run`` would."""
+    """Load the charger credentials and the OCPP port's TLS files as ``oicp-bridge run`` would."""
     from bridge.ocpp.auth import Authenticator
     from bridge.ocpp.tls import CRL_WARN_HOURS, TlsFiles
 
@@ -241,10 +259,24 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
 COLUMNS = ("EVSE ID", "CHARGE POINT", "OCPP", "OICP", "HUB", "PENDING", "LAST PUSH")
 
 
+def parse_oicp_statuses(text: str) -> frozenset[str]:
+    """``Occupied,outofservice`` → the OICP statuses, as the status API's ``status`` filter
+    takes them (comma-separated, any case); ValueError names a value that is not one."""
+    by_lower = {s.value.lower(): s.value for s in OICP_STATUSES}
+    chosen = set()
+    for part in text.split(","):
+        value = by_lower.get(part.strip().lower())
+        if value is None:
+            allowed = ", ".join(s.value for s in OICP_STATUSES)
+            raise ValueError(f"{part.strip()!r} is not an OICP status; use one of {allowed}")
+        chosen.add(value)
+    return frozenset(chosen)
+
+
 def status(
     settings: Settings,
     *,
-    oicp_status: str | None = None,
+    oicp_statuses: Collection[str] | None = None,
     pending_only: bool = False,
     as_json: bool = False,
     out: IO[str] = sys.stdout,
@@ -265,7 +297,7 @@ def status(
     for evse_id in sorted(owners):
         row = rows.get(evse_id)
         now_status = row.status if row else "Unknown"
-        if oicp_status is not None and now_status.lower() != oicp_status.lower():
+        if oicp_statuses is not None and now_status not in oicp_statuses:
             continue
         if pending_only and (row is None or row.pending_since is None):
             continue

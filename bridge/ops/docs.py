@@ -2,7 +2,7 @@
 
 * ``docs/configuration.md``: every setting of :class:`bridge.config.Settings` with its type,
   default, environment variable and description;
-* the metrics table in ``README.md`` (between ``<!-- BEGIN generated: metrics -->`` and
+* the metrics table in ``docs/operations.md`` (between ``<!-- BEGIN generated: metrics -->`` and
   ``<!-- END generated: metrics -->``), from :data:`bridge.ops.metrics.METRICS`.
 
 ``python -m bridge.ops.docs --write`` regenerates both; ``--check`` exits 1 if either is stale
@@ -44,7 +44,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
-README = ROOT / "README.md"
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 METRICS_BEGIN = "<!-- BEGIN generated: metrics (python -m bridge.ops.docs --write) -->"
 METRICS_END = "<!-- END generated: metrics -->"
 
@@ -63,11 +63,11 @@ _INTRO = f"""\
 
 <!-- Generated from bridge/config.py by `python -m bridge.ops.docs --write`; do not edit. -->
 
-The bridge reads one YAML file (`bridge run --config FILE`; in the container image
+The bridge reads one YAML file (`oicp-bridge run --config FILE`; in the container image
 `/etc/bridge/bridge.yaml`) and then the environment: every setting can be overridden by the
 variable in the *Environment* column, which wins over the file. Mappings and lists are given as
 JSON in the environment. A bad value stops the bridge with exit status 2 and a message naming
-the setting; `bridge check-config --config FILE` runs the same checks without starting it.
+the setting; `oicp-bridge check-config --config FILE` runs the same checks without starting it.
 `config/bridge.example.yaml` is a commented example.
 
 Names are `section.setting` as in the YAML file; the environment variable is
@@ -283,13 +283,13 @@ def metrics_table() -> str:
     return "\n".join(lines)
 
 
-def with_metrics(readme: str) -> str:
-    """``readme`` with the generated metrics table between the markers."""
-    start, end = readme.find(METRICS_BEGIN), readme.find(METRICS_END)
+def with_metrics(page: str) -> str:
+    """``page`` (docs/operations.md) with the generated metrics table between the markers."""
+    start, end = page.find(METRICS_BEGIN), page.find(METRICS_END)
     if start < 0 or end < start:
-        raise ValueError(f"README.md lacks the markers {METRICS_BEGIN!r} … {METRICS_END!r}")
-    head = readme[: start + len(METRICS_BEGIN)]
-    return f"{head}\n{metrics_table()}\n{readme[end:]}"
+        raise ValueError(f"the page lacks the markers {METRICS_BEGIN!r} … {METRICS_END!r}")
+    head = page[: start + len(METRICS_BEGIN)]
+    return f"{head}\n{metrics_table()}\n{page[end:]}"
 
 
 # -- command -------------------------------------------------------------------------------------
@@ -298,9 +298,9 @@ def stale() -> list[Path]:
     out = []
     if not CONFIG_DOC.is_file() or CONFIG_DOC.read_text(encoding="utf-8") != config_reference():
         out.append(CONFIG_DOC)
-    text = README.read_text(encoding="utf-8")
+    text = OPERATIONS_DOC.read_text(encoding="utf-8")
     if with_metrics(text) != text:
-        out.append(README)
+        out.append(OPERATIONS_DOC)
     return out
 
 
@@ -320,8 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if old else 0
     CONFIG_DOC.parent.mkdir(parents=True, exist_ok=True)
     CONFIG_DOC.write_text(config_reference(), encoding="utf-8")
-    README.write_text(with_metrics(README.read_text(encoding="utf-8")), encoding="utf-8")
-    print(f"wrote {CONFIG_DOC.relative_to(ROOT)} and the metrics table in README.md")
+    page = OPERATIONS_DOC.read_text(encoding="utf-8")
+    OPERATIONS_DOC.write_text(with_metrics(page), encoding="utf-8")
+    print(f"wrote {CONFIG_DOC.relative_to(ROOT)} and the metrics table in "
+          f"{OPERATIONS_DOC.relative_to(ROOT)}")  # fmt: skip
     return 0
 
 

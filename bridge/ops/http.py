@@ -15,6 +15,7 @@ from aiohttp import web
 from bridge.config import OpsSettings
 from bridge.errors import ConfigError
 from bridge.ops import api
+from bridge.ops.details import health_details
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -46,7 +47,11 @@ def liveness(bridge: Bridge) -> Health:
 
 
 def readiness(bridge: Bridge) -> Health:
-    """Ready when chargers can connect, state is durable and the hub accepts our set-up."""
+    """Ready while this process can take chargers: listening, state durable, tasks alive.
+
+    Not the hub: a bridge whose hub is down or refusing keeps recording every status and sends
+    it later; taking it out of service would only lose chargers' reports (healthz details say
+    how the hub is doing)."""
     checks: dict[str, bool] = {}
     reasons: list[str] = []
 
@@ -58,9 +63,6 @@ def readiness(bridge: Bridge) -> Health:
     check("ocpp_listening", bridge.accepting, "the OCPP endpoint is not accepting connections"
           + (" (shutting down)" if bridge.stopping else ""))  # fmt: skip
     check("state_store", bridge.store.is_open, "the state database is not open")
-    worker = bridge.worker
-    paused = worker.paused_reason if worker is not None else "push worker not started"
-    check("hub", paused is None, f"pushes paused: {paused}")
     alive = liveness(bridge)
     check("tasks", alive.ok, "; ".join(alive.reasons))
     return Health(all(checks.values()), checks, reasons)
@@ -96,7 +98,9 @@ class OpsServer:
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
-                "ops.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+                "ops.port",
+                f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}; "
+                "stop what uses it or choose another port",
             ) from exc
         self._runner = runner
         self._port = int(runner.addresses[0][1])
@@ -111,7 +115,8 @@ class OpsServer:
     # -- handlers --------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
         health = liveness(self.bridge)
-        body = {"status": "ok" if health.ok else "failing", **health.body("alive")}
+        body = {"status": "ok" if health.ok else "failing", **health.body("alive"),
+                "details": health_details(self.bridge)}  # fmt: skip
         return web.json_response(body, status=200 if health.ok else 503)
 
     async def _readyz(self, request: web.Request) -> web.Response:

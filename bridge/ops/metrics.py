@@ -6,7 +6,7 @@ connected, what is pending, when the last fullLoad went out) is read from the ru
 scrape time, so it cannot drift from what the status API shows.
 
 ``METRICS`` is the single list of every metric: the collectors below are built from it and the
-README's metrics table is generated from it (``bridge.ops.docs``).
+metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ METRICS: tuple[MetricDoc, ...] = (
         "bridge_push_paused", "gauge", (),
         "1 while pushes are paused because the hub reports a configuration error (017, 210, "
         "300, HTTP 401/403), else 0.",
+    ),
+    MetricDoc(
+        "bridge_hub_reachable", "gauge", (),
+        "1 if the last request to the hub got an HTTP answer (even a refusal), 0 if it did not "
+        "(connection, TLS, timeout); absent before the first request since the start.",
+    ),
+    MetricDoc(
+        "bridge_hub_consecutive_failures", "gauge", (),
+        "Requests to the hub that failed in a row (unreachable, refused or an error answer); 0 "
+        "after a success.",
     ),
     MetricDoc(
         "bridge_evses_parked", "gauge", (),
@@ -195,6 +205,9 @@ class _LiveCollector:
         worker = b.worker
         paused = worker is not None and worker.paused_reason is not None
         yield _gauge("bridge_push_paused", [((), 1.0 if paused else 0.0)])
+        if b.hub.reachable is not None:
+            yield _gauge("bridge_hub_reachable", [((), 1.0 if b.hub.reachable else 0.0)])
+        yield _gauge("bridge_hub_consecutive_failures", [((), float(b.hub.consecutive_failures))])
         parked = sum(1 for row in b.outbox.rows.values() if row.parked is not None)
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load

@@ -321,9 +321,12 @@ def _cp(r: tuple[Any, ...]) -> ChargePointRow:
 
 
 def read_snapshot(path: Path) -> Snapshot:
-    """Read the state database without the writer (for ``bridge status``)."""
+    """Read the state database without the writer (for ``oicp-bridge status``)."""
     if not path.is_file():
-        raise StoreError(f"state database {path} does not exist")
+        raise StoreError(
+            f"state database {path} does not exist: the bridge has not run with this "
+            "state.database yet (a relative path is taken from the working directory)"
+        )
     store = StateStore(path)
     try:
         return store.open()

@@ -1,0 +1,37 @@
+"""The details of ``/healthz``: how the hub and the push queue are doing.
+
+They never make the bridge unhealthy or unready (a hub outage is not cured by a restart, and
+the bridge keeps taking chargers through it); they say what to look at.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bridge.ops.api import iso
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+__all__ = ["health_details"]
+
+
+def health_details(bridge: Bridge) -> dict[str, Any]:
+    hub, worker, outbox = bridge.hub, bridge.worker, bridge.outbox
+    return {
+        "hub": {
+            "reachable": hub.reachable,
+            "paused": worker.paused_reason if worker is not None else None,
+            "consecutive_failures": hub.consecutive_failures,
+            "last_success_at": iso(hub.last_success_at),
+            "last_failure_at": iso(hub.last_failure_at),
+            "last_error": str(hub.last_error) if hub.last_error is not None else None,
+        },
+        "push": {
+            "pending": len(outbox),
+            "oldest_pending_age_s": round(outbox.oldest_pending_age(), 1),
+            "parked": sum(1 for row in outbox.rows.values() if row.parked is not None),
+            "in_flight": worker.in_flight if worker is not None else False,
+            "last_full_load": iso(bridge.last_full_load),
+        },
+    }

@@ -1,0 +1,150 @@
+"""The ``oicp-bridge fullload`` command: one status fullLoad now, or its body (``--dry-run``).
+
+``--dry-run`` only reads the state database (as ``status`` does), so it works while the bridge
+runs. Sending needs the database to itself: the fullLoad goes through a push worker of this
+process, which marks the EVSEs it sent as held by the hub, as the service's daily one does.
+Every failure says what failed and what to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import IO
+
+from bridge import COMMAND
+from bridge.config import Settings
+from bridge.delivery.policy import Verdict, classify
+from bridge.errors import EXIT_FAILED, EXIT_OK, DatabaseLockedError, HubError, HubTransportError
+from bridge.oicp.models import ActionType, build_status_request
+from bridge.status.engine import StatusEngine
+from bridge.status.registry import Registry
+from bridge.status.table import OcppStatus, OicpStatus, effective_table
+from bridge.store.sqlite import read_snapshot
+
+__all__ = ["dry_run", "records_now", "send"]
+
+_TROUBLESHOOTING = "docs/operations.md#troubleshooting"
+
+
+def records_now(settings: Settings) -> list[tuple[str, OicpStatus]]:
+    """Every configured EVSE with its current status, read from the state database (if any)."""
+    engine = StatusEngine(
+        effective_table(settings.status.overrides),
+        Registry.from_settings(settings),
+        offline_status=OicpStatus(settings.ocpp.offline_status),
+    )
+    if settings.state.database.is_file():
+        snapshot = read_snapshot(settings.state.database)
+        engine.restore(
+            ((r.charge_point_id, r.evse_key, r.connector_id, OcppStatus(r.ocpp_status))
+             for r in snapshot.connectors),
+            offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
+        )  # fmt: skip
+    # As the push worker sends it: EVSEs whose charger is known.
+    return [(e, engine.status(e)) for e in engine.evse_ids() if engine.charge_point_of(e)]
+
+
+def dry_run(settings: Settings, out: IO[str] = sys.stdout) -> int:
+    o = settings.oicp
+    body = build_status_request(ActionType.FULL_LOAD, o.operator_id, o.operator_name,
+                                records_now(settings))  # fmt: skip
+    print(json.dumps(body.model_dump(mode="json", exclude_none=True), indent=2), file=out)
+    return EXIT_OK
+
+
+async def send(
+    settings: Settings, *, wait: float, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
+) -> int:
+    """Send one fullLoad; keep trying a failing hub for ``wait`` seconds."""
+    from bridge.app import Bridge
+    from bridge.oicp.client import OicpClient
+
+    bridge = Bridge(settings)
+    try:
+        bridge.open_state()
+    except DatabaseLockedError:
+        f = settings.fullload
+        daily = (f"It sends one itself daily at {f.time.isoformat('minutes')} {f.timezone}. "
+                 if f.enabled else "")  # fmt: skip
+        return _fail(err, f"a bridge is running on {settings.state.database}. {daily}To send "
+                     "a fullLoad now, stop it and run this command again; to see what it would "
+                     f"send: {COMMAND} fullload --dry-run")  # fmt: skip
+    client = OicpClient(settings.oicp)
+    worker = bridge.make_worker(client)
+    done = worker.request_full_load()
+    runner = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + wait
+    try:
+        while not done.done() and worker.paused_reason is None:
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.wait({done}, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+        if done.done():
+            try:
+                count = done.result()
+            except HubError as exc:
+                return _fail(err, _refused(exc), headline="fullLoad refused by the hub")
+            print(f"fullLoad sent: {count} EVSE status records accepted by "
+                  f"{settings.oicp.base_url}", file=out)  # fmt: skip
+            return EXIT_OK
+        return _fail(err, _not_sent(settings, bridge.hub.last_error, worker.paused_reason, wait))
+    finally:
+        worker.stop()
+        await runner
+        if done.done() and not done.cancelled():
+            done.exception()  # retrieved: the worker fails what is still waiting when it stops
+        await client.aclose()
+        await bridge.store.close()
+        bridge.lock.release()
+
+
+def _fail(err: IO[str], message: str, *, headline: str = "fullLoad not sent") -> int:
+    print(f"{COMMAND}: {headline}: {message}", file=err)
+    return EXIT_FAILED
+
+
+def _refused(exc: HubError) -> str:
+    """The hub refused this fullLoad's body (a PARK answer): say what to fix."""
+    hint = {
+        "018": "an EvseID that does not belong to oicp.operator_id: fix the registry "
+        f"({COMMAND} check-config checks the prefixes) or the sub-operator set-up at Hubject",
+    }.get(exc.code or "", f"see {_TROUBLESHOOTING}")
+    return f"{exc}. Fix {hint}, then run this command again."
+
+
+def _not_sent(settings: Settings, error: HubError | None, paused: str | None, wait: float) -> str:
+    hub = settings.oicp.base_url
+    if paused is not None:  # retrying on the same set-up cannot help: say so at once
+        return (
+            f"{paused}. The hub at {hub} refuses the bridge's set-up: check the client "
+            f"certificate ({COMMAND} check-config), that it was issued for "
+            f"{settings.oicp.operator_id}, that oicp.base_url is the environment of your "
+            f"Hubject account, and that Hubject allow-lists this host's address "
+            f"({_TROUBLESHOOTING}); then run this command again."
+        )
+    if error is None:
+        return (
+            f"no answer from the hub at {hub} within {wait:.0f} s. Check that it is reachable "
+            "from here, then run this command again (--wait to wait longer)."
+        )
+    if isinstance(error, HubTransportError):
+        text = str(error)
+        tls = "TLS" in text or "closed by hub" in text  # a refused client certificate looks so
+        check = (
+            f"the certificate files ({COMMAND} check-config) and oicp.ca_bundle"
+            if tls
+            else "oicp.base_url, DNS and the firewall"
+        )
+        return (
+            f"the hub at {hub} could not be reached within {wait:.0f} s: {text}. Check "
+            f"{check}, then run this command again."
+        )
+    retry = classify(error, ActionType.FULL_LOAD.value) is Verdict.RETRY
+    return (
+        f"the hub at {hub} kept failing for {wait:.0f} s; the last answer: {error}. "
+        + ("This is usually passing: run this command again later (--wait to keep trying "
+           "longer)." if retry else f"See {_TROUBLESHOOTING}.")
+    )  # fmt: skip
