@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import ssl
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
@@ -15,14 +16,22 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from bridge.api.commands import WorkerFullLoad
+from bridge.api.context import ApiContext
+from bridge.api.status import delivery_summary
+from bridge.api.tokens import Tokens
+from bridge.catalog.catalog import Catalog
+from bridge.catalog.rules import SetUp
 from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import StoreError
+from bridge.errors import HubError, StoreError
 from bridge.hubsim import HubSimulator
+from bridge.live import LiveCatalog
+from bridge.ocpp.auth import hash_password
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
@@ -94,6 +103,12 @@ class Bridge:
         self.ocpp = OcppServer(
             settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
         )
+        # The catalog feeds the registry, the credentials and the engine's EVSEs.
+        self.catalog = Catalog(catalog_setup(settings, self.ocpp))
+        self.live = LiveCatalog(
+            self.catalog, self.store, registry=self.registry, engine=self.engine,
+            hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         # Ops: metrics counted through the components' hooks, state read at scrape time.
@@ -121,17 +136,57 @@ class Bridge:
         """Take the database lock and load the durable state (blocking; at start-up)."""
         self.lock.acquire()
         snapshot = self.store.open()
+        self.live.load(snapshot.catalog)
+        self.live.import_file(self.settings.chargers)
+        self.live.configure_all()
         self.engine.restore(
             ((r.charge_point_id, r.evse_key, r.connector_id, OcppStatus(r.ocpp_status))
              for r in snapshot.connectors),
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        self._withdraw_unshared()
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
         self.ingest.restore(snapshot.charge_points)
         log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
-                 connectors=len(snapshot.connectors), pending=len(self.outbox))  # fmt: skip
+                 connectors=len(snapshot.connectors), pending=len(self.outbox),
+                 stations=len(self.catalog.stations), schema=self.store.migration)  # fmt: skip
+
+    def _withdraw_unshared(self) -> None:
+        """EVSEs the hub may hold that are no longer shared (their station was deprecated, the
+        file dropped them) leave it: durably marked, taken out by the next fullLoad."""
+        shared = set(self.engine.evse_ids())
+        for evse_id, row in list(self.outbox.rows.items()):
+            if evse_id not in shared and not row.removed and not row.withdrawn:
+                self.outbox.withdraw(evse_id)
+
+    def api_context(self) -> ApiContext:
+        s = self.settings
+        return ApiContext(
+            settings=s.api, tokens=Tokens(s.api.tokens), catalog=self.catalog, live=self.live,
+            engine=self.engine, outbox=self.outbox, presence=self.ingest.charge_points,
+            delivery=lambda: delivery_summary(
+                self.engine, self.outbox, self.worker, base_url=s.oicp.base_url,
+                operator_id=s.oicp.operator_id, last_full_load=self.last_full_load,
+            ),
+            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp),
+            operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
+        )  # fmt: skip
+
+    async def _withdrawals(self, worker: PushWorker) -> None:
+        """A fullLoad whenever EVSEs must leave the hub (coalesced: one for many)."""
+        while True:
+            await self.outbox.leaving.wait()
+            self.outbox.leaving.clear()
+            leaving = self.outbox.withdrawals()
+            try:
+                count = await worker.request_full_load()
+            except HubError as exc:
+                log.error("fullload.failed", error=str(exc), hub_code=exc.code)
+            else:
+                log.info("catalog.withdrawn", evse_ids=leaving[:50], withdrawn=len(leaving),
+                         records=count)  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:
         d = self.settings.delivery
@@ -153,6 +208,10 @@ class Bridge:
                 "oicp.client_cert", self.settings.oicp.client_cert
             )
 
+    def _api_file(self) -> Path:
+        """Where the running bridge leaves its API's URL for the CLI (``bridge fullload``)."""
+        return api_url_file(self.settings.state.database)
+
     @property
     def client_cert_days_left(self) -> float | None:
         """Days until the client certificate in use expires (it is loaded once, at start)."""
@@ -167,14 +226,19 @@ class Bridge:
             self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
             await self.hub_sim.start()
             log.info("hubsim.embedded", url=self.hub_sim.base_url)
+        await self.store.commit()  # the file's chargers as imported into the catalog
         if s.ops.enabled:
-            self.ops_server = OpsServer(self, s.ops)
+            self.ops_server = OpsServer(
+                self, s.ops, metrics=self.metrics, api=self.api_context(), api_settings=s.api
+            )
             await self.ops_server.start()
+            self._api_file().write_text(self.ops_server.api_url + "\n", encoding="utf-8")
         self.check_client_cert()
         client = self._client or OicpClient(s.oicp)
         self._client = client
         worker = self.make_worker(client)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
+        self._tasks.append(asyncio.create_task(self._withdrawals(worker), name="withdrawals"))
         if s.fullload.enabled:
             self._tasks.append(asyncio.create_task(
                 run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
@@ -196,7 +260,7 @@ class Bridge:
         self.ingest.close()
         if self.worker is not None:
             self.worker.stop()
-        scheduler = [t for t in self._tasks if t.get_name() == "fullload-scheduler"]
+        scheduler = [t for t in self._tasks if t.get_name() != "push-worker"]
         for task in scheduler:
             task.cancel()
         pushing = [t for t in self._tasks if t.get_name() == "push-worker"]
@@ -213,6 +277,8 @@ class Bridge:
             await self.hub_sim.stop()
         if self.ops_server is not None:
             await self.ops_server.close()
+            with suppress(OSError):
+                self._api_file().unlink()
         self.lock.release()
         log.info("bridge.stopped", pending=len(self.outbox))
         self._stopped.set()
@@ -245,6 +311,21 @@ class Bridge:
             return
         log.info("bridge.sighup", action="reload changed TLS files")
         self.ocpp.request_tls_reload()
+
+
+def api_url_file(database: Path) -> Path:
+    return database.with_name(database.name + ".api")
+
+
+def catalog_setup(settings: Settings, ocpp: OcppServer) -> SetUp:
+    """What the catalog's rules need to know of the configuration."""
+    security = settings.ocpp.security
+    return SetUp(
+        operator_id=settings.oicp.operator_id, default_profile=security.profile,
+        tls=security.tls_cert is not None,
+        client_certs=ocpp.auth.client_cert_mode() != ssl.CERT_NONE,
+        evse_id_template=settings.catalog.evse_id_template,
+    )  # fmt: skip
 
 
 def log_table(

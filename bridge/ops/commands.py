@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bridge.api.envelope import iso
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
-from bridge.ops.api import iso
 from bridge.status.registry import Registry
 from bridge.store.sqlite import read_snapshot
 
