@@ -68,6 +68,18 @@ class DatabaseLock:
         handle.flush()
         self._file = handle
 
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (a bridge runs on this database)."""
+        if not self.path.exists() or self._file is not None:
+            return False
+        with self.path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
@@ -135,6 +147,10 @@ class Bridge:
     def open_state(self) -> None:
         """Take the database lock and load the durable state (blocking; at start-up)."""
         self.lock.acquire()
+        self.load_state()
+
+    def load_state(self) -> None:
+        """Load the durable state without the lock: read-only use (previews), or after it."""
         snapshot = self.store.open()
         self.live.load(snapshot.catalog)
         self.live.import_file(self.settings.chargers)

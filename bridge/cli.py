@@ -67,8 +67,33 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--status", metavar="OICP_STATUS", help="only EVSEs with this OICP status")
     st.add_argument("--pending", action="store_true", help="only EVSEs with a pending push")
     st.add_argument("--json", action="store_true", help="JSON instead of a table")
-    fl = with_config(sub.add_parser("fullload", help="send a fullLoad of every EVSE now"))
+    fl = with_config(sub.add_parser(
+        "fullload", help="send a fullLoad of every EVSE now",
+        description="Send a status fullLoad now. When a bridge runs on the state database, it "
+        "is asked through its API (token in BRIDGE_API_TOKEN or --token-file) and sends it "
+        "between two pushes; otherwise this process sends it.",
+    ))  # fmt: skip
     fl.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
+    fl.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
+    fl.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
+    cat = sub.add_parser("catalog", help="export or import the charge-station catalog")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    with_config(cat_sub.add_parser("export", help="print the catalog as JSON"))
+    ci = with_config(cat_sub.add_parser(
+        "import", help="import a catalog JSON file (all or nothing)",
+        description="Validate every object, print what changes, apply all in one transaction "
+        "(the bridge must be stopped; --dry-run works while it runs).",
+    ))  # fmt: skip
+    ci.add_argument("file", type=Path, help="JSON as written by `catalog export`")
+    ci.add_argument("--dry-run", action="store_true", help="only print what would change")
+    at = sub.add_parser(
+        "api-token",
+        help="make a new API token and print it with its hash",
+        description="Print a new random API token (give it to the client) and the "
+        "configuration entry with its hash (for api.tokens; the token itself is never stored).",
+    )
+    at.add_argument("--name", default="client", help="who holds it (logged with each write)")
+    at.add_argument("--scope", choices=("read", "write"), default="read")
     hs = sub.add_parser("hub-sim", help="run the bundled OICP hub simulator (development)")
     hs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     hs.add_argument("--port", type=int, default=9501, help="listen port (default: %(default)s)")
@@ -113,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_hub_sim(args))
         if args.command == "hash-password":
             return _hash_password(hex_input=args.hex, cost=args.cost)
+        if args.command == "api-token":
+            return _api_token(args.name, args.scope)
         settings = load_settings(args.config)
         # Only the service logs to stdout; the other commands print their result there.
         log_stream = None if args.command == "run" else sys.stderr
@@ -120,7 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "fullload":
+            from bridge.ops import remote
+
+            url = remote.running_api(settings.state.database)
+            if url is not None:
+                return remote.full_load(url, remote.read_token(args.token_file),
+                                        dry_run=args.dry_run, ca=args.api_ca)  # fmt: skip
             return asyncio.run(_fullload(settings, dry_run=args.dry_run))
+        if args.command == "catalog":
+            from bridge.ops import catalog_io
+
+            if args.catalog_command == "export":
+                return catalog_io.export(settings)
+            return catalog_io.import_file(settings, args.file, dry_run=args.dry_run)
         if args.command == "status":
             from bridge.ops.commands import status
 
@@ -194,6 +233,19 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
     finally:
         await bridge.store.close()
         bridge.lock.release()
+
+
+def _api_token(name: str, scope: str) -> int:
+    import yaml
+
+    from bridge.api.tokens import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to {name}; it is not stored anywhere): {token}")
+    print("configuration (api.tokens):")
+    entry = [{"name": name, "hash": hash_token(token), "scope": scope}]
+    print(yaml.safe_dump({"api": {"tokens": entry}}, sort_keys=False).rstrip())
+    return 0
 
 
 def _hash_password(*, hex_input: bool, cost: int) -> int:

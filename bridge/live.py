@@ -130,6 +130,14 @@ class LiveCatalog:
                     "API's station and use another ID)"
                 )  # fmt: skip
             body = file_station(cp_id, charger.evses, charger.security_profile)
+            if existing is not None:  # EVSEs the file dropped stay, REMOVED (history)
+                listed = {e.uid for e in body.evses}
+                gone = [
+                    e.model_copy(update={"status": OcpiStatus.REMOVED})
+                    for e in existing.body.evses
+                    if e.uid not in listed
+                ]
+                body = body.model_copy(update={"evses": [*body.evses, *gone]})
             try:
                 planned = self.catalog.plan_station(body, now=now, source=Source.FILE)
             except Exception as exc:
@@ -137,8 +145,8 @@ class LiveCatalog:
             self.catalog.apply(planned)
             changes += planned
         for entry in list(self.catalog.stations.values()):
-            gone = entry.source is Source.FILE and entry.body.id not in chargers
-            if gone and entry.body.deployment_state is not DeploymentState.DEPRECATED:
+            dropped = entry.source is Source.FILE and entry.body.id not in chargers
+            if dropped and entry.body.deployment_state is not DeploymentState.DEPRECATED:
                 body = entry.body.model_copy(
                     update={"deployment_state": DeploymentState.DEPRECATED}
                 )

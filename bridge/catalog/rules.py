@@ -99,9 +99,7 @@ def _check_evse(
     if source is Source.API and not evse.connectors:
         raise bad(f"{where}.connectors", "an EVSE needs at least one connector")
     if before is not None and before.status is OcpiStatus.REMOVED:
-        if evse.status is not OcpiStatus.REMOVED and (
-            station.status_source is StatusSource.API or evse.status is not None
-        ):
+        if evse.status is not OcpiStatus.REMOVED and source is Source.API:
             raise bad(f"{where}.status", "the EVSE is REMOVED, which is final")
         if evse.evse_id != before.evse_id:
             raise bad(f"{where}.evse_id", "the EVSE is REMOVED: its EvseID stays as it was")

@@ -68,6 +68,7 @@ def migrate(path: Path) -> str:
         db.close()
     if current == HEAD:
         return "current"  # the common start: no alembic import at all
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are ours to tell
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -89,7 +90,6 @@ def migrate(path: Path) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = _engine(path)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are ours to tell
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
