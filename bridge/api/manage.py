@@ -418,10 +418,10 @@ def field_path(loc: Sequence[int | str]) -> str:
 async def _json(request: web.Request) -> Any:
     if not request.can_read_body:
         raise OpsRequestError(INVALID_PARAMETERS, "a JSON body is needed")
-    text = await request.text()
+    raw = await request.read()
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # also UnicodeDecodeError: JSON is UTF-8
         raise OpsRequestError(INVALID_PARAMETERS, f"the body is not JSON: {exc}",
                               http_status=400) from None  # fmt: skip
 
