@@ -245,6 +245,8 @@ def _api_token(name: str, scope: str) -> int:
     print("configuration (api.tokens):")
     entry = [{"name": name, "hash": hash_token(token), "scope": scope}]
     print(yaml.safe_dump({"api": {"tokens": entry}}, sort_keys=False).rstrip())
+    print("or in the environment (replaces the file's list):")
+    print(f"BRIDGE_API__TOKENS='{json.dumps(entry)}'")
     return 0
 
 

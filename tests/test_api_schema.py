@@ -96,9 +96,17 @@ def _ops_port(proc: subprocess.Popen[str]) -> int:
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)  # fmt: skip
 def test_every_answer_matches_the_document(case: Any, base_url: str) -> None:
+    # Header values that are not valid HTTP (control or non-ASCII bytes) are refused by the
+    # HTTP parser (400 text/plain) before any API code sees them: not what this test is about.
+    if case.headers:
+        case.headers = {k: v for k, v in case.headers.items() if _field_value(v)}
     if case.path == "/api/v2/commands/fullload":
         case.query = {**(case.query or {}), "wait": 0}  # the hub is unreachable here: no waiting
     case.call_and_validate(base_url=base_url, headers=AUTH, checks=CHECKS, timeout=15)
+
+
+def _field_value(value: Any) -> bool:
+    return isinstance(value, str) and all(" " <= ch <= "~" for ch in value)
 
 
 def test_served_document_is_the_generated_one(base_url: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.api.tokens import Tokens
@@ -46,3 +46,5 @@ class ApiContext:
     full_load: FullLoadControl
     operator_defaults: OperatorFacts
     hash_password: Callable[[str], str]  # password → scrypt hash (runs in a thread)
+    #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.
+    station_cache: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)

@@ -86,15 +86,12 @@ def template_out(ctx: ApiContext, entry: Entry[TemplateBody]) -> dict[str, Any]:
     return entry.body.model_dump(mode="json")
 
 
-_station_cache: dict[str, tuple[Entry[StationBody], dict[str, Any]]] = {}
-
-
 def station_out(ctx: ApiContext, entry: Entry[StationBody]) -> dict[str, Any]:
     body = entry.body
-    cached = _station_cache.get(body.id)
+    cached = ctx.station_cache.get(body.id)
     if cached is None or cached[0] is not entry:
         dumped = body.model_dump(mode="json", exclude={"password"})
-        cached = _station_cache[body.id] = (entry, dumped)
+        cached = ctx.station_cache[body.id] = (entry, dumped)
     data = dict(cached[1])
     evses = []
     for stored in data["evses"]:
