@@ -98,8 +98,11 @@ async def one_run(stations: int, evses: int, pages: int) -> dict[str, Any]:
                 assert r.json()["status_code"] == 1000, r.text
                 cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
                 for start in range(0, stations, BATCH):
-                    items = [{"action": "create", "body": station(n, 1)}
-                             for n in range(start + 1, min(stations, start + BATCH) + 1)]  # fmt: skip
+                    last = min(stations, start + BATCH)
+                    items = [
+                        {"action": "create", "body": station(n, 1)}
+                        for n in range(start + 1, last + 1)
+                    ]
                     r = await client.post("/chargestations/batch", json=items)
                     body = r.json()
                     assert body["status_code"] == 1000, body["status_message"]
