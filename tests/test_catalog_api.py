@@ -105,13 +105,11 @@ async def test_created_station_connects_at_once(
         await ws.send('[2,"1","StatusNotification",{"connectorId":1,"errorCode":"NoError",'
                       '"status":"Charging"}]')  # fmt: skip
         assert '"1"' in str(await ws.recv())
-        # Shared at once with what was known (nothing yet), then its first report.
-        await eventually(
-            lambda: (
-                pushes(hub)[-2:]
-                == [("insert", "DE*ABC*E900*1", "Unknown"), ("update", "DE*ABC*E900*1", "Occupied")]
-            )
-        )
+        # Nothing known before its first report: that is its first push.
+        await eventually(lambda: ("insert", "DE*ABC*E900*1", "Occupied") in pushes(hub))
+        assert [p for p in pushes(hub) if p[1] == "DE*ABC*E900*1"] == [
+            ("insert", "DE*ABC*E900*1", "Occupied")
+        ]
     one, _ = await ok(api.get("/chargestations/CP-NEW"))
     assert one["evses"][0]["status"] == "CHARGING" and one["evses"][0]["oicp_status"] == "Occupied"
     location, _ = await ok(api.get("/locations/LOC-1"))
@@ -233,7 +231,7 @@ async def test_deprecated_station_is_disconnected_and_leaves_the_hub(
     await ok(api.post("/chargestations", json=station()))
     async with charger(bridge.ocpp.port, "CP-NEW") as cp:
         await cp.status(1, "Available")
-        await eventually(lambda: ("update", "DE*ABC*E900*1", "Available") in pushes(hub))
+        await eventually(lambda: ("insert", "DE*ABC*E900*1", "Available") in pushes(hub))
         await ok(api.patch("/chargestations/CP-NEW", json={"deployment_state": "deprecated"}))
         await eventually(lambda: cp.ws.state.name == "CLOSED")
     assert cp.ws.close_code == 1008
@@ -273,7 +271,7 @@ async def test_new_evse_id_replaces_the_old_at_the_hub(
     await ok(api.post("/chargestations", json=station()))
     async with charger(bridge.ocpp.port, "CP-NEW") as cp:
         await cp.status(1, "Charging")
-        await eventually(lambda: ("update", "DE*ABC*E900*1", "Occupied") in pushes(hub))
+        await eventually(lambda: ("insert", "DE*ABC*E900*1", "Occupied") in pushes(hub))
         data, response = await ok(api.get("/chargestations/CP-NEW"))
         evse = data["evses"][0]
         evse["evse_id"] = "DE*ABC*E901*1"
@@ -329,7 +327,7 @@ async def test_removed_evse_leaves_the_hub(
     await ok(api.post("/chargestations", json=body))
     async with charger(bridge.ocpp.port, "CP-NEW") as cp:
         await cp.status(2, "Available")
-        await eventually(lambda: ("update", "DE*ABC*E900*2", "Available") in pushes(hub))
+        await eventually(lambda: ("insert", "DE*ABC*E900*2", "Available") in pushes(hub))
     data, _ = await ok(api.patch("/chargestations/CP-NEW/evses/CP-NEW-2",
                                  json={"status": "REMOVED"}))  # fmt: skip
     assert data["evses"][1]["status"] == "REMOVED"
@@ -390,3 +388,45 @@ async def test_api_on_its_own_tls_port(
         base = f"http://127.0.0.1:{bridge.ops_server.port}"
         assert (await plain.get(f"{base}/healthz")).status_code == 200
         assert (await plain.get(f"{base}/api/v1/evses", headers=AUTH)).status_code == 404
+
+
+async def test_new_ocpp_address_takes_the_known_status(
+    api: httpx.AsyncClient, bridge: Bridge, hub: HubSimulator
+) -> None:
+    """ocpp_ids [1] → [2]: the EVSE now shows what connector 2 reported (kept while unmapped)."""
+    await with_location(api)
+    await ok(api.post("/chargestations", json=station()))
+    async with charger(bridge.ocpp.port, "CP-NEW") as cp:
+        await cp.status(1, "Charging")
+        await cp.status(2, "Available")  # no EVSE of this station uses connector 2 yet
+        await eventually(lambda: ("insert", "DE*ABC*E900*1", "Occupied") in pushes(hub))
+        await ok(api.patch("/chargestations/CP-NEW/evses/CP-NEW-1", json={"ocpp_ids": [2]}))
+        await eventually(lambda: ("update", "DE*ABC*E900*1", "Available") in pushes(hub))
+        await cp.status(1, "Finishing")  # connector 1 is no EVSE's any more: no push
+        await cp.status(2, "Preparing")
+        await eventually(lambda: ("update", "DE*ABC*E900*1", "Occupied") in pushes(hub))
+    assert [p for p in pushes(hub) if p[1] == "DE*ABC*E900*1"] == [
+        ("insert", "DE*ABC*E900*1", "Occupied"),
+        ("update", "DE*ABC*E900*1", "Available"),
+        ("update", "DE*ABC*E900*1", "Occupied"),
+    ]
+
+
+async def test_status_feed_is_on_disk_before_the_answer(
+    api: httpx.AsyncClient, bridge: Bridge, hub: HubSimulator
+) -> None:
+    import sqlite3
+
+    hub.faults.fail_http(503)  # the hub takes nothing: only the database can have it
+    await with_location(api)
+    await ok(api.post("/chargestations", json=station(status_source="api")))
+    await ok(api.patch("/chargestations/CP-NEW/evses/CP-NEW-1", json={"status": "OUTOFORDER"}))
+    db = sqlite3.connect(bridge.settings.state.database)
+    try:
+        row = db.execute("SELECT status, pending_since FROM evse WHERE evse_id = ?",
+                         ("DE*ABC*E900*1",)).fetchone()  # fmt: skip
+        (body,) = db.execute("SELECT body FROM catalog_station WHERE id = 'CP-NEW'").fetchone()
+    finally:
+        db.close()
+    assert row[0] == "OutOfService" and row[1] is not None  # pending, committed
+    assert '"status":"OUTOFORDER"' in body  # with the catalog change, one transaction

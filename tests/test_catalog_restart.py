@@ -115,7 +115,7 @@ async def test_crash_in_the_middle_of_an_evse_id_change(tmp_path: Path, hub: Hub
             assert r.json()["status_code"] == 1000
             cp = await RawCharger.connect(proc.ocpp_port, "CP-NEW")
             await cp.status(1, "Charging")
-            await eventually(lambda: ("update", "DE*ABC*E900*1", "Occupied") in pushes(hub))
+            await eventually(lambda: ("insert", "DE*ABC*E900*1", "Occupied") in pushes(hub))
             hub.faults.fail_http(503)  # from here the hub hears nothing
             data = r.json()["data"]
             data["evses"][0]["evse_id"] = "DE*ABC*E901*1"

@@ -185,7 +185,9 @@ class StatusEngine:
         so far are kept and sorted under the new EvseIDs (by their OCPP numbers).
 
         Returns the EvseIDs that were shared and no longer are (they leave the hub) and the
-        changes of shared EVSEs, every newly shared one included with its current status.
+        changes of shared EVSEs, every newly shared one with a known status included (one
+        still Unknown reaches the hub with its first report or the next fullLoad, as a
+        configured EVSE always has).
         """
         cp_id = charge_point_id
         old = self._evses_of.pop(cp_id, set())
@@ -213,6 +215,8 @@ class StatusEngine:
         for evse_id in sorted(mine):
             status = self._status[evse_id] = self._compute(evse_id)
             if evse_id in self._unshared:
+                continue
+            if evse_id not in old_shared and status is OicpStatus.UNKNOWN:
                 continue
             if evse_id not in old_shared or status != old_status.get(evse_id):
                 old_value = old_status.get(evse_id, OicpStatus.UNKNOWN)
