@@ -430,3 +430,39 @@ async def test_status_feed_is_on_disk_before_the_answer(
         db.close()
     assert row[0] == "OutOfService" and row[1] is not None  # pending, committed
     assert '"status":"OUTOFORDER"' in body  # with the catalog change, one transaction
+
+
+async def test_lists_page_and_filter_by_date(api: httpx.AsyncClient, bridge: Bridge) -> None:
+    import datetime as dt
+
+    await with_location(api)
+    for n in range(5):
+        await ok(api.post("/chargestations", json=station(f"CP-{n}", evse_id=f"DE*ABC*E9{n}*1")))
+    first, response = await ok(api.get("/chargestations", params={"limit": 2}))
+    assert [s["id"] for s in first] == ["CP-0", "CP-1"]
+    assert response.headers["X-Total-Count"] == "7" and response.headers["X-Limit"] == "2"
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    none, response = await ok(api.get("/chargestations", params={"date_from": future}))
+    assert none == [] and response.headers["X-Total-Count"] == "0"
+    stock, _ = await ok(api.get("/chargestations", params={"deployment_state": "stock"}))
+    assert stock == []
+    here, _ = await ok(api.get("/chargestations", params={"location_id": "LOC-1"}))
+    assert len(here) == 5  # the file's stations have no location
+    assert "date_from" in await refused(api.get("/locations", params={"date_from": "soon"}))
+    assert "colour" in await refused(api.get("/templates", params={"colour": "red"}))
+
+
+async def test_operator_facts_default_from_the_configuration(
+    make_bridge: Callable[..., Awaitable[Bridge]],
+) -> None:
+    bridge = await make_bridge(catalog={"operator_defaults": {
+        "hotline_phone": "+4930123456", "payment_options": ["Contract"],
+        "calibration_law": "Not Available"}})  # fmt: skip
+    assert bridge.ops_server is not None
+    async with httpx.AsyncClient(base_url=bridge.ops_server.api_url, headers=AUTH) as client:
+        body = {**LOCATION, "operator": {"payment_options": ["No Payment"]}}
+        data, _ = await ok(client.post("/api/v2/locations", json=body))
+    assert data["operator"]["payment_options"] == ["No Payment"]
+    assert data["operator_effective"]["payment_options"] == ["No Payment"]
+    assert data["operator_effective"]["hotline_phone"] == "+4930123456"
+    assert data["operator_effective"]["calibration_law"] == "Not Available"

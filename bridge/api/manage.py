@@ -25,10 +25,9 @@ from pydantic import BaseModel, Field, ValidationError
 from bridge.api.context import ApiContext
 from bridge.api.envelope import CLIENT_ERROR, INVALID_PARAMETERS, SUCCESS, envelope
 from bridge.api.paging import PAGING, choice, page, paged, single
+from bridge.api.views import location_out, station_out, template_out
 from bridge.catalog.catalog import Change, Entry, Kind
 from bridge.catalog.model import (
-    BootInfo,
-    ConnectionInfo,
     DeploymentState,
     EvsePatch,
     LocationBody,
@@ -38,8 +37,8 @@ from bridge.catalog.model import (
     TemplateBody,
     utc_now,
 )
-from bridge.errors import CatalogError, HubError, OpsRequestError
-from bridge.status.table import OICP_TO_OCPI, OcpiStatus
+from bridge.errors import CatalogError, OpsRequestError
+from bridge.status.table import OcpiStatus
 
 PREFIX = "/api/v2"
 _YIELD_EVERY = 50  # batch items handled before other requests get a turn
@@ -63,76 +62,6 @@ class BatchResult(BaseModel):
     status_code: int
     status_message: str
     etag: str | None = None
-
-
-class FullLoadResult(BaseModel):
-    state: Literal["accepted", "queued", "preview"]
-    records: int | None = None
-    detail: str | None = None
-    body: dict[str, Any] | None = None
-
-
-# -- reading ------------------------------------------------------------------------------------
-def location_out(ctx: ApiContext, entry: Entry[LocationBody]) -> dict[str, Any]:
-    data = entry.body.model_dump(mode="json")
-    data["source"] = entry.source.value
-    data["operator_effective"] = entry.body.operator.over(ctx.operator_defaults).model_dump(
-        mode="json"
-    )
-    return data
-
-
-def template_out(ctx: ApiContext, entry: Entry[TemplateBody]) -> dict[str, Any]:
-    return entry.body.model_dump(mode="json")
-
-
-def station_out(ctx: ApiContext, entry: Entry[StationBody]) -> dict[str, Any]:
-    body = entry.body
-    cached = ctx.station_cache.get(body.id)
-    if cached is None or cached[0] is not entry:
-        dumped = body.model_dump(mode="json", exclude={"password"})
-        cached = ctx.station_cache[body.id] = (entry, dumped)
-    data = dict(cached[1])
-    evses = []
-    for stored in data["evses"]:
-        evse = dict(stored)
-        if evse.get("status") != OcpiStatus.REMOVED.value:
-            oicp = ctx.engine.status(evse["evse_id"])
-            evse["oicp_status"] = oicp.value
-            if evse.get("status") is None:
-                evse["status"] = OICP_TO_OCPI[oicp].value
-        else:
-            evse["oicp_status"] = None
-        evses.append(evse)
-    data["evses"] = evses
-    data["source"] = entry.source.value
-    credentials = ctx.live.credentials
-    data["has_password"] = entry.password_hash is not None or (
-        credentials is not None and credentials.has_password(body.id)
-    )
-    presence = ctx.presence.get(body.id)
-    data["boot"] = data["connection"] = None
-    if presence is not None:
-        data["connection"] = ConnectionInfo(
-            connected=presence.connected, protocol=presence.protocol, offline=presence.offline,
-            last_seen=presence.last_seen,
-        ).model_dump(mode="json")  # fmt: skip
-        if presence.boot:
-            data["boot"] = _boot(presence.boot)
-    return data
-
-
-def _boot(raw: str) -> dict[str, Any] | None:
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return None
-    return BootInfo(
-        vendor=info.get("charge_point_vendor") or info.get("vendor_name"),
-        model=info.get("charge_point_model") or info.get("model"),
-        serial=info.get("serial_number"),
-        firmware=info.get("firmware_version"),
-    ).model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -425,31 +354,3 @@ async def _json(request: web.Request) -> Any:
 
 def _refused(exc: CatalogError) -> OpsRequestError:
     return OpsRequestError(exc.status_code, str(exc), http_status=exc.http_status)
-
-
-# -- commands -----------------------------------------------------------------------------------
-async def full_load(ctx: ApiContext, request: web.Request) -> web.Response:
-    """Send a status fullLoad now through the push lane (``dry_run``: only show its body)."""
-    from bridge.api.paging import boolean, integer
-
-    values = single(request.query, ("dry_run", "wait"))
-    if boolean(values, "dry_run"):
-        body = ctx.full_load.preview()
-        records = len(body["OperatorEvseStatus"]["EvseStatusRecord"])
-        return envelope(FullLoadResult(state="preview", records=records, body=body).model_dump())
-    wait = min(integer(values, "wait", 30, 0), 300)
-    done = ctx.full_load.request()
-    try:
-        count = await asyncio.wait_for(asyncio.shield(done), timeout=wait)
-    except TimeoutError:
-        why = ctx.full_load.held_up() or "the hub has not answered yet"
-        result = FullLoadResult(
-            state="queued",
-            detail=f"not accepted within {wait} s ({why}); "
-            "it stays queued and is sent as soon as the hub takes pushes",
-        )
-        return envelope(result.model_dump())  # fmt: skip
-    except HubError as exc:
-        return envelope(None, 3000, f"the hub refused the fullLoad: {exc} (code {exc.code}); "
-                        "check the EvseIDs and the operator set-up", http_status=200)  # fmt: skip
-    return envelope(FullLoadResult(state="accepted", records=count).model_dump())

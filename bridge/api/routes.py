@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from bridge.api import manage
+from bridge.api.commands import FullLoadResult, full_load
 from bridge.api.context import ApiContext
 from bridge.api.envelope import (
     CLIENT_ERROR,
@@ -24,7 +25,7 @@ from bridge.api.envelope import (
     envelope,
     refusal,
 )
-from bridge.api.manage import COLLECTIONS, BatchItem, BatchResult, Collection, FullLoadResult
+from bridge.api.manage import COLLECTIONS, BatchItem, BatchResult, Collection
 from bridge.api.paging import PAGING
 from bridge.api.status import PREFIX as V1
 from bridge.api.status import StatusApi
@@ -112,7 +113,7 @@ def routes() -> list[Route]:
         Route("PATCH", evse, manage.patch_evse, "Change one EVSE; the status feed of "
               "status_source api stations (If-Match: the station's ETag)", "write",
               body=EvsePatch, data=model.Station, tag="stations"),
-        Route("POST", f"{V2}/commands/fullload", manage.full_load,
+        Route("POST", f"{V2}/commands/fullload", full_load,
               "Send a status fullLoad now through the push lane (dry_run=true: show the body)",
               "read", data=FullLoadResult, query=("dry_run", "wait"), tag="commands"),
     ]  # fmt: skip
@@ -191,7 +192,7 @@ def _bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             return envelope(None, CLIENT_ERROR, "this token may only read (scope read)",
                             http_status=403)  # fmt: skip
         dry_run = request.query.get("dry_run", "").lower() in ("true", "1", "yes")
-        if route.handler is manage.full_load and not writer and not dry_run:
+        if route.handler is full_load and not writer and not dry_run:
             return envelope(
                 None,
                 CLIENT_ERROR,
