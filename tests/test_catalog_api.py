@@ -466,3 +466,19 @@ async def test_operator_facts_default_from_the_configuration(
     assert data["operator_effective"]["payment_options"] == ["No Payment"]
     assert data["operator_effective"]["hotline_phone"] == "+4930123456"
     assert data["operator_effective"]["calibration_law"] == "Not Available"
+
+
+async def test_evse_patch_keeps_the_station_rules(api: httpx.AsyncClient, bridge: Bridge) -> None:
+    await with_location(api)
+    body = station()
+    body["evses"].append({"uid": "CP-NEW-2", "evse_id": "DE*ABC*E900*2", "ocpp_ids": [2],
+                          "connectors": [CONNECTOR]})  # fmt: skip
+    await ok(api.post("/chargestations", json=body))
+    message = await refused(api.patch("/chargestations/CP-NEW/evses/CP-NEW-2",
+                                      json={"evse_id": "DE*ABC*E900*1"}))  # fmt: skip
+    assert "DE*ABC*E900*1" in message and "twice" in message
+    message = await refused(api.patch("/chargestations/CP-NEW/evses/CP-NEW-2",
+                                      json={"ocpp_ids": [1]}))  # fmt: skip
+    assert "OCPP number 1" in message
+    evse_ids = [e.evse_id for e in bridge.catalog.stations["CP-NEW"].body.evses]
+    assert evse_ids == ["DE*ABC*E900*1", "DE*ABC*E900*2"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bridge.catalog.model import (
     ConnectorBody,
@@ -223,7 +223,13 @@ class Catalog:
         else:
             raise CatalogError("", f"unknown EVSE {uid!r} of station {station_id!r}",
                                status_code=2003, http_status=404)  # fmt: skip
-        return StationBody.model_validate(station.model_copy(update={"evses": evses}))
+        # Validated again from plain data: the station's own rules (no EvseID twice) apply.
+        data = station.model_dump(exclude={"password", "evses"})
+        try:
+            return StationBody.model_validate({**data, "evses": [e.model_dump() for e in evses]})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise bad("evses", str(error["msg"]).removeprefix("Value error, ")) from None
 
     def _from_template(self, body: StationBody) -> StationBody:
         template_id = body.charge_station_template_id
@@ -300,14 +306,10 @@ def _merge(before: BaseModel, patch: BaseModel, model: type[M]) -> M:
     data.update(changes)
     try:
         return model.model_validate(data)
-    except Exception as exc:
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            error = exc.errors()[0]
-            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-            raise bad(field.lstrip("."), str(error["msg"]).removeprefix("Value error, ")) from None
-        raise
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        raise bad(field.lstrip("."), str(error["msg"]).removeprefix("Value error, ")) from None
 
 
 def _normalise_status(body: StationBody) -> StationBody:
