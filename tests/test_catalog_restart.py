@@ -176,6 +176,8 @@ async def test_fullload_command_asks_the_running_bridge(tmp_path: Path, hub: Hub
     finally:
         await bridge.terminate()
     # Stopped: the commands work on the database directly.
+    code, out, err = await cli("status")
+    assert code == 0 and "DE*ABC*E900*1  CP-NEW" in out, out + err  # a station of the API
     export = tmp_path / "catalog.json"
     code, out, err = await cli("catalog", "export")
     assert code == 0, err

@@ -13,6 +13,7 @@ import resource
 import ssl
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,7 @@ from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from bridge.status.registry import Registry
-from bridge.store.sqlite import read_snapshot
+from bridge.store.sqlite import CatalogRow, read_snapshot
 
 __all__ = ["Check", "check_config", "check_settings", "status"]
 
@@ -252,7 +253,8 @@ def status(
     """Print every EVSE from the state database (raises StoreError if there is none)."""
     snapshot = read_snapshot(settings.state.database)
     registry = Registry.from_settings(settings)
-    rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
+    _add_catalog(registry, snapshot.catalog)
+    rows = {r.evse_id: r for r in snapshot.evses if not r.removed and not r.withdrawn}
     owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}
@@ -289,6 +291,20 @@ def status(
     pending = sum(1 for i in items if i["pending_since"] is not None)
     print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.database})", file=out)
     return EXIT_OK
+
+
+def _add_catalog(registry: Registry, rows: Sequence[CatalogRow]) -> None:
+    """The catalog's shared stations (e.g. created over the API) into the registry."""
+    for row in rows:
+        if row.table != "catalog_station":
+            continue
+        body = json.loads(row.body)
+        if body.get("deployment_state") != "production" or body.get("status_source") == "api":
+            continue
+        registry.set_charger(row.id, {
+            number: evse["evse_id"] for evse in body.get("evses", [])
+            if evse.get("status") != "REMOVED" for number in evse["ocpp_ids"]
+        })  # fmt: skip
 
 
 def _table(items: list[dict[str, Any]]) -> str:
