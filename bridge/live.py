@@ -17,15 +17,8 @@ from typing import Any, Protocol
 import structlog
 
 from bridge.catalog.catalog import Catalog, Change, Entry, file_station
-from bridge.catalog.model import (
-    DeploymentState,
-    LocationBody,
-    Source,
-    StationBody,
-    StatusSource,
-    TemplateBody,
-    utc_now,
-)
+from bridge.catalog.enums import DeploymentState, Source, StatusSource
+from bridge.catalog.model import LocationBody, StationBody, TemplateBody, utc_now
 from bridge.errors import ConfigError
 from bridge.status.engine import EvseChange
 from bridge.status.table import OCPI_TO_OICP, OcpiStatus, OicpStatus

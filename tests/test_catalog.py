@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bridge.catalog.catalog import Catalog, file_station
+from bridge.catalog.enums import Source
 from bridge.catalog.facts import OperatorFacts
-from bridge.catalog.model import LocationBody, Source, StationBody, StationPatch
+from bridge.catalog.model import LocationBody, StationBody, StationPatch
 from bridge.catalog.rules import SetUp
 from bridge.errors import CatalogError
 from bridge.status.table import OCPI_TO_OICP, TABLE, OcpiStatus

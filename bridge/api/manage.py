@@ -27,8 +27,8 @@ from bridge.api.envelope import CLIENT_ERROR, INVALID_PARAMETERS, SUCCESS, envel
 from bridge.api.paging import PAGING, choice, page, paged, single
 from bridge.api.views import location_out, station_out, template_out
 from bridge.catalog.catalog import Change, Entry, Kind
+from bridge.catalog.enums import DeploymentState
 from bridge.catalog.model import (
-    DeploymentState,
     EvsePatch,
     LocationBody,
     LocationPatch,

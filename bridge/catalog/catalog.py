@@ -18,17 +18,15 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from bridge.catalog.enums import DeploymentState, Source, StatusSource
 from bridge.catalog.model import (
     ConnectorBody,
-    DeploymentState,
     EvseBody,
     EvsePatch,
     LocationBody,
     LocationPatch,
-    Source,
     StationBody,
     StationPatch,
-    StatusSource,
     TemplateBody,
 )
 from bridge.catalog.rules import SetUp, bad, check_station, template_evse_id, valid_evse_id

@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.catalog.model import EvseBody, Source, StationBody, StatusSource
+from bridge.catalog.enums import Source, StatusSource
+from bridge.catalog.model import EvseBody, StationBody
 from bridge.config import EVSE_ID_RE, evse_belongs_to
 from bridge.errors import CatalogError
 from bridge.status.table import OcpiStatus

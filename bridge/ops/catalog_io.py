@@ -22,7 +22,8 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from bridge.catalog.catalog import Change, Kind, content
-from bridge.catalog.model import LocationBody, Source, StationBody, TemplateBody, utc_now
+from bridge.catalog.enums import Source
+from bridge.catalog.model import LocationBody, StationBody, TemplateBody, utc_now
 from bridge.config import Settings
 from bridge.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, CatalogError
 
