@@ -200,6 +200,8 @@ class Bridge:
                 count = await worker.request_full_load()
             except HubError as exc:
                 log.error("fullload.failed", error=str(exc), hub_code=exc.code)
+            except Exception as exc:  # a bug here must not end the withdrawals for good
+                log.exception("fullload.failed", error=str(exc), hub_code=None)
             else:
                 log.info("catalog.withdrawn", evse_ids=leaving[:50], withdrawn=len(leaving),
                          records=count)  # fmt: skip

@@ -49,6 +49,11 @@ def full_load(
     """Ask the running bridge for a fullLoad (or its body); print the outcome."""
     import json
 
+    if not url:
+        print("bridge: a bridge is running on this state database without its API "
+              "(ops.enabled: false): enable the ops port, or stop it and run this again",
+              file=err)  # fmt: skip
+        return EXIT_FAILED
     if token is None:
         print(f"bridge: a bridge is running ({url}): set {TOKEN_ENV} (or --token-file) to an "
               "API token with scope write (read is enough for --dry-run) so this command can "
