@@ -4,11 +4,13 @@ force, the charger's connection and boot data, the operator facts in force)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from bridge.api.context import ApiContext
 from bridge.catalog.catalog import Entry
-from bridge.catalog.model import BootInfo, ConnectionInfo, LocationBody, StationBody, TemplateBody
+from bridge.catalog.model import BootInfo, LocationBody, StationBody, TemplateBody
 from bridge.status.table import OICP_TO_OCPI, OcpiStatus
 
 
@@ -52,15 +54,24 @@ def station_out(ctx: ApiContext, entry: Entry[StationBody]) -> dict[str, Any]:
     presence = ctx.presence.get(body.id)
     data["boot"] = data["connection"] = None
     if presence is not None:
-        data["connection"] = ConnectionInfo(
-            connected=presence.connected, protocol=presence.protocol, offline=presence.offline,
-            last_seen=presence.last_seen,
-        ).model_dump(mode="json")  # fmt: skip
+        # Plain dicts in the shape of ConnectionInfo / BootInfo: a page of 100 stations is read
+        # often (portals, data warehouses), pydantic per row would double its cost.
+        data["connection"] = {
+            "connected": bool(presence.connected), "protocol": presence.protocol,
+            "offline": bool(presence.offline), "last_seen": _rfc3339(presence.last_seen),
+        }  # fmt: skip
         if presence.boot:
             data["boot"] = _boot(presence.boot)
     return data
 
 
+def _rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=4096)
 def _boot(raw: str) -> dict[str, Any] | None:
     try:
         info = json.loads(raw)
