@@ -87,10 +87,22 @@ def check_settings(settings: Settings) -> Check:
     s = settings
     if s.ops.enabled and s.ops.port and s.ops.port == s.ocpp.port:
         check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
+    if s.api.tls_cert is not None and not s.api.tls_cert.is_file():
+        check.problems.append(f"api.tls_cert: file {str(s.api.tls_cert)!r} not found")
     _check_state_dir(settings.state.database, check)
     _check_ocpp(settings, check)
     _check_open_files(len(settings.chargers), check)
     return check
+
+
+def _api_summary(settings: Settings) -> str:
+    a = settings.api
+    where = "on the ops port" if a.port is None else (
+        f"{'https' if a.tls_cert else 'http'}://{a.host}:{a.port}")  # fmt: skip
+    if not a.tokens:
+        return f"{where}, no tokens: every /api/ request is answered 401 (bridge api-token)"
+    writers = sum(1 for t in a.tokens if t.scope == "write")
+    return f"{where}, {len(a.tokens)} token(s), {writers} with write scope"
 
 
 def _check_open_files(chargers: int, check: Check) -> None:
@@ -215,6 +227,7 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
          + (" (some chargers differ)" if any(c.security_profile is not None
                                               for c in s.chargers.values()) else "")),
         ("ops port", f"http://{s.ops.host}:{s.ops.port}" if s.ops.enabled else "disabled"),
+        ("API", _api_summary(settings)),
         ("state database", str(s.state.database)),
         (
             "fullLoad",
