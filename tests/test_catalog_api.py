@@ -482,3 +482,13 @@ async def test_evse_patch_keeps_the_station_rules(api: httpx.AsyncClient, bridge
     assert "OCPP number 1" in message
     evse_ids = [e.evse_id for e in bridge.catalog.stations["CP-NEW"].body.evses]
     assert evse_ids == ["DE*ABC*E900*1", "DE*ABC*E900*2"]
+
+
+async def test_if_match_on_a_missing_object(api: httpx.AsyncClient, bridge: Bridge) -> None:
+    r = await api.put("/locations/LOC-1", json=LOCATION, headers={"If-Match": '"1"'})
+    assert r.status_code == 412 and r.json()["status_code"] == 2000
+    assert not bridge.catalog.locations
+    r = await api.put("/locations/LOC-1", json=LOCATION, headers={"If-Match": "*"})
+    assert r.status_code == 412
+    await ok(api.put("/locations/LOC-1", json=LOCATION))  # without If-Match: created
+    await ok(api.put("/locations/LOC-1", json={**LOCATION, "name": "B"}, headers={"If-Match": "*"}))

@@ -259,9 +259,9 @@ class _Stale(Exception):
 def _check_if_match(entry: Entry[Any] | None, given: str | None) -> None:
     if given is None:
         return
-    if entry is None:
-        raise CatalogError("If-Match", "the object does not exist", status_code=2003,
-                           http_status=404)  # fmt: skip
+    if entry is None:  # RFC 9110: If-Match on a missing object fails the precondition
+        raise CatalogError("If-Match", "the object does not exist; nothing was applied",
+                           status_code=2000, http_status=412)  # fmt: skip
     tags = [t.strip().removeprefix("W/") for t in given.split(",")]
     if "*" not in tags and entry.etag not in tags:
         raise _Stale(entry, given)
