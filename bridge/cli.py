@@ -150,9 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.ops import remote
 
             url = remote.running_api(settings.state.database)
-            if url is not None:
-                return remote.full_load(url, remote.read_token(args.token_file),
-                                        dry_run=args.dry_run, ca=args.api_ca)  # fmt: skip
+            token = remote.read_token(args.token_file)
+            # A running bridge is asked; a preview without a token reads the database.
+            if url is not None and (token is not None or not args.dry_run):
+                return remote.full_load(url, token, dry_run=args.dry_run, ca=args.api_ca)
             return asyncio.run(_fullload(settings, dry_run=args.dry_run))
         if args.command == "catalog":
             from bridge.ops import catalog_io
@@ -205,7 +206,10 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
     from bridge.oicp.models import ActionType, build_status_request
 
     bridge = Bridge(settings)
-    bridge.open_state()
+    if dry_run:  # reading only: no lock, nothing written (a bridge may be running)
+        bridge.load_state()
+    else:
+        bridge.open_state()
     try:
         if dry_run:
             records = [(e, bridge.engine.status(e)) for e in bridge.engine.evse_ids()]
@@ -231,8 +235,11 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
         print(f"fullLoad sent: {count} EVSE status records accepted by {settings.oicp.base_url}")
         return 0
     finally:
-        await bridge.store.close()
-        bridge.lock.release()
+        if dry_run:
+            bridge.store.close_unwritten()
+        else:
+            await bridge.store.close()
+            bridge.lock.release()
 
 
 def _api_token(name: str, scope: str) -> int:

@@ -167,6 +167,12 @@ async def test_fullload_command_asks_the_running_bridge(tmp_path: Path, hub: Hub
         ]
         code, out, err = await cli("fullload", token=None)
         assert code == 1 and "BRIDGE_API_TOKEN" in err
+        # A preview without a token reads the database (no lock, nothing written).
+        code, out, err = await cli("fullload", "--dry-run", token=None)
+        assert code == 0, err
+        assert json.loads(out)["OperatorEvseStatus"]["EvseStatusRecord"] == [
+            {"EvseID": "DE*ABC*E900*1", "EvseStatus": "Unknown"}
+        ]
         code, out, err = await cli("fullload")
         assert code == 0, err
         assert "1 EVSE status records accepted" in out

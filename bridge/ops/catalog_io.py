@@ -175,11 +175,7 @@ async def _commit(bridge: Any, changes: list[Change]) -> None:
 
 
 def _close(bridge: Any) -> None:
-    store = bridge.store
-    if store._db is not None:
-        store._db.close()
-        store._db = None
-    store._executor.shutdown(wait=False)
+    bridge.store.close_unwritten()
 
 
 __all__ = ["export", "import_file"]

@@ -214,6 +214,14 @@ class StateStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
         self._executor.shutdown(wait=True)
 
+    def close_unwritten(self) -> None:
+        """Close without writing what is staged: for read-only use next to a running bridge
+        (its process is the one writer). Blocking."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        self._executor.shutdown(wait=False)
+
     # -- writes ----------------------------------------------------------------------------
     def put_connector(self, row: ConnectorRow) -> None:
         self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = _connector_tuple(
