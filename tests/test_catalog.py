@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bridge.catalog.catalog import Catalog, file_station
+from bridge.catalog.catalog import Catalog, content, file_station
 from bridge.catalog.enums import Source
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody, StationPatch
@@ -135,3 +135,61 @@ def test_coordinates_are_checked_for_format_and_range(
         assert "coordinates" in str(exc)
     else:
         assert good
+
+
+# -- property: any sequence of writes keeps the indexes true and refusals leave no trace ----------
+EVSE_POOL = [f"DE*ABC*E{n}*1" for n in range(6)]
+writes = st.lists(
+    st.tuples(
+        st.sampled_from(["CP1", "CP2", "CP3"]),  # station
+        st.lists(st.sampled_from(EVSE_POOL), min_size=1, max_size=3),  # its EvseIDs
+        st.sampled_from(["stock", "production", "deprecated"]),
+        st.booleans(),  # remove the last EVSE (status REMOVED)
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(writes)
+def test_writes_keep_the_catalog_consistent(ops: list[tuple[str, list[str], str, bool]]) -> None:
+    catalog = catalog_with_location()
+    now = T0
+    for cp_id, evse_ids, state, remove_last in ops:
+        now += timedelta(seconds=1)
+        evses = [
+            {"uid": f"{cp_id}-{evse_id}", "evse_id": evse_id, "ocpp_ids": [n + 1],
+             "connectors": [CONNECTOR]}
+            for n, evse_id in enumerate(dict.fromkeys(evse_ids))
+        ]  # fmt: skip
+        if remove_last:
+            evses[-1]["status"] = "REMOVED"
+        body = StationBody.model_validate({"id": cp_id, "location_id": "L1",
+                                           "deployment_state": state, "evses": evses})  # fmt: skip
+        before = {k: (v.version, content(v.body)) for k, v in catalog.stations.items()}
+        owners = dict(catalog.evse_owner)
+        try:
+            changes = catalog.plan_station(body, now=now)
+        except CatalogError as exc:
+            event("refused")
+            assert exc.field and exc.message  # names what is wrong
+            assert {k: (v.version, content(v.body)) for k, v in catalog.stations.items()} == before
+            assert catalog.evse_owner == owners
+            continue
+        event("applied" if changes else "unchanged")
+        catalog.apply(changes)
+        # every EVSE is owned by its station, and no EvseID or uid is in two stations
+        seen: dict[str, str] = {}
+        for station_id, entry in catalog.stations.items():
+            for evse in entry.body.evses:
+                assert seen.setdefault(evse.evse_id, station_id) == station_id
+                assert catalog.evse_owner[evse.evse_id] == station_id
+                assert catalog.uid_owner[evse.uid] == station_id
+        assert set(catalog.evse_owner) == set(seen)
+        assert catalog.ids("station") == sorted(catalog.stations)
+        # the cascade: the location is at least as new as every EVSE at it
+        location = catalog.locations["L1"].body
+        assert location.last_updated is not None
+        for entry in catalog.stations.values():
+            for evse in entry.body.evses:
+                assert evse.last_updated is not None and evse.last_updated <= location.last_updated
