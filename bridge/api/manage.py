@@ -125,11 +125,11 @@ async def write_object(
 ) -> web.Response:
     single(request.query, ())
     raw = await _json(request)
-    path_id = request.match_info.get(c.key)
-    item = BatchItem(action=action, id=path_id, if_match=request.headers.get("If-Match"),
-                     body=raw if isinstance(raw, dict) else {"": raw})  # fmt: skip
     if not isinstance(raw, dict):
         raise OpsRequestError(INVALID_PARAMETERS, "the body must be a JSON object")
+    path_id = request.match_info.get(c.key)
+    item = BatchItem(action=action, id=path_id, if_match=request.headers.get("If-Match"),
+                     body=raw)  # fmt: skip
     hashes = await _hash_passwords(ctx, [item])
     try:
         changes = _plan(ctx, c, item, hashes[0])

@@ -141,10 +141,7 @@ async def api_middleware(
         )  # fmt: skip
     request[CLIENT] = client
     writing = request.method not in ("GET", "HEAD")
-    try:
-        response = await _answer(request, handler)
-    finally:
-        pass
+    response = await _answer(request, handler)
     if writing:
         log.info("api.write", client=client.name, method=request.method, path=request.path,
                  http_status=response.status,
