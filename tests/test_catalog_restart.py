@@ -212,3 +212,22 @@ async def test_fullload_command_asks_the_running_bridge(tmp_path: Path, hub: Hub
     assert "CP-2" in check.catalog.stations
     check.store._db.close()  # type: ignore[union-attr]
     check.store._executor.shutdown()
+
+
+async def test_check_config_names_a_station_owned_by_the_api(
+    make_bridge: Callable[..., Awaitable[Bridge]], hub: HubSimulator, tmp_path: Path
+) -> None:
+    from bridge.ops.commands import check_settings
+
+    first = await make_bridge()
+    assert first.ops_server is not None
+    async with httpx.AsyncClient(base_url=first.ops_server.api_url, headers=AUTH) as api:
+        await api.post("/api/v2/locations", json=LOCATION)
+        await api.post("/api/v2/chargestations", json=station("CP9", evse_id="DE*ABC*E9*1"))
+    await first.stop()
+    clash = settings_for(tmp_path, hub.base_url, chargers={"CP9": {"evses": {1: "DE*ABC*E9*2"}}})
+    problems = check_settings(clash).problems
+    assert any(p.startswith("chargers.CP9: ") and "management API" in p for p in problems)
+    assert not any(
+        "CP16" in p for p in check_settings(settings_for(tmp_path, hub.base_url)).problems
+    )

@@ -90,9 +90,41 @@ def check_settings(settings: Settings) -> Check:
     if s.api.tls_cert is not None and not s.api.tls_cert.is_file():
         check.problems.append(f"api.tls_cert: file {str(s.api.tls_cert)!r} not found")
     _check_state_dir(settings.state.database, check)
+    _check_catalog_owners(settings, check)
     _check_ocpp(settings, check)
     _check_open_files(len(settings.chargers), check)
     return check
+
+
+def _check_catalog_owners(settings: Settings, check: Check) -> None:
+    """A station of the file that the API created first is refused at start: say it now.
+
+    Reads the catalog directly, only from a database already at this bridge's schema
+    (check-config never migrates or writes).
+    """
+    import sqlite3
+
+    from bridge.store.migrate import HEAD, current_revision
+
+    path = settings.state.database
+    if not settings.chargers or not path.is_file():
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if current_revision(db) != HEAD:
+                return
+            rows = db.execute("SELECT id FROM catalog_station WHERE source = 'api'").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return  # the start reports what is wrong with the database itself
+    for (station_id,) in rows:
+        if station_id in settings.chargers:
+            check.problems.append(
+                f"chargers.{station_id}: this charge station was created over the management "
+                "API; a station has one owner: remove it from the file"
+            )
 
 
 def _api_summary(settings: Settings) -> str:
