@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import ssl
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
@@ -15,6 +16,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from bridge.api.commands import WorkerFullLoad
+from bridge.api.context import ApiContext
+from bridge.api.status import delivery_summary
+from bridge.api.tokens import Tokens
+from bridge.catalog.catalog import Catalog
+from bridge.catalog.rules import SetUp
 from bridge.certs import days_until, log_certificate
 from bridge.config import Settings
 from bridge.delivery.hubhealth import HubHealth
@@ -22,9 +29,11 @@ from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import ConfigError, DatabaseLockedError
+from bridge.errors import ConfigError, DatabaseLockedError, HubError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
+from bridge.live import LiveCatalog
+from bridge.ocpp.auth import hash_password
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
@@ -61,6 +70,18 @@ class DatabaseLock:
         handle.write(str(os.getpid()))
         handle.flush()
         self._file = handle
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (a bridge runs on this database)."""
+        if not self.path.exists() or self._file is not None:
+            return False
+        with self.path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
     def release(self) -> None:
         if self._file is not None:
@@ -100,6 +121,12 @@ class Bridge:
         self.ocpp = OcppServer(
             settings.ocpp, self.registry, self.ingest, chargers=settings.chargers
         )
+        # The catalog feeds the registry, the credentials and the engine's EVSEs.
+        self.catalog = Catalog(catalog_setup(settings, self.ocpp))
+        self.live = LiveCatalog(
+            self.catalog, self.store, registry=self.registry, engine=self.engine,
+            hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         # Ops: metrics counted through the components' hooks, state read at scrape time.
@@ -126,18 +153,64 @@ class Bridge:
     def open_state(self) -> None:
         """Take the database lock and load the durable state (blocking; at start-up)."""
         self.lock.acquire()
+        self.load_state()
+
+    def load_state(self) -> None:
+        """Load the durable state without the lock: read-only use (previews), or after it."""
         snapshot = self.store.open()
+        self.live.load(snapshot.catalog)
+        self.live.import_file(self.settings.chargers)
+        self.live.configure_all()
         self.engine.restore(
             ((r.charge_point_id, r.evse_key, r.connector_id, OcppStatus(r.ocpp_status))
              for r in snapshot.connectors),
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        self._withdraw_unshared()
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
         self.ingest.restore(snapshot.charge_points)
         log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
-                 connectors=len(snapshot.connectors), pending=len(self.outbox))  # fmt: skip
+                 connectors=len(snapshot.connectors), pending=len(self.outbox),
+                 stations=len(self.catalog.stations), schema=self.store.migration)  # fmt: skip
+
+    def _withdraw_unshared(self) -> None:
+        """EVSEs the hub may hold that are no longer shared (their station was deprecated, the
+        file dropped them) leave it: durably marked, taken out by the next fullLoad."""
+        shared = set(self.engine.evse_ids())
+        for evse_id, row in list(self.outbox.rows.items()):
+            if evse_id not in shared and not row.removed and not row.withdrawn:
+                self.outbox.withdraw(evse_id)
+
+    def api_context(self) -> ApiContext:
+        s = self.settings
+        return ApiContext(
+            settings=s.api, tokens=Tokens(s.api.tokens), catalog=self.catalog, live=self.live,
+            engine=self.engine, outbox=self.outbox, presence=self.ingest.charge_points,
+            delivery=lambda: delivery_summary(
+                self.engine, self.outbox, self.worker, base_url=s.oicp.base_url,
+                operator_id=s.oicp.operator_id, last_full_load=self.last_full_load,
+            ),
+            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp),
+            operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
+        )  # fmt: skip
+
+    async def _withdrawals(self, worker: PushWorker) -> None:
+        """A fullLoad whenever EVSEs must leave the hub (coalesced: one for many)."""
+        while True:
+            await self.outbox.leaving.wait()
+            self.outbox.leaving.clear()
+            leaving = self.outbox.withdrawals()
+            try:
+                count = await worker.request_full_load()
+            except HubError as exc:
+                log.error("fullload.failed", error=str(exc), hub_code=exc.code)
+            except Exception as exc:  # a bug here must not end the withdrawals for good
+                log.exception("fullload.failed", error=str(exc), hub_code=None)
+            else:
+                log.info("catalog.withdrawn", evse_ids=leaving[:50], withdrawn=len(leaving),
+                         records=count)  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:
         d = self.settings.delivery
@@ -159,6 +232,10 @@ class Bridge:
                 "oicp.client_cert", self.settings.oicp.client_cert
             )
 
+    def _api_file(self) -> Path:
+        """Where the running bridge leaves its API's URL for the CLI (``oicp-bridge fullload``)."""
+        return api_url_file(self.settings.state.database)
+
     @property
     def client_cert_days_left(self) -> float | None:
         """Days until the client certificate in use expires (it is loaded once, at start)."""
@@ -179,9 +256,13 @@ class Bridge:
             await self.hub_sim.start()
             log.info("hubsim.embedded", url=self.hub_sim.base_url,
                      state_file=str(state_file) if state_file else None)  # fmt: skip
+        await self.store.commit()  # the file's chargers as imported into the catalog
         if s.ops.enabled:
-            self.ops_server = OpsServer(self, s.ops)
+            self.ops_server = OpsServer(
+                self, s.ops, metrics=self.metrics, api=self.api_context(), api_settings=s.api
+            )
             await self.ops_server.start()
+            self._api_file().write_text(self.ops_server.api_url + "\n", encoding="utf-8")
         self.check_client_cert()
         client = self._client or OicpClient(s.oicp)
         self._client = client
@@ -189,6 +270,7 @@ class Bridge:
             self._watch_hub_tls(client)
         worker = self.make_worker(client)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
+        self._tasks.append(asyncio.create_task(self._withdrawals(worker), name="withdrawals"))
         if s.fullload.enabled:
             self._tasks.append(asyncio.create_task(
                 run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
@@ -232,7 +314,7 @@ class Bridge:
         self.ingest.close()
         if self.worker is not None:
             self.worker.stop()
-        scheduler = [t for t in self._tasks if t.get_name() == "fullload-scheduler"]
+        scheduler = [t for t in self._tasks if t.get_name() != "push-worker"]
         for task in scheduler:
             task.cancel()
         pushing = [t for t in self._tasks if t.get_name() == "push-worker"]
@@ -249,6 +331,8 @@ class Bridge:
             await self.hub_sim.stop()
         if self.ops_server is not None:
             await self.ops_server.close()
+            with suppress(OSError):
+                self._api_file().unlink()
         self.lock.release()
         log.info("bridge.stopped", pending=len(self.outbox))
         self._stopped.set()
@@ -287,6 +371,21 @@ class Bridge:
             f"reload changed TLS files: {' and '.join(files)}" if files else "none: no TLS files"
         )
         log.info("bridge.sighup", action=action)
+
+
+def api_url_file(database: Path) -> Path:
+    return database.with_name(database.name + ".api")
+
+
+def catalog_setup(settings: Settings, ocpp: OcppServer) -> SetUp:
+    """What the catalog's rules need to know of the configuration."""
+    security = settings.ocpp.security
+    return SetUp(
+        operator_id=settings.oicp.operator_id, default_profile=security.profile,
+        tls=security.tls_cert is not None,
+        client_certs=ocpp.auth.client_cert_mode() != ssl.CERT_NONE,
+        evse_id_template=settings.catalog.evse_id_template,
+    )  # fmt: skip
 
 
 def log_table(

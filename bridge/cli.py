@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -73,19 +74,41 @@ def _parser() -> argparse.ArgumentParser:
     fl = with_config(sub.add_parser(
         "fullload",
         help="send a fullLoad of every EVSE now",
-        description="Send one eRoamingPushEvseStatus fullLoad with every configured EVSE and its "
-        "current status, and wait for the hub's answer. Needs the state database to itself "
-        "(the running bridge sends the daily fullLoad); --dry-run works any time.",
+        description="Send one eRoamingPushEvseStatus fullLoad with every shared EVSE and its "
+        "current status. When a bridge runs on the state database it is asked through its API "
+        "(token in BRIDGE_API_TOKEN or --token-file) and sends it between two pushes; "
+        "otherwise this process sends it and waits for the hub's answer. --dry-run works any "
+        "time.",
     ))  # fmt: skip
     fl.add_argument(
         "--dry-run", action="store_true",
-        help="print the body instead of sending (reads the state database; also while the "
-        "bridge runs)",
+        help="print the body instead of sending (reads the state database, or asks the running "
+        "bridge when a token is given)",
     )  # fmt: skip
     fl.add_argument(
         "--wait", type=float, default=60.0, metavar="SECONDS",
         help="keep trying a hub that fails or cannot be reached this long (default: %(default)s)",
     )  # fmt: skip
+    fl.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
+    fl.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
+    cat = sub.add_parser("catalog", help="export or import the charge-station catalog")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    with_config(cat_sub.add_parser("export", help="print the catalog as JSON"))
+    ci = with_config(cat_sub.add_parser(
+        "import", help="import a catalog JSON file (all or nothing)",
+        description="Validate every object, print what changes, apply all in one transaction "
+        "(the bridge must be stopped; --dry-run works while it runs).",
+    ))  # fmt: skip
+    ci.add_argument("file", type=Path, help="JSON as written by `catalog export`")
+    ci.add_argument("--dry-run", action="store_true", help="only print what would change")
+    at = sub.add_parser(
+        "api-token",
+        help="make a new API token and print it with its hash",
+        description="Print a new random API token (give it to the client) and the "
+        "configuration entry with its hash (for api.tokens; the token itself is never stored).",
+    )
+    at.add_argument("--name", default="client", help="who holds it (logged with each write)")
+    at.add_argument("--scope", choices=("read", "write"), default="read")
     hs = sub.add_parser("hub-sim", help="run the bundled OICP hub simulator (development)")
     hs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     hs.add_argument("--port", type=int, default=9501, help="listen port (default: %(default)s)")
@@ -143,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_hub_sim(args))
         if args.command == "hash-password":
             return _hash_password(hex_input=args.hex, cost=args.cost)
+        if args.command == "api-token":
+            return _api_token(args.name, args.scope)
         settings = load_settings(args.config)
         # Only the service logs to stdout; the other commands print their result there.
         log_stream = None if args.command == "run" else sys.stderr
@@ -150,11 +175,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "fullload":
-            from bridge.ops import fullload
+            from bridge.ops import fullload, remote
 
+            url = remote.running_api(settings.state.database)
+            token = remote.read_token(args.token_file)
+            # A running bridge is asked; a preview without a token reads the database.
+            if url is not None and (token is not None or not args.dry_run):
+                return remote.full_load(url, token, dry_run=args.dry_run, ca=args.api_ca)
             if args.dry_run:
                 return fullload.dry_run(settings)
             return asyncio.run(fullload.send(settings, wait=args.wait))
+        if args.command == "catalog":
+            from bridge.ops import catalog_io
+
+            if args.catalog_command == "export":
+                return catalog_io.export(settings)
+            return catalog_io.import_file(settings, args.file, dry_run=args.dry_run)
         if args.command == "status":
             from bridge.ops.commands import status
 
@@ -192,6 +228,21 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def _api_token(name: str, scope: str) -> int:
+    import yaml
+
+    from bridge.api.tokens import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to {name}; it is not stored anywhere): {token}")
+    print("configuration (api.tokens):")
+    entry = [{"name": name, "hash": hash_token(token), "scope": scope}]
+    print(yaml.safe_dump({"api": {"tokens": entry}}, sort_keys=False).rstrip())
+    print("or in the environment (replaces the file's list):")
+    print(f"BRIDGE_API__TOKENS='{json.dumps(entry)}'")
+    return 0
 
 
 def _hash_password(*, hex_input: bool, cost: int) -> int:

@@ -36,6 +36,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from bridge.catalog.facts import OperatorFacts
 from bridge.errors import ConfigError
 from bridge.status.table import OcppStatus, OicpStatus
 
@@ -430,6 +431,99 @@ class OpsSettings(_Model):
     port: int = Field(9100, ge=0, le=65535, description="Ops port (0 = pick a free one).")
 
 
+TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ApiToken(_Model):
+    """One client of the API: a name for the logs, the token's hash, what it may do."""
+
+    name: str = Field(
+        min_length=1, max_length=64, description="Who holds the token; logged with every write."
+    )
+    hash: str = Field(
+        description="`sha256:<hex>` of the token, printed by `oicp-bridge api-token` (never the "
+        "token itself)."
+    )
+    scope: Literal["read", "write"] = Field(
+        "read", description="read: GET only; write: also POST, PUT, PATCH and commands."
+    )
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_format(cls, value: str) -> str:
+        if not TOKEN_HASH_RE.match(value):
+            raise ValueError(
+                "not a token hash: expected sha256:<64 hex digits> (oicp-bridge api-token)"
+            )
+        return value
+
+
+class ApiSettings(_Model):
+    """The status API (/api/v1) and the management API (/api/v2): tokens, listener, limits."""
+
+    tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description="Who may call the API (`Authorization: Token <token>`); none: every API "
+        "request is answered 401. /healthz, /readyz and /metrics need no token.",
+    )
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve the API on its own port (0 = pick a free one); null: on the ops port.",
+    )
+    host: str = Field("0.0.0.0", description="Listen address of the API's own port.")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain): the API's own port speaks HTTPS."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body (bytes); larger: HTTP 413."
+    )
+    max_batch_items: int = Field(
+        1000, ge=1, description="Most items in one batch request; more: refused (2001)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_port(self) -> ApiSettings:
+        if self.tls_cert is not None and self.port is None:
+            raise ValueError(
+                "api.tls_cert needs api.port: the ops port stays plain HTTP for probes"
+            )
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("api.tls_key is set but api.tls_cert is not")
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("api.tokens: each token needs its own name")
+        return self
+
+
+class CatalogSettings(_Model):
+    """The charge-station catalog (management API): operator facts and generated EvseIDs."""
+
+    operator_defaults: OperatorFacts = Field(
+        default_factory=OperatorFacts,
+        description="Hotline phone, accessibility, payment options, authentication modes and "
+        "calibration law of every location that does not set its own (OICP EVSE data).",
+    )
+    evse_id_template: str = Field(
+        "{operator}*E{charge_point}*{evse}",
+        description="EvseID of each EVSE of a station created from a hardware template; "
+        "placeholders {operator}, {charge_point} (letters and digits of the ID), {evse}.",
+    )
+
+    @field_validator("evse_id_template")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        try:
+            value.format(operator="DE*ABC", charge_point="CP1", evse=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"unknown placeholder {exc}; use {{operator}}, {{charge_point}}, {{evse}}"
+            ) from exc
+        return value
+
+
 class HubSimSettings(_Model):
     """The bundled OICP hub simulator (development and tests only)."""
 
@@ -461,6 +555,8 @@ class Settings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     hub_sim: HubSimSettings = Field(default_factory=HubSimSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chargers: dict[str, ChargerSettings] = Field(
         default_factory=dict, description="Registry: charge point ID → its EVSEs."
     )

@@ -95,3 +95,22 @@ class OpsRequestError(BridgeError):
         self.status_code = status_code
         self.message = message
         self.http_status = http_status
+
+
+class CatalogError(BridgeError):
+    """A catalog change is refused; nothing of it was applied.
+
+    ``field`` names the offending field (``evses[0].evse_id``), ``status_code`` is the OCPI code
+    of the API's answer (2001 invalid or missing field, 2003 unknown object, 2000 refused for
+    another reason), ``http_status`` its HTTP status (200 as OCPI wants, 404 for an unknown
+    object in the URL).
+    """
+
+    def __init__(
+        self, field: str, message: str, *, status_code: int = 2001, http_status: int = 200
+    ) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+        self.status_code = status_code
+        self.http_status = http_status

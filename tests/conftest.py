@@ -16,6 +16,7 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 
+from bridge.api.tokens import hash_token
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.hubsim import HubSimulator
@@ -23,6 +24,11 @@ from bridge.ops.logging import add_tap, remove_tap, setup_logging
 from tests.oicp_schema import validate_push_body
 
 OPERATOR = "DE*ABC"
+#: API tokens of the test configuration (their hashes are in settings_for).
+WRITE_TOKEN = "test-write-token-0123456789abcdef0123456789"
+READ_TOKEN = "test-read-token-0123456789abcdef01234567890"
+AUTH = {"Authorization": f"Token {WRITE_TOKEN}"}
+READ_AUTH = {"Authorization": f"Token {READ_TOKEN}"}
 CHARGERS = {
     "CP16": {"evses": {1: "DE*ABC*E16*1", 2: "DE*ABC*E16*2"}},
     "CP201": {"evses": {1: "DE*ABC*E201*1", 2: "DE*ABC*E201*2"}},
@@ -74,6 +80,12 @@ def settings_for(tmp_path: Path, hub_url: str, **overrides: Any) -> Settings:
         },
         "chargers": CHARGERS,
         "ops": {"host": "127.0.0.1", "port": 0},
+        "api": {
+            "tokens": [
+                {"name": "crm", "hash": hash_token(WRITE_TOKEN), "scope": "write"},
+                {"name": "portal", "hash": hash_token(READ_TOKEN), "scope": "read"},
+            ]
+        },
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

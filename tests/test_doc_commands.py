@@ -39,7 +39,7 @@ PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 LINKED = [*PAGES, ROOT / "bench" / "README.md"]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
 # Programs that are not ours and need no check beyond being named in a set-up step.
-FOREIGN = {"cp", ".", "source", "openssl", "printf", "echo"}
+FOREIGN = {"cp", ".", "source", "openssl", "printf", "echo", "export"}
 PLACEHOLDERS = {"FILE", "…", "..."}
 SUBCOMMAND = "COMMAND"  # `oicp-bridge COMMAND --help`: any subcommand
 # What the docs call the two ports; the test maps them to the real ones.
@@ -75,10 +75,18 @@ def commands(page: Path) -> list[Command]:
         if language not in SHELL_LANGUAGES:
             continue
         joined = body.replace("\\\n", " ")
+        pending, start = "", 0
         for offset, raw in enumerate(joined.splitlines()):
             line = raw.strip()  # comments go when it is split (shlex)
-            if line and not line.startswith("#"):
-                found.append(Command(page, first + offset, line, inline=False))
+            if not pending and (not line or line.startswith("#")):
+                continue
+            if not pending:
+                start = offset
+            pending = f"{pending} {line}" if pending else line
+            if _complete(pending):  # a quoted argument may span lines (a JSON body)
+                found.append(Command(page, first + start, pending, inline=False))
+                pending = ""
+        assert not pending, f"{page}: unclosed quote in: {pending}"
     prose = without_blocks(text)
     for match in re.finditer(r"`((?:\.venv/bin/)?oicp-bridge [^`]+)`", prose):
         line = prose.count("\n", 0, match.start()) + 1
@@ -86,15 +94,30 @@ def commands(page: Path) -> list[Command]:
     return found
 
 
+def _complete(text: str) -> bool:
+    try:
+        shlex.split(text, comments=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _tokens(text: str) -> list[str]:
+    """Shell words, with ``;``, ``&`` and ``|`` as words of their own."""
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    return list(lexer)
+
+
 def segments(command: Command) -> list[list[str]]:
-    """The simple commands of a pipeline, without redirections and variable assignments."""
-    tokens = shlex.split(command.text, comments=True)
+    """The simple commands of a line, without redirections and variable assignments."""
     out: list[list[str]] = [[]]
     skip_next = False
-    for token in tokens:
+    for token in _tokens(command.text):
         if skip_next:
             skip_next = False
-        elif token == "|":
+        elif token in ("|", ";", "&", "&&", "||"):
             out.append([])
         elif token in ("<", ">", "2>"):
             skip_next = True  # the file name
@@ -105,6 +128,23 @@ def segments(command: Command) -> list[list[str]]:
         else:
             out[-1].append(token)
     return [s for s in out if s]
+
+
+def assignments(command: Command) -> dict[str, str]:
+    """``NAME=value`` words that stand alone (``API=…; AUTH=…``, ``export NAME=…``)."""
+    found: dict[str, str] = {}
+    statement: list[str] = []
+    for token in [*_tokens(command.text), ";"]:
+        if token != ";":
+            statement.append(token)
+            continue
+        words = [w for w in statement if w != "export"]
+        if words and all(re.match(r"^[A-Z_][A-Z0-9_]*=", w) for w in words):
+            for word in words:
+                name, value = word.split("=", 1)
+                found[name] = value
+        statement = []
+    return found
 
 
 ALL = [c for page in PAGES for c in commands(page)]
@@ -273,42 +313,68 @@ def test_docker_compose_commands_use_what_the_compose_file_has() -> None:
 CURLS = [c for c in ALL for s in segments(c) if s[0] == "curl"]
 
 
-def curl_request(argv: list[str]) -> tuple[str, str, bytes | None]:
-    """(method, URL, body) of a curl command line."""
-    method, url, body = "GET", None, None
+def curl_request(argv: list[str]) -> tuple[str, str, bytes | None, dict[str, str]]:
+    """(method, URL, body, headers) of a curl command line."""
+    method, url, body, headers = "GET", None, None, {}
     args = iter(argv[1:])
     for arg in args:
         if arg in ("-d", "--data"):
             body, method = next(args).encode(), "POST"
         elif arg in ("-X", "--request"):
             method = next(args)
+        elif arg in ("-H", "--header"):
+            name, _, value = next(args).partition(":")
+            headers[name.strip()] = value.strip()
         elif arg.startswith("-"):
             continue  # -s, -v
         else:
             url = arg
     assert url is not None, argv
-    return method, url if "://" in url else f"http://{url}", body
+    return method, url if "://" in url else f"http://{url}", body, headers
+
+
+def expand(word: str, variables: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` from what the page set before (and the test's token)."""
+    return re.sub(
+        r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: variables.get(m.group(1), m.group(0)), word
+    )
 
 
 async def test_every_curl_request_is_answered(
     make_bridge: Callable[..., Awaitable[Bridge]],
 ) -> None:
+    from bridge.api.tokens import hash_token
+
+    token = "docs-test-token-0123456789abcdef"
     example = load_settings(ROOT / "config" / "bridge.example.yaml")  # the docs' EvseIDs
-    bridge = await make_bridge(chargers=example.model_dump(mode="json")["chargers"])
+    bridge = await make_bridge(
+        chargers=example.model_dump(mode="json")["chargers"],
+        api={"tokens": [{"name": "docs", "hash": hash_token(token), "scope": "write"}]},
+    )
     assert bridge.ops_server is not None
     ports = {OPS_PORT: bridge.ops_server.port}
     async with HubSimulator() as sim, httpx.AsyncClient(timeout=5) as http:
         ports[SIM_PORT] = sim.port
-        for command in CURLS:
+        variables: dict[Path, dict[str, str]] = {}
+        for command in ALL:
+            page_vars = variables.setdefault(command.page, {"TOKEN": token})
+            page_vars.update(
+                {k: expand(v, page_vars) for k, v in assignments(command).items() if v != "..."}
+            )
             for argv in segments(command):
                 if argv[0] != "curl":
                     continue
-                method, url, body = curl_request(argv)
+                method, url, body, headers = curl_request([expand(a, page_vars) for a in argv])
                 parts = urlsplit(url)
                 assert parts.hostname == "localhost" and parts.port in ports, str(command)
                 real = parts._replace(netloc=f"127.0.0.1:{ports[parts.port]}").geturl()
-                response = await http.request(method, real, content=body)
+                response = await http.request(method, real, content=body, headers=headers)
                 assert response.status_code == 200, f"{command}: {response.text}"
+                if parts.path.startswith("/api/"):  # an OCPI envelope: refusals are HTTP 200
+                    code = response.json()["status_code"]
+                    assert code == 1000 or (method == "POST" and code == 2000), (
+                        f"{command}: {response.text}"
+                    )
             sim.faults.clear()
 
 

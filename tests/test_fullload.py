@@ -46,11 +46,11 @@ async def test_dry_run_while_the_bridge_runs(
     assert records == {e: bridge.engine.status(e).value for e in bridge.engine.evse_ids()}
     assert records["DE*ABC*E16*1"] == "Occupied"
 
-    # Sending needs the database to itself: the message says why and what to do instead.
+    # Sending goes through the running bridge's API: without a token the message says how.
     code, _, err = await run_command("fullload", "--config", str(config))
     assert code == 1
-    assert f"fullLoad not sent: a bridge is running on {bridge.settings.state.database}." in err
-    assert "stop it and run this command again" in err and "fullload --dry-run" in err
+    assert "a bridge is running" in err and "BRIDGE_API_TOKEN" in err, err
+    assert "oicp-bridge api-token" in err
 
 
 def closed_port() -> int:

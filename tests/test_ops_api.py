@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from bridge.api.paging import MAX_LIMIT
+from bridge.api.routes import CONTEXT, api_middleware
+from bridge.api.status import PREFIX as API_PREFIX
+from bridge.api.tokens import Tokens, hash_token
 from bridge.app import Bridge
+from bridge.config import ApiToken
 from bridge.hubsim import HubSimulator
-from bridge.ops.api import API_PREFIX, MAX_LIMIT, api_middleware
-from tests.conftest import charger, eventually, pushes
+from tests.conftest import AUTH, WRITE_TOKEN, charger, eventually, pushes
 
 
 @pytest.fixture
 async def api(bridge: Bridge) -> AsyncIterator[httpx.AsyncClient]:
     assert bridge.ops_server is not None
     base = f"http://127.0.0.1:{bridge.ops_server.port}{API_PREFIX}"
-    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=5, headers=AUTH) as client:
         yield client
 
 
@@ -273,6 +278,8 @@ async def test_server_errors_answer_3000() -> None:
         raise RuntimeError("boom")
 
     app = web.Application(middlewares=[api_middleware])
+    tokens = Tokens([ApiToken(name="t", hash=hash_token(WRITE_TOKEN), scope="write")])
+    app[CONTEXT] = SimpleNamespace(tokens=tokens)  # type: ignore[assignment]
     app.router.add_get(f"{API_PREFIX}/broken", broken)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -281,7 +288,7 @@ async def test_server_errors_answer_3000() -> None:
     port = runner.addresses[0][1]
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            response = await client.get(f"http://127.0.0.1:{port}{API_PREFIX}/broken")
+            response = await client.get(f"http://127.0.0.1:{port}{API_PREFIX}/broken", headers=AUTH)
     finally:
         await runner.cleanup()
     assert response.status_code == 500

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from bridge.status.engine import EvseChange
 from bridge.status.table import OicpStatus
-from bridge.store.sqlite import REMOVED, EvseRow, StateStore
+from bridge.store.sqlite import REMOVED, WITHDRAWN, EvseRow, StateStore
 
 
 class Outbox:
@@ -24,6 +24,8 @@ class Outbox:
         self.rows: dict[str, EvseRow] = {}
         self._pending: dict[str, None] = {}  # insertion-ordered set of EvseIDs
         self.changed = asyncio.Event()
+        #: Set when an EVSE must leave the hub (withdraw); the bridge answers with a fullLoad.
+        self.leaving = asyncio.Event()
 
     # -- loading and changes ---------------------------------------------------------------
     def restore(self, rows: Iterable[EvseRow]) -> None:
@@ -34,6 +36,8 @@ class Outbox:
                 self._pending[row.evse_id] = None
         if self._pending:
             self.changed.set()
+        if any(row.withdrawn for row in self.rows.values()):
+            self.leaving.set()  # a withdrawal from before a restart is still owed
 
     def apply(self, changes: Iterable[EvseChange]) -> None:
         """Take the engine's status changes; marks EVSEs pending and stages their rows."""
@@ -61,6 +65,24 @@ class Outbox:
             row.pending_since = None
             del self._pending[row.evse_id]
         self.store.put_evse(row)
+
+    def withdraw(self, evse_id: str) -> None:
+        """This EVSE leaves the hub (deprecated or stock station, REMOVED EVSE, new EvseID).
+
+        Durable with the change that caused it (staged here, committed with it); it is never
+        pushed again unless it is shared anew, and the next fullLoad leaves it out (then it is
+        REMOVED). Without a row the hub never had it: nothing to do.
+        """
+        row = self.rows.get(evse_id)
+        if row is None or row.removed or row.withdrawn:
+            return
+        row.parked_code = WITHDRAWN
+        self.refresh(row)
+        self.leaving.set()
+
+    def withdrawals(self) -> list[str]:
+        """EVSEs that must leave the hub and may still be there."""
+        return sorted(e for e, row in self.rows.items() if row.withdrawn)
 
     # -- queries ---------------------------------------------------------------------------
     def head(self) -> EvseRow | None:
@@ -130,6 +152,8 @@ class Outbox:
             row.last_outcome, row.last_code, row.last_info = "fullload", "000", None
             self.refresh(row, now)
         for evse_id, row in self.rows.items():
+            if row.parked_code is None and row.pending_since is not None and evse_id not in sent:
+                continue  # shared after the fullLoad was built: its own push follows
             if evse_id not in sent and not row.removed:
                 # No longer configured: the fullLoad removed it from the hub; never push it.
                 row.hub_holds = False

@@ -284,6 +284,24 @@ class Authenticator:
         # A check must start early enough to leave time for the rest of the handshake.
         self.checks = CheckQueue(security.handshake_timeout * _QUEUE_SHARE)
 
+    def set_station(
+        self, charge_point_id: str, profile: int | None, password_hash: str | None
+    ) -> None:
+        """A charge station of the catalog was created or changed: use its profile and hash
+        from the next handshake on (a connection already open stays)."""
+        if profile is None:
+            self._profiles.pop(charge_point_id, None)
+        else:
+            self._profiles[charge_point_id] = profile
+        if password_hash is None:
+            self._hashes.pop(charge_point_id, None)
+        else:
+            self._hashes[charge_point_id] = PasswordHash.parse(password_hash)
+        self._verified.pop(charge_point_id, None)
+
+    def has_password(self, charge_point_id: str) -> bool:
+        return charge_point_id in self._hashes
+
     def profile_for(self, charge_point_id: str) -> int:
         return self._profiles.get(charge_point_id, self.default_profile)
 

@@ -159,6 +159,14 @@ class OcppServer:
         )
         await self._server.wait_closed()
 
+    def disconnect(self, charge_point_id: str, reason: str) -> bool:
+        """Close a charger's connection (1008, policy violation), e.g. it was deprecated."""
+        connection = self.sessions.get(charge_point_id)
+        if connection is None:
+            return False
+        self._track(asyncio.create_task(connection.close(1008, reason[:120])))
+        return True
+
     # -- TLS files ------------------------------------------------------------------------
     async def _watch_tls(self, interval: float) -> None:
         while True:

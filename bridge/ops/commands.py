@@ -13,19 +13,19 @@ import resource
 import ssl
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bridge import COMMAND
+from bridge.api.envelope import iso
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
-from bridge.ops.api import iso
 from bridge.status.registry import Registry
 from bridge.status.table import OICP_STATUSES
-from bridge.store.sqlite import read_snapshot
+from bridge.store.sqlite import CatalogRow, read_snapshot
 
 __all__ = [
     "Check",
@@ -104,10 +104,54 @@ def check_settings(settings: Settings) -> Check:
     s = settings
     if s.ops.enabled and s.ops.port and s.ops.port == s.ocpp.port:
         check.problems.append(f"ops.port: {s.ops.port} is also ocpp.port; give them two ports")
+    if s.api.tls_cert is not None and not s.api.tls_cert.is_file():
+        check.problems.append(f"api.tls_cert: file {str(s.api.tls_cert)!r} not found")
     _check_state_dir(settings.state.database, check)
+    _check_catalog_owners(settings, check)
     _check_ocpp(settings, check)
     _check_open_files(len(settings.chargers), check)
     return check
+
+
+def _check_catalog_owners(settings: Settings, check: Check) -> None:
+    """A station of the file that the API created first is refused at start: say it now.
+
+    Reads the catalog directly, only from a database already at this bridge's schema
+    (check-config never migrates or writes).
+    """
+    import sqlite3
+
+    from bridge.store.migrate import HEAD, current_revision
+
+    path = settings.state.database
+    if not settings.chargers or not path.is_file():
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if current_revision(db) != HEAD:
+                return
+            rows = db.execute("SELECT id FROM catalog_station WHERE source = 'api'").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return  # the start reports what is wrong with the database itself
+    for (station_id,) in rows:
+        if station_id in settings.chargers:
+            check.problems.append(
+                f"chargers.{station_id}: this charge station was created over the management "
+                "API; a station has one owner: remove it from the file"
+            )
+
+
+def _api_summary(settings: Settings) -> str:
+    a = settings.api
+    where = "on the ops port" if a.port is None else (
+        f"{'https' if a.tls_cert else 'http'}://{a.host}:{a.port}")  # fmt: skip
+    if not a.tokens:
+        return f"{where}, no tokens: every /api/ request is answered 401 (oicp-bridge api-token)"
+    writers = sum(1 for t in a.tokens if t.scope == "write")
+    return f"{where}, {len(a.tokens)} token(s), {writers} with write scope"
 
 
 def _check_open_files(chargers: int, check: Check) -> None:
@@ -232,6 +276,7 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
          + (" (some chargers differ)" if any(c.security_profile is not None
                                               for c in s.chargers.values()) else "")),
         ("ops port", f"http://{s.ops.host}:{s.ops.port}" if s.ops.enabled else "disabled"),
+        ("API", _api_summary(settings)),
         ("state database", str(s.state.database)),
         (
             "fullLoad",
@@ -284,7 +329,8 @@ def status(
     """Print every EVSE from the state database (raises StoreError if there is none)."""
     snapshot = read_snapshot(settings.state.database)
     registry = Registry.from_settings(settings)
-    rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
+    _add_catalog(registry, snapshot.catalog)
+    rows = {r.evse_id: r for r in snapshot.evses if not r.removed and not r.withdrawn}
     owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}
@@ -321,6 +367,20 @@ def status(
     pending = sum(1 for i in items if i["pending_since"] is not None)
     print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.database})", file=out)
     return EXIT_OK
+
+
+def _add_catalog(registry: Registry, rows: Sequence[CatalogRow]) -> None:
+    """The catalog's shared stations (e.g. created over the API) into the registry."""
+    for row in rows:
+        if row.table != "catalog_station":
+            continue
+        body = json.loads(row.body)
+        if body.get("deployment_state") != "production" or body.get("status_source") == "api":
+            continue
+        registry.set_charger(row.id, {
+            number: evse["evse_id"] for evse in body.get("evses", [])
+            if evse.get("status") != "REMOVED" for number in evse["ocpp_ids"]
+        })  # fmt: skip
 
 
 def _table(items: list[dict[str, Any]]) -> str:

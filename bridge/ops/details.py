@@ -6,17 +6,40 @@ the bridge keeps taking chargers through it); they say what to look at.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from bridge.ops.api import iso
+from bridge.api.envelope import iso
+from bridge.delivery.hubhealth import HubHealth
+from bridge.delivery.outbox import Outbox
 
-if TYPE_CHECKING:
-    from bridge.app import Bridge
-
-__all__ = ["health_details"]
+__all__ = ["DetailSource", "health_details"]
 
 
-def health_details(bridge: Bridge) -> dict[str, Any]:
+class _Worker(Protocol):
+    @property
+    def paused_reason(self) -> str | None: ...
+
+    @property
+    def in_flight(self) -> bool: ...
+
+
+class DetailSource(Protocol):
+    """What the details look at (the running bridge provides it)."""
+
+    @property
+    def hub(self) -> HubHealth: ...
+
+    @property
+    def worker(self) -> _Worker | None: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def last_full_load(self) -> float | None: ...
+
+
+def health_details(bridge: DetailSource) -> dict[str, Any]:
     hub, worker, outbox = bridge.hub, bridge.worker, bridge.outbox
     return {
         "hub": {

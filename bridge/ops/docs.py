@@ -208,6 +208,11 @@ def _type_name(annotation: Any, *, top: bool = False) -> str:
     if origin is dict:
         key, value = typing.get_args(annotation)
         return f"mapping {_type_name(key)} → {_type_name(value)}"
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return "list of {" + ", ".join(item.model_fields) + "}"
+        return f"list of {_type_name(item, top=True)}"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         if top:
             return "one of " + ", ".join(f"`{m.value}`" for m in annotation)
@@ -245,7 +250,9 @@ def _limits(field: FieldInfo) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _default(field: FieldInfo) -> str:

@@ -19,10 +19,7 @@ from bridge.config import Settings
 from bridge.delivery.policy import Verdict, classify
 from bridge.errors import EXIT_FAILED, EXIT_OK, DatabaseLockedError, HubError, HubTransportError
 from bridge.oicp.models import ActionType, build_status_request
-from bridge.status.engine import StatusEngine
-from bridge.status.registry import Registry
-from bridge.status.table import OcppStatus, OicpStatus, effective_table
-from bridge.store.sqlite import read_snapshot
+from bridge.status.table import OicpStatus
 
 __all__ = ["dry_run", "records_now", "send"]
 
@@ -30,21 +27,20 @@ _TROUBLESHOOTING = "docs/operations.md#troubleshooting"
 
 
 def records_now(settings: Settings) -> list[tuple[str, OicpStatus]]:
-    """Every configured EVSE with its current status, read from the state database (if any)."""
-    engine = StatusEngine(
-        effective_table(settings.status.overrides),
-        Registry.from_settings(settings),
-        offline_status=OicpStatus(settings.ocpp.offline_status),
-    )
-    if settings.state.database.is_file():
-        snapshot = read_snapshot(settings.state.database)
-        engine.restore(
-            ((r.charge_point_id, r.evse_key, r.connector_id, OcppStatus(r.ocpp_status))
-             for r in snapshot.connectors),
-            offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
-        )  # fmt: skip
-    # As the push worker sends it: EVSEs whose charger is known.
-    return [(e, engine.status(e)) for e in engine.evse_ids() if engine.charge_point_of(e)]
+    """Every shared EVSE with its current status, read from the state database (if any).
+
+    Reading only: no lock and nothing written, so a bridge may be running on the database.
+    """
+    from bridge.app import Bridge
+
+    bridge = Bridge(settings)
+    bridge.load_state()
+    try:
+        engine = bridge.engine
+        # As the push worker sends it: EVSEs whose charger is known.
+        return [(e, engine.status(e)) for e in engine.evse_ids() if engine.charge_point_of(e)]
+    finally:
+        bridge.store.close_unwritten()
 
 
 def dry_run(settings: Settings, out: IO[str] = sys.stdout) -> int:

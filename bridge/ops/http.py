@@ -1,28 +1,53 @@
-"""The HTTP ops port: liveness, readiness, Prometheus metrics and the read-only status API.
+"""The HTTP ops port: liveness, readiness, Prometheus metrics, and the API (unless it has a port
+of its own, ``api.port``).
 
 It is separate from the OCPP port so that probes and scrapes never compete with chargers and
-can be firewalled differently. It has no authentication: keep it on an internal network.
+can be firewalled differently. Health and metrics need no token; the API does
+(``bridge.api``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 
-from bridge.config import OpsSettings
+from bridge.api.context import ApiContext
+from bridge.api.routes import OPENAPI_PATH, add_routes, api_middleware
+from bridge.config import ApiSettings, OpsSettings
 from bridge.errors import ConfigError
-from bridge.ops import api
-from bridge.ops.details import health_details
+from bridge.ops.details import DetailSource, health_details
 
-if TYPE_CHECKING:
-    from bridge.app import Bridge
-
-__all__ = ["Health", "OpsServer", "liveness", "readiness"]
+__all__ = ["Health", "OpsServer", "Probe", "liveness", "readiness"]
 
 log = structlog.get_logger("bridge.ops")
+
+
+class _Store(Protocol):
+    @property
+    def is_open(self) -> bool: ...
+
+
+class Probe(DetailSource, Protocol):
+    """What health and readiness look at (the running bridge provides it)."""
+
+    accepting: bool
+    stopping: bool
+
+    @property
+    def tasks(self) -> Sequence[asyncio.Task[None]]: ...
+
+    @property
+    def store(self) -> _Store: ...
+
+
+class Renderer(Protocol):
+    def render(self, accept: str | None = None) -> tuple[bytes, str]: ...
 
 
 @dataclass(slots=True)
@@ -35,7 +60,7 @@ class Health:
         return {key: self.ok, "checks": self.checks, "reasons": self.reasons}
 
 
-def liveness(bridge: Bridge) -> Health:
+def liveness(bridge: Probe) -> Health:
     """Alive unless a task the bridge cannot work without has died (a restart is the cure)."""
     reasons = []
     for task in bridge.tasks:
@@ -46,7 +71,7 @@ def liveness(bridge: Bridge) -> Health:
     return Health(not reasons, {"tasks": not reasons}, reasons)
 
 
-def readiness(bridge: Bridge) -> Health:
+def readiness(bridge: Probe) -> Health:
     """Ready while this process can take chargers: listening, state durable, tasks alive.
 
     Not the hub: a bridge whose hub is down or refusing keeps recording every status and sends
@@ -69,11 +94,23 @@ def readiness(bridge: Bridge) -> Health:
 
 
 class OpsServer:
-    def __init__(self, bridge: Bridge, settings: OpsSettings) -> None:
-        self.bridge = bridge
+    def __init__(
+        self,
+        probe: Probe,
+        settings: OpsSettings,
+        *,
+        metrics: Renderer,
+        api: ApiContext | None = None,
+        api_settings: ApiSettings | None = None,
+    ) -> None:
+        self.probe = probe
         self.settings = settings
-        self._runner: web.AppRunner | None = None
+        self.metrics = metrics
+        self.api = api
+        self.api_settings = api_settings or ApiSettings()
+        self._runners: list[web.AppRunner] = []
         self._port: int | None = None
+        self._api_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -81,50 +118,98 @@ class OpsServer:
             raise RuntimeError("ops server not started")
         return self._port
 
+    @property
+    def api_port(self) -> int:
+        """The port the API is served on (the ops port unless api.port is set)."""
+        return self._api_port if self._api_port is not None else self.port
+
+    @property
+    def api_url(self) -> str:
+        scheme = "https" if self.api_settings.tls_cert is not None else "http"
+        host = self.api_settings.host if self.api_settings.port is not None else self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{scheme}://{host}:{self.api_port}"
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[api.api_middleware])
+        app = self._app(with_api=self.api_settings.port is None)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        api.add_routes(app, self.bridge)
+        return app
+
+    def _app(self, *, with_api: bool) -> web.Application:
+        app = web.Application(
+            middlewares=[api_middleware], client_max_size=self.api_settings.max_body_bytes
+        )
+        if with_api and self.api is not None:
+            add_routes(app, self.api)
         return app
 
     async def start(self) -> None:
         s = self.settings
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        self._port = await self._listen(self.app(), s.host, s.port, "ops.port", None)
+        endpoints = ["/healthz", "/readyz", "/metrics"]
+        a = self.api_settings
+        if self.api is not None and a.port is not None:
+            context = _server_tls(a) if a.tls_cert is not None else None
+            self._api_port = await self._listen(
+                self._app(with_api=True), a.host, a.port, "api.port", context
+            )
+            log.info("api.listening", host=a.host, port=self._api_port, tls=context is not None,
+                     openapi=OPENAPI_PATH)  # fmt: skip
+        elif self.api is not None:
+            endpoints += ["/api/v1/", "/api/v2/"]
+        log.info("ops.listening", host=s.host, port=self._port, endpoints=endpoints)
+
+    async def _listen(
+        self, app: web.Application, host: str, port: int, field_name: str,
+        context: ssl.SSLContext | None,
+    ) -> int:  # fmt: skip
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, s.host, s.port).start()
+            await web.TCPSite(runner, host, port, ssl_context=context).start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
-                "ops.port",
-                f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}; "
+                field_name,
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                 "stop what uses it or choose another port",
             ) from exc
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-        log.info("ops.listening", host=s.host, port=self._port,
-                 endpoints=["/healthz", "/readyz", "/metrics", f"{api.API_PREFIX}/"])  # fmt: skip
+        self._runners.append(runner)
+        return int(runner.addresses[0][1])
 
     async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
+        runners, self._runners = self._runners, []
+        for runner in runners:
             await runner.cleanup()
 
     # -- handlers --------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
-        health = liveness(self.bridge)
+        health = liveness(self.probe)
         body = {"status": "ok" if health.ok else "failing", **health.body("alive"),
-                "details": health_details(self.bridge)}  # fmt: skip
+                "details": health_details(self.probe)}  # fmt: skip
         return web.json_response(body, status=200 if health.ok else 503)
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        health = readiness(self.bridge)
+        health = readiness(self.probe)
         return web.json_response(health.body("ready"), status=200 if health.ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body, content_type = self.bridge.metrics.render(request.headers.get("Accept"))
+        body, content_type = self.metrics.render(request.headers.get("Accept"))
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
+
+
+def _server_tls(settings: ApiSettings) -> ssl.SSLContext:
+    assert settings.tls_cert is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(settings.tls_cert),
+                                str(settings.tls_key) if settings.tls_key else None)  # fmt: skip
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("api.tls_cert", f"cannot use {settings.tls_cert}: {exc}") from exc
+    return context

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,8 +25,34 @@ from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import PROTOCOLS
 from bridge.status.table import OICP_STATUSES, OcppStatus
 
-if TYPE_CHECKING:
-    from bridge.app import Bridge
+
+class Watched(Protocol):
+    """What the live gauges read from the running bridge (it provides these attributes)."""
+
+    @property
+    def ocpp(self) -> Any: ...  # connected_by_protocol(), tls_files
+
+    @property
+    def ingest(self) -> Any: ...  # charge_points
+
+    @property
+    def engine(self) -> Any: ...  # evse_ids(), status()
+
+    @property
+    def outbox(self) -> Any: ...  # rows, __len__, oldest_pending_age()
+
+    @property
+    def worker(self) -> Any: ...  # paused_reason
+
+    @property
+    def hub(self) -> Any: ...  # reachable, consecutive_failures
+
+    @property
+    def last_full_load(self) -> float | None: ...
+
+    @property
+    def client_cert_days_left(self) -> float | None: ...
+
 
 __all__ = ["METRICS", "BridgeMetrics", "MetricDoc"]
 
@@ -164,7 +190,7 @@ class BridgeMetrics:
         self.auth_failures.labels(reason=reason if reason in AUTH_REASONS else "other").inc()
 
     # -- live state ------------------------------------------------------------------------
-    def watch(self, bridge: Bridge) -> None:
+    def watch(self, bridge: Watched) -> None:
         self.registry.register(_LiveCollector(bridge))
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
@@ -176,7 +202,7 @@ class BridgeMetrics:
 class _LiveCollector:
     """Gauges read from the running bridge on every scrape."""
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Watched) -> None:
         self.bridge = bridge
 
     def describe(self) -> Iterable[Metric]:

@@ -54,6 +54,12 @@ class StatusEngine:
         self._evses_of: dict[str, set[str]] = {}
         self._cp_of: dict[str, str] = {}
         self._status: dict[str, OicpStatus] = {}
+        # Catalog-driven state (configure_charger): statuses of connectors without an EvseID
+        # (kept so a later mapping starts from them), EVSEs not shared with the hub (stock
+        # stations) and statuses fed over the API (OCPI → OICP) instead of computed.
+        self._unmapped: dict[str, dict[tuple[int, int], OcppStatus]] = {}
+        self._unshared: set[str] = set()
+        self._fixed: dict[str, OicpStatus] = {}
         for evse_id, cp_id in registry.configured_evse_ids().items():
             self._learn(cp_id, evse_id)
 
@@ -62,7 +68,9 @@ class StatusEngine:
         return self._status.get(evse_id, OicpStatus.UNKNOWN)
 
     def evse_ids(self) -> list[str]:
-        """Every EVSE the bridge knows: configured ones plus those learned from templates."""
+        """Every EVSE shared with the hub: configured ones plus those learned from templates."""
+        if self._unshared:
+            return sorted(e for e in self._cp_of if e not in self._unshared)
         return sorted(self._cp_of)
 
     def charge_point_of(self, evse_id: str) -> str | None:
@@ -125,6 +133,8 @@ class StatusEngine:
             return None
         evse_id = self.registry.evse_id(cp_id, report.evse_key)
         if evse_id is None:
+            key = (report.evse_key, report.connector_id)
+            self._unmapped.setdefault(cp_id, {})[key] = report.status
             return None
         self._learn(cp_id, evse_id)
         self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
@@ -138,6 +148,10 @@ class StatusEngine:
             self._evses_of.setdefault(cp_id, set()).add(evse_id)
 
     def _compute(self, evse_id: str) -> OicpStatus:
+        if self._fixed:
+            fixed = self._fixed.get(evse_id)
+            if fixed is not None:
+                return fixed
         cp_id = self._cp_of[evse_id]
         if cp_id in self._offline:
             return self.offline_status
@@ -151,5 +165,64 @@ class StatusEngine:
             new = self._compute(evse_id)
             if new != old:
                 self._status[evse_id] = new
-                changes.append(EvseChange(evse_id, self._cp_of[evse_id], old, new))
+                if evse_id not in self._unshared:
+                    changes.append(EvseChange(evse_id, self._cp_of[evse_id], old, new))
         return changes
+
+    # -- catalog changes ---------------------------------------------------------------------
+    def configure_charger(
+        self,
+        charge_point_id: str,
+        evse_ids: Iterable[str],
+        *,
+        unshared: Iterable[str] = (),
+        fixed: Mapping[str, OicpStatus] | None = None,
+    ) -> tuple[list[str], list[EvseChange]]:
+        """Take a charger's EVSEs anew after the registry changed for it.
+
+        ``evse_ids``: its EVSEs now; ``unshared``: those the hub must not see (stock);
+        ``fixed``: statuses fed over the API instead of computed. The connector statuses known
+        so far are kept and sorted under the new EvseIDs (by their OCPP numbers).
+
+        Returns the EvseIDs that were shared and no longer are (they leave the hub) and the
+        changes of shared EVSEs, every newly shared one with a known status included (one
+        still Unknown reaches the hub with its first report or the next fullLoad, as a
+        configured EVSE always has).
+        """
+        cp_id = charge_point_id
+        old = self._evses_of.pop(cp_id, set())
+        old_shared = {e for e in old if e not in self._unshared}
+        old_status = {e: self._status.get(e, OicpStatus.UNKNOWN) for e in old}
+        raw = self._unmapped.pop(cp_id, {})
+        for evse_id in old:
+            raw.update(self._connectors.pop(evse_id, {}))
+            self._cp_of.pop(evse_id, None)
+            self._status.pop(evse_id, None)
+            self._unshared.discard(evse_id)
+            self._fixed.pop(evse_id, None)
+        for evse_id in evse_ids:
+            self._learn(cp_id, evse_id)
+        mine = self._evses_of.setdefault(cp_id, set())
+        for (key, connector_id), reported in raw.items():
+            target = self.registry.evse_id(cp_id, key)
+            if target is not None and target in mine:
+                self._connectors.setdefault(target, {})[(key, connector_id)] = reported
+            else:
+                self._unmapped.setdefault(cp_id, {})[(key, connector_id)] = reported
+        self._unshared.update(e for e in unshared if e in mine)
+        self._fixed.update({e: s for e, s in (fixed or {}).items() if e in mine})
+        changes = []
+        for evse_id in sorted(mine):
+            status = self._status[evse_id] = self._compute(evse_id)
+            if evse_id in self._unshared:
+                continue
+            if evse_id not in old_shared and status is OicpStatus.UNKNOWN:
+                continue
+            if evse_id not in old_shared or status != old_status.get(evse_id):
+                old_value = old_status.get(evse_id, OicpStatus.UNKNOWN)
+                changes.append(EvseChange(evse_id, cp_id, old_value, status))
+        withdrawn = sorted(old_shared - {e for e in mine if e not in self._unshared})
+        return withdrawn, changes
+
+    def is_shared(self, evse_id: str) -> bool:
+        return evse_id in self._cp_of and evse_id not in self._unshared

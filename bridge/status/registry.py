@@ -33,6 +33,7 @@ class Registry:
         self._operator_id = operator_id
         self._template = template if allow_unlisted else None
         self._templated: dict[tuple[str, int], str | None] = {}  # formatting + regex per message
+        self._refused: set[str] = set()  # catalog: deprecated or API-fed stations
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -45,7 +46,19 @@ class Registry:
 
     def knows(self, charge_point_id: str) -> bool:
         """Whether a charger with this ID may connect."""
+        if self._refused and charge_point_id in self._refused:
+            return False
         return charge_point_id in self._chargers or self._template is not None
+
+    def set_charger(self, charge_point_id: str, evses: Mapping[int, str] | None) -> None:
+        """The catalog changed a charger: its OCPP numbers → EvseIDs, or None: it may not
+        connect (deprecated, or its status comes over the API)."""
+        if evses is None:
+            self._chargers.pop(charge_point_id, None)
+            self._refused.add(charge_point_id)
+        else:
+            self._chargers[charge_point_id] = dict(evses)
+            self._refused.discard(charge_point_id)
 
     def evse_id(self, charge_point_id: str, key: int) -> str | None:
         """EvseID of connector/EVSE ``key`` of a charger, or None if it has none."""

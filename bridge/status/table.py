@@ -96,6 +96,31 @@ TABLE: tuple[Row, ...] = (
 
 del S, P, O
 
+#: The other direction of the OCPI column: an OCPI status fed over the API (for stations whose
+#: status_source is ``api``) → OICP. Agrees with TABLE wherever TABLE has the OCPI status; the
+#: rest: PLANNED (not operating yet) is OutOfService, UNKNOWN is Unknown. REMOVED is no status:
+#: the EVSE leaves the hub.
+OCPI_TO_OICP: Mapping[OcpiStatus, OicpStatus] = MappingProxyType({
+    OcpiStatus.AVAILABLE: OicpStatus.AVAILABLE,
+    OcpiStatus.BLOCKED: OicpStatus.OCCUPIED,
+    OcpiStatus.CHARGING: OicpStatus.OCCUPIED,
+    OcpiStatus.INOPERATIVE: OicpStatus.OUT_OF_SERVICE,
+    OcpiStatus.OUTOFORDER: OicpStatus.OUT_OF_SERVICE,
+    OcpiStatus.PLANNED: OicpStatus.OUT_OF_SERVICE,
+    OcpiStatus.RESERVED: OicpStatus.RESERVED,
+    OcpiStatus.UNKNOWN: OicpStatus.UNKNOWN,
+})  # fmt: skip
+
+#: How an OICP status reads as OCPI (for the catalog's EVSE ``status`` of OCPP-fed stations).
+OICP_TO_OCPI: Mapping[OicpStatus, OcpiStatus] = MappingProxyType({
+    OicpStatus.AVAILABLE: OcpiStatus.AVAILABLE,
+    OicpStatus.OCCUPIED: OcpiStatus.CHARGING,
+    OicpStatus.RESERVED: OcpiStatus.RESERVED,
+    OicpStatus.OUT_OF_SERVICE: OcpiStatus.INOPERATIVE,
+    OicpStatus.UNKNOWN: OcpiStatus.UNKNOWN,
+    OicpStatus.EVSE_NOT_FOUND: OcpiStatus.UNKNOWN,
+})  # fmt: skip
+
 #: OICP statuses an operator may map to (EvseNotFound is for pull answers, never pushed).
 PUSHABLE: frozenset[OicpStatus] = frozenset(OicpStatus) - {OicpStatus.EVSE_NOT_FOUND}
 

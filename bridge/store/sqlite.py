@@ -4,6 +4,10 @@ Writers ``put_*`` rows (keyed, so a second put of the same row before the commit
 first) and then ``await commit()``: it returns once everything put so far is on disk. Commits
 are batched over ``group_commit_ms`` so thousands of StatusNotifications a second cost a few
 fsyncs, not thousands. All SQLite work runs on one dedicated thread.
+
+The schema is brought up to date by versioned migrations (``bridge.store.migrate``) when the
+database is opened. Everything a change stages (``put_*``, including catalog objects) before
+its ``commit()`` is written in one transaction.
 """
 
 from __future__ import annotations
@@ -12,57 +16,19 @@ import asyncio
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import StoreError
+from bridge.store.migrate import migrate
 
-SCHEMA_VERSION = 1
 REMOVED = "removed"  # EvseRow.parked_code of an EVSE that is no longer configured
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS connector (
-    charge_point_id TEXT NOT NULL,
-    evse_key INTEGER NOT NULL,
-    connector_id INTEGER NOT NULL,
-    ocpp_status TEXT NOT NULL,
-    error_code TEXT,
-    reported_at TEXT,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (charge_point_id, evse_key, connector_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS evse (
-    evse_id TEXT PRIMARY KEY,
-    charge_point_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    changed_at REAL,
-    hub_status TEXT,
-    hub_holds INTEGER NOT NULL DEFAULT 0,
-    hub_acked_at REAL,
-    pending_since REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_outcome TEXT,
-    last_code TEXT,
-    last_info TEXT,
-    last_push_at REAL,
-    parked_code TEXT
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS charge_point (
-    charge_point_id TEXT PRIMARY KEY,
-    protocol TEXT,
-    connected INTEGER NOT NULL DEFAULT 0,
-    offline INTEGER NOT NULL DEFAULT 0,
-    last_seen REAL,
-    disconnected_at REAL,
-    boot TEXT
-) WITHOUT ROWID;
-"""
+# EvseRow.parked_code of an EVSE that must leave the hub but may still be there: the next
+# fullLoad (or a delete push) takes it out, then it becomes REMOVED.
+WITHDRAWN = "withdrawn"
+CATALOG_TABLES = ("catalog_location", "catalog_station", "catalog_template")
 
 
 @dataclass(slots=True)
@@ -104,9 +70,14 @@ class EvseRow:
         return self.parked_code == REMOVED
 
     @property
+    def withdrawn(self) -> bool:
+        """It must leave the hub, which may still hold it (WITHDRAWN)."""
+        return self.parked_code == WITHDRAWN
+
+    @property
     def parked(self) -> str | None:
         """The code it is parked for; None if not parked (a removed EVSE is not parked)."""
-        return None if self.parked_code == REMOVED else self.parked_code
+        return None if self.parked_code in (REMOVED, WITHDRAWN) else self.parked_code
 
 
 @dataclass(slots=True)
@@ -120,12 +91,30 @@ class ChargePointRow:
     boot: str | None = None  # JSON of the last BootNotification
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    """One catalog object as stored: key, the object as JSON, provenance, version, time.
+
+    ``extra`` are the table's own columns between ``id`` and ``body`` (catalog_station:
+    location_id, password_hash).
+    """
+
+    table: str
+    id: str
+    body: str
+    source: str
+    version: int
+    last_updated: str
+    extra: tuple[str | None, ...] = ()
+
+
 @dataclass(slots=True)
 class Snapshot:
     connectors: list[ConnectorRow]
     evses: list[EvseRow]
     charge_points: list[ChargePointRow]
     meta: dict[str, str]
+    catalog: list[CatalogRow] = field(default_factory=list)
 
 
 def _upsert_sql(table: str, cls: type[Any]) -> str:
@@ -136,6 +125,20 @@ def _upsert_sql(table: str, cls: type[Any]) -> str:
     )
 
 
+_CATALOG_EXTRA = {"catalog_station": ("location_id", "password_hash")}
+
+
+def _catalog_upsert_sql(table: str) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE: the same statement works on SQLite and PostgreSQL."""
+    names = ["id", *_CATALOG_EXTRA.get(table, ()), "body", "source", "version", "last_updated"]
+    updates = ", ".join(f"{n} = excluded.{n}" for n in names[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+
+
+_CATALOG_SQL = {table: _catalog_upsert_sql(table) for table in CATALOG_TABLES}
 _CONNECTOR_SQL = _upsert_sql("connector", ConnectorRow)
 _EVSE_SQL = _upsert_sql("evse", EvseRow)
 _CP_SQL = _upsert_sql("charge_point", ChargePointRow)
@@ -169,33 +172,29 @@ class StateStore:
         self._evses: dict[str, Row] = {}
         self._cps: dict[str, Row] = {}
         self._meta: dict[str, str] = {}
+        self._catalog: dict[tuple[str, str], CatalogRow] = {}
         self._batch: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._write_lock = threading.Lock()
+        self.migration: str | None = None  # what opening did to the schema (for the log)
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> Snapshot:
         """Open (creating if needed) and read everything; blocking, call at start-up."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.migration = migrate(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(version[0]) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version[0]}, this bridge needs {SCHEMA_VERSION}"
-                )
             self._db = db
             return Snapshot(
                 connectors=[ConnectorRow(*r) for r in db.execute("SELECT * FROM connector")],
                 evses=[_evse(r) for r in db.execute("SELECT * FROM evse")],
                 charge_points=[_cp(r) for r in db.execute("SELECT * FROM charge_point")],
                 meta=dict(db.execute("SELECT key, value FROM meta").fetchall()),
+                catalog=_catalog_rows(db),
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
@@ -215,6 +214,14 @@ class StateStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
         self._executor.shutdown(wait=True)
 
+    def close_unwritten(self) -> None:
+        """Close without writing what is staged: for read-only use next to a running bridge
+        (its process is the one writer). Blocking."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        self._executor.shutdown(wait=False)
+
     # -- writes ----------------------------------------------------------------------------
     def put_connector(self, row: ConnectorRow) -> None:
         self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = _connector_tuple(
@@ -231,6 +238,11 @@ class StateStore:
 
     def put_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
+
+    def put_catalog(self, row: CatalogRow) -> None:
+        """Stage a catalog object; it is written in the same transaction as what is staged
+        with it (e.g. the outbox rows of the same change)."""
+        self._catalog[(row.table, row.id)] = row
 
     async def commit(self) -> None:
         """Return when every row put so far is durable (raises StoreError if it cannot be)."""
@@ -261,8 +273,10 @@ class StateStore:
                 list(self._evses.values()),
                 list(self._cps.values()),
                 list(self._meta.items()),
+                list(self._catalog.values()),
             )
             self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
+            self._catalog = {}
             try:
                 await loop.run_in_executor(self._executor, self._write, *rows)
             except (sqlite3.Error, StoreError) as exc:
@@ -273,7 +287,12 @@ class StateStore:
                 batch.set_result(None)
 
     def _requeue(
-        self, connectors: list[Row], evses: list[Row], cps: list[Row], meta: list[tuple[str, str]]
+        self,
+        connectors: list[Row],
+        evses: list[Row],
+        cps: list[Row],
+        meta: list[tuple[str, str]],
+        catalog: list[CatalogRow],
     ) -> None:
         for c in connectors:
             self._connectors.setdefault((c[0], c[1], c[2]), c)
@@ -283,9 +302,16 @@ class StateStore:
             self._cps.setdefault(cp[0], cp)
         for key, value in meta:
             self._meta.setdefault(key, value)
+        for row in catalog:
+            self._catalog.setdefault((row.table, row.id), row)
 
     def _write(
-        self, connectors: list[Row], evses: list[Row], cps: list[Row], meta: list[tuple[str, str]]
+        self,
+        connectors: list[Row],
+        evses: list[Row],
+        cps: list[Row],
+        meta: list[tuple[str, str]],
+        catalog: list[CatalogRow],
     ) -> None:
         db = self._db
         if db is None:
@@ -301,10 +327,27 @@ class StateStore:
                     db.executemany(_CP_SQL, cps)
                 if meta:
                     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta)
+                for row in catalog:
+                    db.execute(
+                        _CATALOG_SQL[row.table],
+                        (row.id, *row.extra, row.body, row.source, row.version, row.last_updated),
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+
+def _catalog_rows(db: sqlite3.Connection) -> list[CatalogRow]:
+    rows = []
+    for table in CATALOG_TABLES:
+        extra = _CATALOG_EXTRA.get(table, ())
+        columns = ", ".join(("id", *extra, "body", "source", "version", "last_updated"))
+        for r in db.execute(f"SELECT {columns} FROM {table} ORDER BY id"):
+            n = len(extra)
+            rows.append(CatalogRow(table, r[0], r[1 + n], r[2 + n], int(r[3 + n]), r[4 + n],
+                                   tuple(r[1 : 1 + n])))  # fmt: skip
+    return rows
 
 
 def _evse(r: tuple[Any, ...]) -> EvseRow:

@@ -1,0 +1,83 @@
+"""Commands on the running bridge: a status fullLoad now (or its preview)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bridge.api.context import ApiContext
+from bridge.api.envelope import envelope
+from bridge.api.paging import boolean, integer, single
+from bridge.config import OicpSettings
+from bridge.delivery.worker import PushWorker
+from bridge.errors import HubError
+from bridge.oicp.models import ActionType, build_status_request
+from bridge.status.engine import StatusEngine
+
+
+class WorkerFullLoad:
+    """FullLoadControl of a running bridge: the push worker sends it between two pushes."""
+
+    def __init__(
+        self, worker: Callable[[], PushWorker | None], engine: StatusEngine, oicp: OicpSettings
+    ) -> None:
+        self._worker = worker
+        self.engine = engine
+        self.oicp = oicp
+
+    def preview(self) -> dict[str, Any]:
+        return full_load_body(self.engine, self.oicp)
+
+    def request(self) -> asyncio.Future[int]:
+        worker = self._worker()
+        if worker is None:
+            raise RuntimeError("the push worker is not running")
+        return worker.request_full_load()
+
+    def held_up(self) -> str | None:
+        worker = self._worker()
+        if worker is None:
+            return "the push worker is not running"
+        return worker.paused_reason
+
+
+def full_load_body(engine: StatusEngine, oicp: OicpSettings) -> dict[str, Any]:
+    records = [(evse_id, engine.status(evse_id)) for evse_id in engine.evse_ids()]
+    body = build_status_request(ActionType.FULL_LOAD, oicp.operator_id, oicp.operator_name, records)
+    return body.model_dump(mode="json", exclude_none=True)
+
+
+class FullLoadResult(BaseModel):
+    state: Literal["accepted", "queued", "preview"]
+    records: int | None = None
+    detail: str | None = None
+    body: dict[str, Any] | None = None
+
+
+async def full_load(ctx: ApiContext, request: web.Request) -> web.Response:
+    """Send a status fullLoad now through the push lane (``dry_run``: only show its body)."""
+    values = single(request.query, ("dry_run", "wait"))
+    if boolean(values, "dry_run"):
+        body = ctx.full_load.preview()
+        records = len(body["OperatorEvseStatus"]["EvseStatusRecord"])
+        return envelope(FullLoadResult(state="preview", records=records, body=body).model_dump())
+    wait = min(integer(values, "wait", 30, 0), 300)
+    done = ctx.full_load.request()
+    try:
+        count = await asyncio.wait_for(asyncio.shield(done), timeout=wait)
+    except TimeoutError:
+        why = ctx.full_load.held_up() or "the hub has not answered yet"
+        result = FullLoadResult(
+            state="queued",
+            detail=f"not accepted within {wait} s ({why}); "
+            "it stays queued and is sent as soon as the hub takes pushes",
+        )
+        return envelope(result.model_dump())  # fmt: skip
+    except HubError as exc:
+        return envelope(None, 3000, f"the hub refused the fullLoad: {exc} (code {exc.code}); "
+                        "check the EvseIDs and the operator set-up", http_status=200)  # fmt: skip
+    return envelope(FullLoadResult(state="accepted", records=count).model_dump())

@@ -1,0 +1,1 @@
+"""Versioned migrations of the state database (alembic); see ``bridge.store.migrate``."""
