@@ -1,0 +1,211 @@
+"""Who may open an OCPP connection: the decision of the websocket handshake, without sockets.
+
+The server hands over what the HTTP upgrade request carries (an ``Attempt``) and gets back
+``None`` (let it in) or a ``Refusal`` (the HTTP answer). The steps run in this order, and each
+may end the handshake:
+
+1. the path must be ``/ocpp/{chargePointId}``;
+2. an address that used up its failed-login budget is refused before anything is looked at;
+3. the charger's security profile decides how it proves its ID: Basic auth (1, 2) or a client
+   certificate (3);
+4. the ID must be known (listed, or allowed by the template for unlisted chargers).
+
+Every refused login is logged once (``ocpp.auth_failed``, no credential in it), counted by
+the throttle and reported to the metrics hook.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+
+from bridge.config import OcppSecuritySettings
+from bridge.ocpp import auth
+from bridge.ocpp.auth import Failure
+from bridge.status.registry import Registry
+
+log = structlog.get_logger("bridge.ocpp")
+
+PATH_PREFIX = "/ocpp/"
+BUSY_LOG_WINDOW = 10.0  # s: at most one ocpp.auth_busy line per window
+BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
+
+
+def charge_point_id_from_path(path: str) -> str | None:
+    """``/ocpp/RDAM%20123`` → ``RDAM 123``; None if the path is not ``/ocpp/{id}``."""
+    route = urlsplit(path).path
+    if not route.startswith(PATH_PREFIX):
+        return None
+    raw = route[len(PATH_PREFIX) :].rstrip("/")
+    if not raw or "/" in raw:
+        return None
+    cp_id = unquote(raw)
+    if not cp_id or len(cp_id) > 48 or not cp_id.isprintable():  # OCPP identity: ≤48 chars
+        return None
+    return cp_id
+
+
+def format_peer(address: Any) -> str:
+    """``host:port`` of a socket address tuple, ``?`` if there is none."""
+    return f"{address[0]}:{address[1]}" if address else "?"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the handshake knows about one connection."""
+
+    path: str
+    address: str  # the peer's IP address
+    peer: str  # address:port, for logs
+    authorization: list[str] = field(default_factory=list)  # Authorization header values
+    #: The verified client certificate (``SSLObject.getpeercert()``), None without one.
+    peercert: Mapping[str, Any] | None = None
+    #: Whether that certificate is in the CRLs loaded after its TLS handshake finished.
+    revoked: Callable[[], bool] = lambda: False
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The HTTP answer to a refused handshake."""
+
+    status: HTTPStatus
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+NOT_FOUND = Refusal(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+
+
+class Handshake:
+    """The handshake decision for the OCPP port, with its throttle and log lines."""
+
+    def __init__(
+        self,
+        security: OcppSecuritySettings,
+        registry: Registry,
+        authenticator: auth.Authenticator,
+    ) -> None:
+        self.security = security
+        self.registry = registry
+        self.auth = authenticator
+        self.throttle = auth.FailureThrottle(
+            security.auth_failure_limit, security.auth_failure_window
+        )
+        #: Called with a Failure label on every refused login (metrics hook).
+        self.on_auth_failure: Callable[[str], None] | None = None
+        self._busy_refused, self._busy_logged_at = 0, -math.inf
+
+    async def decide(self, attempt: Attempt) -> Refusal | None:
+        """None: the charger may connect; else the answer that refuses it."""
+        cp_id = charge_point_id_from_path(attempt.path)
+        if cp_id is None:
+            log.warning("ocpp.rejected", status=404, path=urlsplit(attempt.path).path[:120],
+                        peer=attempt.peer,
+                        reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
+            return NOT_FOUND
+        address, peer = attempt.address, attempt.peer
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            self.refused(address, peer, cp_id, Failure.THROTTLED, status=429)
+            return Refusal(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "Too many failed logins; try again later\n",
+                {"Retry-After": str(math.ceil(wait))},
+            )
+        profile = self.auth.profile_for(cp_id)
+        known = self.registry.knows(cp_id)
+        failure: Failure | None
+        if profile in (1, 2):
+            # Unknown IDs get the same 401 as a wrong password: no enumeration of IDs.
+            failure = await self.auth.check_basic(cp_id, attempt.authorization, known=known)
+            if failure is Failure.BUSY:
+                return self.busy()
+            if failure is not None:
+                self.refused(address, peer, cp_id, failure, status=401, profile=profile)
+                return Refusal(
+                    HTTPStatus.UNAUTHORIZED,
+                    "Unauthorized\n",
+                    {"WWW-Authenticate": BASIC_CHALLENGE},
+                )
+            return None
+        if profile == 3:
+            failure = auth.check_client_cert(cp_id, attempt.peercert)
+            detail = None
+            if failure is None and attempt.revoked():
+                # Its TLS handshake finished before a CRL that lists it was loaded.
+                failure, detail = Failure.CLIENT_CERT_REJECTED, "certificate revoked"
+            if failure is not None:
+                self.refused(address, peer, cp_id, failure, status=403, profile=profile,
+                             detail=detail)  # fmt: skip
+                return Refusal(HTTPStatus.FORBIDDEN, "Forbidden\n")
+        if not known:
+            # Profile 0 (no secret to protect) or 3 (the peer proved it is this ID): say so.
+            self.refused(
+                address, peer, cp_id, Failure.UNKNOWN_CHARGE_POINT, status=404, profile=profile
+            )
+            return NOT_FOUND
+        return None
+
+    def refused(
+        self,
+        address: str,
+        peer: str,
+        charge_point_id: str | None,
+        failure: Failure,
+        *,
+        status: int | None,
+        profile: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One log line per refused login (no credential in it), count it, call the hook."""
+        fields: dict[str, Any] = {
+            "reason": failure.value, "status": status, "peer": peer,
+            "charge_point_id": charge_point_id, "profile": profile,
+        }  # fmt: skip
+        if detail is not None:
+            fields["detail"] = detail
+        if failure is Failure.THROTTLED or self.throttle.retry_after(address) > 0:
+            log.debug("ocpp.auth_failed", **fields)  # announced once by ocpp.auth_throttled
+        else:
+            log.warning("ocpp.auth_failed", **fields)
+            if self.throttle.failed(address):
+                log.warning("ocpp.auth_throttled", address=self.throttle.key(address),
+                            peer=peer, limit=int(self.throttle.limit),
+                            retry_after=round(self.throttle.retry_after(address), 1),
+                            window_s=self.security.auth_failure_window)  # fmt: skip
+        self.notify(failure)
+
+    def busy(self) -> Refusal:
+        """HTTP 503 + Retry-After: the password check did not start in time (a login storm).
+
+        Not a failed login (the address is not throttled for it); logged at most once per
+        ``BUSY_LOG_WINDOW`` with the number refused since the previous line.
+        """
+        checks = self.auth.checks
+        retry_after = checks.retry_after()
+        self._busy_refused += 1
+        now = time.monotonic()
+        if now - self._busy_logged_at >= BUSY_LOG_WINDOW:
+            log.warning("ocpp.auth_busy", refused=self._busy_refused, waited_s=checks.limit,
+                        queued_s=round(checks.wait(), 1), retry_after=retry_after)  # fmt: skip
+            self._busy_refused, self._busy_logged_at = 0, now
+        self.notify(Failure.BUSY)
+        return Refusal(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "Too many logins at once; try again later\n",
+            {"Retry-After": str(retry_after)},
+        )
+
+    def notify(self, failure: Failure) -> None:
+        if self.on_auth_failure is not None:
+            try:
+                self.on_auth_failure(failure.value)
+            except Exception:  # a metrics bug must not break the handshake
+                log.exception("ocpp.hook_failed", hook="on_auth_failure")
