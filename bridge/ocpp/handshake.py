@@ -111,24 +111,25 @@ class Handshake:
                         reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
             return NOT_FOUND
         address, peer = attempt.address, attempt.peer
-        wait = self.throttle.retry_after(address)
-        if wait > 0:
+        if self.throttle.retry_after(address) > 0:
             self.refused(address, peer, cp_id, Failure.THROTTLED, status=429)
-            return Refusal(
-                HTTPStatus.TOO_MANY_REQUESTS,
-                "Too many failed logins; try again later\n",
-                {"Retry-After": str(math.ceil(wait))},
-            )
+            return self._throttled(address)
         profile = self.auth.profile_for(cp_id)
         known = self.registry.knows(cp_id)
         failure: Failure | None
         if profile in (1, 2):
             # Unknown IDs get the same 401 as a wrong password: no enumeration of IDs.
-            failure = await self.auth.check_basic(cp_id, attempt.authorization, known=known)
+            failure, counted, exhausted = await self._check_basic(cp_id, attempt, known=known)
             if failure is Failure.BUSY:
+                if exhausted:
+                    self._announce(address, peer)
                 return self.busy()
+            if failure is Failure.THROTTLED:
+                self.refused(address, peer, cp_id, failure, status=429, counted=counted)
+                return self._throttled(address)
             if failure is not None:
-                self.refused(address, peer, cp_id, failure, status=401, profile=profile)
+                self.refused(address, peer, cp_id, failure, status=401, profile=profile,
+                             counted=counted, exhausted=exhausted)  # fmt: skip
                 return Refusal(
                     HTTPStatus.UNAUTHORIZED,
                     "Unauthorized\n",
@@ -153,6 +154,41 @@ class Handshake:
             return NOT_FOUND
         return None
 
+    async def _check_basic(
+        self, cp_id: str, attempt: Attempt, *, known: bool
+    ) -> tuple[Failure | None, bool, bool]:
+        """Basic auth with the password check paid from the address's failed-login budget.
+
+        Returns (failure, counted: the budget has counted it already, exhausted: it used the
+        budget up). The check's token is taken before it starts, so a login in progress counts;
+        a right password gives it back.
+        """
+        address = attempt.address
+        reserved = False
+
+        async def reserve() -> Failure | None:
+            nonlocal reserved
+            refused = await self.throttle.reserve(address, self.auth.checks.limit)
+            reserved = refused is None
+            return refused
+
+        failure: Failure | None = Failure.BUSY
+        try:
+            failure = await self.auth.check_basic(
+                cp_id, attempt.authorization, known=known, reserve=reserve
+            )
+        finally:  # also when the handshake is abandoned: the reservation must end
+            exhausted = reserved and self.throttle.settle(address, ok=failure is None)
+        return failure, reserved or failure is Failure.THROTTLED, exhausted
+
+    def _throttled(self, address: str) -> Refusal:
+        wait = max(1.0, self.throttle.retry_after(address))
+        return Refusal(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "Too many failed logins; try again later\n",
+            {"Retry-After": str(math.ceil(wait))},
+        )
+
     def refused(
         self,
         address: str,
@@ -163,30 +199,44 @@ class Handshake:
         status: int | None,
         profile: int | None = None,
         detail: str | None = None,
+        counted: bool = False,
+        exhausted: bool = False,
     ) -> None:
-        """One log line per refused login (no credential in it), count it, call the hook."""
+        """One log line per refused login (no credential in it), count it, call the hook.
+
+        ``counted``: the throttle has counted it already (a reserved password check, whose
+        settling said whether it ``exhausted`` the budget).
+        """
         fields: dict[str, Any] = {
             "reason": failure.value, "status": status, "peer": peer,
             "charge_point_id": charge_point_id, "profile": profile,
         }  # fmt: skip
         if detail is not None:
             fields["detail"] = detail
-        if failure is Failure.THROTTLED or self.throttle.retry_after(address) > 0:
+        blocked = failure is Failure.THROTTLED or (
+            not counted and self.throttle.retry_after(address) > 0
+        )
+        if blocked:
             log.debug("ocpp.auth_failed", **fields)  # announced once by ocpp.auth_throttled
         else:
             log.warning("ocpp.auth_failed", **fields)
-            if self.throttle.failed(address):
-                log.warning("ocpp.auth_throttled", address=self.throttle.key(address),
-                            peer=peer, limit=int(self.throttle.limit),
-                            retry_after=round(self.throttle.retry_after(address), 1),
-                            window_s=self.security.auth_failure_window)  # fmt: skip
+        # Refusals count too: an address that keeps trying while blocked stays blocked.
+        if exhausted if counted else self.throttle.failed(address):
+            self._announce(address, peer)
         self.notify(failure)
+
+    def _announce(self, address: str, peer: str) -> None:
+        log.warning("ocpp.auth_throttled", address=self.throttle.key(address), peer=peer,
+                    limit=int(self.throttle.limit),
+                    retry_after=round(self.throttle.retry_after(address), 1),
+                    window_s=self.security.auth_failure_window)  # fmt: skip
 
     def busy(self) -> Refusal:
         """HTTP 503 + Retry-After: the password check did not start in time (a login storm).
 
-        Not a failed login (the address is not throttled for it); logged at most once per
-        ``BUSY_LOG_WINDOW`` with the number refused since the previous line.
+        A login refused so after its password check was reserved has spent that token of
+        its address's failed-login budget. Logged at most once per ``BUSY_LOG_WINDOW`` with
+        the number refused since the previous line.
         """
         checks = self.auth.checks
         retry_after = checks.retry_after()
