@@ -101,6 +101,7 @@ class Bridge:
         self.metrics.watch(self)
         self.ingest.on_status = self.metrics.observe_status
         self.ocpp.on_auth_failure = self.metrics.observe_auth_failure
+        self.ocpp.admission.on_refused = self.metrics.observe_connection_refused
         self.ops_server: OpsServer | None = None
         self.accepting = False  # the OCPP endpoint is listening (readiness)
         self.stopping = False

@@ -151,6 +151,24 @@ class OcppSecuritySettings(_Model):
     auth_failure_window: float = Field(
         60.0, gt=0, description="Seconds over which `auth_failure_limit` failures refill."
     )
+    max_connections_per_address: int = Field(
+        1000,
+        ge=1,
+        description="Open connections one address (IPv6: one /64) may hold; more are closed at "
+        "once. Chargers behind one carrier NAT or VPN gateway share an address: set it above "
+        "the number of chargers behind the largest one.",
+    )
+    max_tls_handshakes: int = Field(
+        1000,
+        ge=1,
+        description="TLS handshakes in progress at once on the OCPP port (each holds ~300 KiB "
+        "until it finishes or times out); more connections are closed at once.",
+    )
+    max_tls_handshakes_per_address: int = Field(
+        100,
+        ge=1,
+        description="TLS handshakes in progress at once from one address (IPv6: one /64).",
+    )
 
     @model_validator(mode="after")
     def _tls_complete(self) -> OcppSecuritySettings:

@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.errors import ConfigError
 from bridge.ocpp import auth, tls, v16, v201
+from bridge.ocpp.admission import Admission
 from bridge.ocpp.connection import connection_class, tls_reason
 from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
 from bridge.ocpp.rpc import DIALECTS, OCPP16
@@ -67,6 +68,11 @@ class OcppServer:
         self.auth = auth.Authenticator(security, chargers or {})
         self.handshake = Handshake(security, registry, self.auth)
         self.tls_files = tls.TlsFiles(security, self.auth.client_cert_mode())
+        self.admission = Admission(
+            per_address=security.max_connections_per_address,
+            handshakes=security.max_tls_handshakes,
+            handshakes_per_address=security.max_tls_handshakes_per_address,
+        )
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
