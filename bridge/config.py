@@ -204,6 +204,13 @@ class OcppSettings(_Model):
             "Example: '{operator}*E{charge_point}*{evse}'."
         ),
     )
+    max_unlisted_chargers: int = Field(
+        1000,
+        ge=0,
+        description="With `allow_unlisted`: how many unlisted charge point IDs may connect "
+        "(counted since the start); further ones are refused. Each creates EVSEs that are "
+        "pushed to the hub.",
+    )
     ping_interval: float | None = Field(
         60.0, description="Websocket ping interval (s); null disables pings."
     )

@@ -782,3 +782,42 @@ async def test_client_cert_days_left_logged_and_exposed(
     assert 11 < bridge.client_cert_days_left <= 12
     (line,) = events.named("oicp.client_cert")
     assert line["level"] == "warning" and line["days_left"] == pytest.approx(12, abs=1)
+
+
+# -- unlisted chargers ----------------------------------------------------------------------
+async def test_an_unlisted_id_cannot_take_over_a_listed_chargers_evse(
+    make_bridge: MakeBridge, hub: HubSimulator, events: Events
+) -> None:
+    """allow_unlisted with the README's template: '/ocpp/16' would map to CP16's EvseIDs."""
+    registry = chargers(CP16=1, CP201=1)
+    registry["CP16"]["evses"] = {1: "DE*ABC*E16*1"}
+    bridge = await make_bridge(
+        ocpp={"allow_unlisted": True, "evse_id_template": "{operator}*E{charge_point}*{evse}",
+              "max_unlisted_chargers": 2},
+        chargers=registry,
+    )  # fmt: skip
+    port = bridge.ocpp.port
+    for cp_id in ("16", "1-6", "1.6"):  # profile 0 (the default) for unlisted IDs
+        error = await refused(connect(port, cp_id))
+        assert error.response.status_code == 403
+    taken = events.named("ocpp.auth_failed")
+    assert [e["reason"] for e in taken] == ["evse_id_taken"] * 3
+    assert taken[0]["profile"] == 0 and "DE*ABC*E16*1" in taken[0]["detail"]
+    # A new unlisted charger works, and owns its EvseIDs from then on.
+    async with connect(port, "NEW-1") as ws:
+        status = {"connectorId": 1, "errorCode": "NoError", "status": "Faulted"}
+        await ws.send(json.dumps([2, "1", "StatusNotification", status]))
+        assert json.loads(await ws.recv()) == [3, "1", {}]
+    await eventually(lambda: ("insert", "DE*ABC*ENEW1*1", "OutOfService") in pushes(hub))
+    assert (await refused(connect(port, "NEW1"))).response.status_code == 403
+    # The listed charger's EVSE was never touched.
+    assert bridge.engine.charge_point_of("DE*ABC*E16*1") == "CP16"
+    assert all(evse_id != "DE*ABC*E16*1" for _, evse_id, _ in pushes(hub))
+    # At most max_unlisted_chargers unlisted IDs: made-up IDs cannot fill the hub.
+    async with connect(port, "NEW2") as ws:
+        assert (await heartbeat(ws))[0] == 3
+    error = await refused(connect(port, "NEW3"))
+    assert error.response.status_code == 403
+    assert events.named("ocpp.auth_failed")[-1]["reason"] == "unlisted_limit"
+    async with connect(port, "NEW-1") as ws:  # those admitted come back
+        assert (await heartbeat(ws))[0] == 3

@@ -75,6 +75,8 @@ class Failure(StrEnum):
     CLIENT_CERT_MISMATCH = "client_cert_mismatch"
     CLIENT_CERT_REJECTED = "client_cert_rejected"
     THROTTLED = "throttled"
+    EVSE_ID_TAKEN = "evse_id_taken"  # an unlisted ID whose EvseIDs belong to another charger
+    UNLISTED_LIMIT = "unlisted_limit"  # ocpp.max_unlisted_chargers reached
     BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
 
 

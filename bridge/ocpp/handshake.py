@@ -8,7 +8,8 @@ may end the handshake:
 2. an address that used up its failed-login budget is refused before anything is looked at;
 3. the charger's security profile decides how it proves its ID: Basic auth (1, 2) or a client
    certificate (3);
-4. the ID must be known (listed, or allowed by the template for unlisted chargers).
+4. the ID must be known (listed, or allowed by the template for unlisted chargers);
+5. an unlisted charger must not get an EvseID of another charger, and their number is capped.
 
 Every refused login is logged once (``ocpp.auth_failed``, no credential in it), counted by
 the throttle and reported to the metrics hook.
@@ -135,7 +136,7 @@ class Handshake:
                     "Unauthorized\n",
                     {"WWW-Authenticate": BASIC_CHALLENGE},
                 )
-            return None
+            return self._unlisted(cp_id, address, peer, profile)
         if profile == 3:
             failure = auth.check_client_cert(cp_id, attempt.peercert)
             detail = None
@@ -152,6 +153,20 @@ class Handshake:
                 address, peer, cp_id, Failure.UNKNOWN_CHARGE_POINT, status=404, profile=profile
             )
             return NOT_FOUND
+        return self._unlisted(cp_id, address, peer, profile)
+
+    def _unlisted(self, cp_id: str, address: str, peer: str, profile: int) -> Refusal | None:
+        """Unlisted chargers (``allow_unlisted``): only EvseIDs of their own, and not too many."""
+        taken = self.registry.taken_evse_id(cp_id)
+        if taken is not None:
+            self.refused(address, peer, cp_id, Failure.EVSE_ID_TAKEN, status=403, profile=profile,
+                         detail=f"its EvseID {taken} belongs to another charger")  # fmt: skip
+            return Refusal(HTTPStatus.FORBIDDEN, "Forbidden\n")
+        if not self.registry.admit(cp_id):
+            self.refused(address, peer, cp_id, Failure.UNLISTED_LIMIT, status=403, profile=profile,
+                         detail=f"{self.registry.max_unlisted} unlisted chargers connected "
+                         "since the start (ocpp.max_unlisted_chargers)")  # fmt: skip
+            return Refusal(HTTPStatus.FORBIDDEN, "Forbidden\n")
         return None
 
     async def _check_basic(
