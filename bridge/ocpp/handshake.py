@@ -30,12 +30,15 @@ import structlog
 from bridge.config import OcppSecuritySettings
 from bridge.ocpp import auth
 from bridge.ocpp.auth import Failure
+from bridge.ratelimit import LogLimiter
 from bridge.status.registry import Registry
 
 log = structlog.get_logger("bridge.ocpp")
 
 PATH_PREFIX = "/ocpp/"
 BUSY_LOG_WINDOW = 10.0  # s: at most one ocpp.auth_busy line per window
+REJECTED_LOG_WINDOW = 60.0  # s: one ocpp.rejected line per address and window ...
+REJECTED_LOG_BUDGET = 100  # ... and at most this many per window in all
 BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
 
 
@@ -102,14 +105,20 @@ class Handshake:
         #: Called with a Failure label on every refused login (metrics hook).
         self.on_auth_failure: Callable[[str], None] | None = None
         self._busy_refused, self._busy_logged_at = 0, -math.inf
+        #: ``ocpp.rejected`` lines for requests that are not OCPP: per address and window.
+        self.rejected_lines = LogLimiter(REJECTED_LOG_WINDOW, REJECTED_LOG_BUDGET)
 
     async def decide(self, attempt: Attempt) -> Refusal | None:
         """None: the charger may connect; else the answer that refuses it."""
         cp_id = charge_point_id_from_path(attempt.path)
         if cp_id is None:
-            log.warning("ocpp.rejected", status=404, path=urlsplit(attempt.path).path[:120],
-                        peer=attempt.peer,
-                        reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
+            # Scanners try thousands of paths: one line per address and window.
+            left_out = self.rejected_lines.admit(auth.network_key(attempt.address))
+            if left_out is not None:
+                log.warning("ocpp.rejected", status=404, path=urlsplit(attempt.path).path[:120],
+                            peer=attempt.peer, reason="not an OCPP path /ocpp/{chargePointId}",
+                            repeated=left_out,
+                            others_left_out=self.rejected_lines.take_over_budget())  # fmt: skip
             return NOT_FOUND
         address, peer = attempt.address, attempt.peer
         if self.throttle.retry_after(address) > 0:

@@ -32,7 +32,7 @@ from bridge.ocpp.connection import connection_class, tls_reason
 from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import LogLimiter, TokenBucket
 from bridge.status.registry import Registry
 
 log = structlog.get_logger("bridge.ocpp")
@@ -40,6 +40,7 @@ log = structlog.get_logger("bridge.ocpp")
 SUBPROTOCOLS = [Subprotocol(name) for name in DIALECTS]
 HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HANDLERS}
 THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
+TLS_FAILED_LOG_WINDOW, TLS_FAILED_LOG_BUDGET = 60.0, 100
 _YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
 _CERT_CHECKS_PER_TURN = 500  # connections checked against a new CRL between event-loop turns
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -77,6 +78,9 @@ class OcppServer:
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
         self._tls_lock = asyncio.Lock()
+        # Idle or garbage connections to the TLS port: one ocpp.tls_failed line per address
+        # and window, at most TLS_FAILED_LOG_BUDGET per window in all.
+        self._tls_failed_lines = LogLimiter(TLS_FAILED_LOG_WINDOW, TLS_FAILED_LOG_BUDGET)
 
     @property
     def throttle(self) -> auth.FailureThrottle:
@@ -260,10 +264,13 @@ class OcppServer:
         peer = format_peer(peername)
         reason = tls_reason(exc)
         failure = auth.tls_failure(exc)
-        if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
-            log.info("ocpp.tls_failed", peer=peer, reason=reason)
-            return
         address = str(peername[0]) if peername else "?"
+        if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
+            left_out = self._tls_failed_lines.admit(auth.network_key(address))
+            if left_out is not None:
+                log.info("ocpp.tls_failed", peer=peer, reason=reason, repeated=left_out,
+                         others_left_out=self._tls_failed_lines.take_over_budget())  # fmt: skip
+            return
         self.handshake.refused(address, peer, None, failure, status=None, detail=reason)
 
     # -- connection ------------------------------------------------------------------------
