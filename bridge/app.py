@@ -25,6 +25,7 @@ from bridge.errors import StoreError
 from bridge.hubsim import HubSimulator
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
+from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
 from bridge.ratelimit import TokenBucket
@@ -168,8 +169,10 @@ class Bridge:
             self.hub_sim = HubSimulator(s.hub_sim.host, s.hub_sim.port)
             await self.hub_sim.start()
             log.info("hubsim.embedded", url=self.hub_sim.base_url)
+        summarise_accept_errors(asyncio.get_running_loop())
         if s.ops.enabled:
             self.ops_server = OpsServer(self, s.ops)
+            self.ops_server.on_refused = self.metrics.observe_ops_refused
             await self.ops_server.start()
         self.check_client_cert()
         client = self._client or OicpClient(s.oicp)

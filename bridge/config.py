@@ -446,6 +446,27 @@ class OpsSettings(_Model):
     enabled: bool = Field(True, description="Serve the ops port.")
     host: str = Field("0.0.0.0", description="Ops port listen address.")
     port: int = Field(9100, ge=0, le=65535, description="Ops port (0 = pick a free one).")
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description="Connections the ops port holds at once; more are closed at once (probes, "
+        "scrapers and API clients need a few).",
+    )
+    keepalive_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds an ops connection may stay idle, or take to send its request, "
+        "before it is closed.",
+    )
+    request_timeout: float = Field(
+        10.0, gt=0, description="Seconds an ops request may take before it is answered 503."
+    )
+    descriptor_reserve: int = Field(
+        512,
+        ge=0,
+        description="Open files kept for charger connections: with fewer left (or fewer than "
+        "an eighth of the open-file limit) the ops port closes new connections at once.",
+    )
 
 
 class HubSimSettings(_Model):

@@ -6,6 +6,8 @@ can be firewalled differently. It has no authentication: keep it on an internal 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from aiohttp import web
 from bridge.config import OpsSettings
 from bridge.errors import ConfigError
 from bridge.ops import api
+from bridge.ops.guard import ConnectionGuard
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Health", "OpsServer", "liveness", "readiness"]
 
 log = structlog.get_logger("bridge.ops")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
@@ -71,7 +75,11 @@ class OpsServer:
         self.bridge = bridge
         self.settings = settings
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._port: int | None = None
+        self.guard: ConnectionGuard | None = None
+        #: Called with the reason of every connection refused by the guard (metrics hook).
+        self.on_refused: Callable[[str], None] | None = None
 
     @property
     def port(self) -> int:
@@ -80,7 +88,7 @@ class OpsServer:
         return self._port
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[api.api_middleware])
+        app = web.Application(middlewares=[self._time_limit, api.api_middleware])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -89,24 +97,49 @@ class OpsServer:
 
     async def start(self) -> None:
         s = self.settings
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            self.app(), access_log=None, shutdown_timeout=1.0,
+            keepalive_timeout=s.keepalive_timeout,
+        )  # fmt: skip
         await runner.setup()
+        assert runner.server is not None
+        # Our own listener instead of web.TCPSite: the guard caps the connections (guard.py).
+        self.guard = ConnectionGuard(
+            runner.server,
+            max_connections=s.max_connections,
+            descriptor_reserve=s.descriptor_reserve,
+        )
+        self.guard.on_refused = self.on_refused
         try:
-            await web.TCPSite(runner, s.host, s.port).start()
+            listener = await asyncio.get_running_loop().create_server(
+                self.guard, s.host, s.port, backlog=128
+            )
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
                 "ops.port", f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
             ) from exc
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._runner, self._listener = runner, listener
+        self._port = int(listener.sockets[0].getsockname()[1])
         log.info("ops.listening", host=s.host, port=self._port,
                  endpoints=["/healthz", "/readyz", "/metrics", f"{api.API_PREFIX}/"])  # fmt: skip
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    @web.middleware
+    async def _time_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A request that takes longer than ``request_timeout`` gets 503 instead of holding on."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await handler(request)
+        except TimeoutError:
+            return web.json_response({"error": "request timed out"}, status=503)
 
     # -- handlers --------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
