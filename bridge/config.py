@@ -452,6 +452,12 @@ class OpsSettings(_Model):
         description="Connections the ops port holds at once; more are closed at once (probes, "
         "scrapers and API clients need a few).",
     )
+    max_connections_per_address: int = Field(
+        20,
+        ge=1,
+        description="Connections the ops port holds from one address (IPv6: one /64), so that "
+        "one client cannot take every place from the probes.",
+    )
     keepalive_timeout: float = Field(
         5.0,
         gt=0,

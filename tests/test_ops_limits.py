@@ -71,6 +71,22 @@ async def test_idle_ops_connections_are_capped_and_closed_soon(
     assert bridge.ops_server.guard.open <= 1
 
 
+async def test_one_address_cannot_take_every_ops_place(
+    make_bridge: MakeBridge, sockets: Sockets
+) -> None:
+    bridge = await make_bridge(ops={"max_connections": 10, "max_connections_per_address": 3})
+    assert bridge.ops_server is not None
+    port = bridge.ops_server.port
+    for _ in range(4):
+        sockets.append(await asyncio.open_connection("127.0.0.1", port))
+    assert await closed_within(sockets[-1][0], 0.5)
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'bridge_ops_connections_refused_total{reason="address_limit"} 1.0' in metrics
+
+
 async def test_ops_port_keeps_a_descriptor_reserve_for_chargers(
     make_bridge: MakeBridge, sockets: Sockets
 ) -> None:
@@ -99,7 +115,7 @@ def test_guard_counts_what_it_lets_in() -> None:
         made.append(asyncio.Protocol())
         return made[-1]
 
-    guard = ConnectionGuard(factory, max_connections=2, descriptor_reserve=0)
+    guard = ConnectionGuard(factory, max_connections=2, per_address=2, descriptor_reserve=0)
     first, _ = guard(), guard()
     assert guard.open == 2 and len(made) == 2
     guard()  # over the cap: the wrapped factory is not even called

@@ -4,7 +4,8 @@ Every connection is an open file, and the process has a fixed number (RLIMIT_NOF
 connections to the ops port once took them all, and then chargers could not connect. So the
 ops port
 
-* holds at most ``ops.max_connections`` connections and closes idle ones after
+* holds at most ``ops.max_connections`` connections, ``ops.max_connections_per_address`` of
+  them from one address (so one client cannot lock the probes out), and closes idle ones after
   ``ops.keepalive_timeout`` (also those that never send a complete request);
 * closes a new connection at once when the process has fewer than ``ops.descriptor_reserve``
   descriptors left (at most an eighth of the limit), which stay for chargers.
@@ -26,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from bridge.ocpp.auth import network_key
+
 log = structlog.get_logger("bridge")
 
 ACCEPT_LOG_WINDOW = 10.0  # s
@@ -46,14 +49,17 @@ class ConnectionGuard:
         factory: Callable[[], asyncio.BaseProtocol],
         *,
         max_connections: int,
+        per_address: int,
         descriptor_reserve: int,
         file_limit: Callable[[], int] = open_file_limit,
     ) -> None:
         self.factory = factory
         self.max_connections = max_connections
+        self.per_address = per_address
         self.descriptor_reserve = descriptor_reserve
         self.file_limit = file_limit
         self.open = 0
+        self._by_address: Counter[str] = Counter()
         #: Called with the reason of every refused connection (metrics hook).
         self.on_refused: Callable[[str], None] | None = None
         self.refused: Counter[str] = Counter()
@@ -71,6 +77,26 @@ class ConnectionGuard:
                 self.on_refused(reason)
             except Exception:  # a metrics bug must not break accepting
                 log.exception("ops.hook_failed", hook="on_refused")
+
+    def admit(self, transport: asyncio.BaseTransport) -> tuple[str | None, str | None]:
+        """(address key counted, None) for a connection it lets in, else (None, why not)."""
+        if self.reserve_reached(transport):
+            return None, "descriptor_reserve"
+        peername = transport.get_extra_info("peername")
+        key = network_key(str(peername[0])) if peername else "?"
+        if self._by_address[key] >= self.per_address:
+            return None, "address_limit"
+        self._by_address[key] += 1
+        return key, None
+
+    def release(self, key: str | None) -> None:
+        self.open -= 1
+        if key is not None:
+            left = self._by_address[key] - 1
+            if left > 0:
+                self._by_address[key] = left
+            else:
+                del self._by_address[key]
 
     def reserve_reached(self, transport: asyncio.BaseTransport) -> bool:
         """Whether the process is within ``descriptor_reserve`` of its open-file limit.
@@ -102,11 +128,13 @@ class _Counted(asyncio.Protocol):
         self.guard = guard
         self.inner: Any = inner
         self.counted = True
+        self.key: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.guard.reserve_reached(transport):
+        self.key, refused = self.guard.admit(transport)
+        if refused is not None:
             self._release()
-            self.guard._refuse("descriptor_reserve")
+            self.guard._refuse(refused)
             assert isinstance(transport, asyncio.Transport)
             transport.abort()
             self.inner = asyncio.Protocol()  # never started: nothing to tell it
@@ -133,7 +161,7 @@ class _Counted(asyncio.Protocol):
     def _release(self) -> None:
         if self.counted:
             self.counted = False
-            self.guard.open -= 1
+            self.guard.release(self.key)
 
 
 def summarise_accept_errors(loop: asyncio.AbstractEventLoop) -> None:

@@ -107,6 +107,7 @@ class OpsServer:
         self.guard = ConnectionGuard(
             runner.server,
             max_connections=s.max_connections,
+            per_address=s.max_connections_per_address,
             descriptor_reserve=s.descriptor_reserve,
         )
         self.guard.on_refused = self.on_refused

@@ -126,8 +126,9 @@ METRICS: tuple[MetricDoc, ...] = (
     ),
     MetricDoc(
         "bridge_ops_connections_refused_total", "counter", ("reason",),
-        "Ops port connections closed at once: connection_limit (ops.max_connections) or "
-        "descriptor_reserve (open files near the limit, kept for chargers).",
+        "Ops port connections closed at once: connection_limit (ops.max_connections), "
+        "address_limit (ops.max_connections_per_address) or descriptor_reserve (open files "
+        "near the limit, kept for chargers).",
     ),
 )  # fmt: skip
 
