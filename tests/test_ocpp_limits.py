@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import ssl
 import time
 import weakref
 from asyncio import sslproto
@@ -21,7 +23,7 @@ import websockets
 
 from bridge.app import Bridge
 from bridge.ocpp.admission import Admission
-from bridge.ocpp.connection import Sweeper
+from bridge.ocpp.connection import TLS_READ_BUFFER, Sweeper
 from tests.conftest import Events, eventually
 
 MakeBridge = Callable[..., Awaitable[Bridge]]
@@ -34,7 +36,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     server = ca.issue_cert("127.0.0.1")
     server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
     server.private_key_pem.write_to_path(str(tmp / "server.key"))
-    return {"tls_cert": tmp / "server.pem", "tls_key": tmp / "server.key"}
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    return {"tls_cert": tmp / "server.pem", "tls_key": tmp / "server.key", "ca": tmp / "ca.pem"}
+
+
+def server_files(files: dict[str, Path]) -> dict[str, Path]:
+    return {"tls_cert": files["tls_cert"], "tls_key": files["tls_key"]}
 
 
 @pytest.fixture
@@ -87,7 +94,7 @@ async def test_timed_out_tls_handshakes_free_their_memory_without_the_cyclic_gc(
     """Each idle TLS connection holds asyncio's SSL protocol (~300 KiB of buffers); when its
     handshake times out that must be freed at once, not left in a reference cycle."""
     bridge = await make_bridge(
-        ocpp={"security": {**tls_files, "handshake_timeout": 0.3}},
+        ocpp={"security": {**server_files(tls_files), "handshake_timeout": 0.3}},
     )
     before = ssl_protocols()
     sockets += await idle_sockets(bridge.ocpp.port, 20)
@@ -111,7 +118,7 @@ async def test_tls_handshakes_in_progress_are_capped_and_the_excess_refused_at_o
 ) -> None:
     caps = {"max_tls_handshakes": 15, "max_tls_handshakes_per_address": 10}
     bridge = await make_bridge(
-        ocpp={"security": {**tls_files, "handshake_timeout": 3.0, **caps}},
+        ocpp={"security": {**server_files(tls_files), "handshake_timeout": 3.0, **caps}},
     )
     port = bridge.ocpp.port
     sockets += await idle_sockets(port, 10)
@@ -206,3 +213,23 @@ async def scrape(bridge: Bridge) -> str:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{bridge.ops_server.port}/metrics")
     return response.text
+
+
+async def test_tls_connections_read_through_a_small_buffer(
+    make_bridge: MakeBridge, tls_files: dict[str, Path]
+) -> None:
+    """asyncio's 256 KiB read buffer per TLS connection is 32 KiB here; frames larger than it
+    still arrive whole."""
+    bridge = await make_bridge(
+        ocpp={"security": server_files(tls_files), "max_message_size": 65536}
+    )
+    client = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    url = f"wss://127.0.0.1:{bridge.ocpp.port}/ocpp/CP16"
+    async with websockets.connect(url, subprotocols=["ocpp1.6"], ssl=client) as ws:  # type: ignore[list-item]
+        await eventually(lambda: "CP16" in bridge.ocpp.sessions)
+        transport = bridge.ocpp.sessions["CP16"].transport
+        assert len(transport._ssl_protocol._ssl_buffer) == TLS_READ_BUFFER  # type: ignore[attr-defined]
+        big = {"vendorId": "bench", "data": "x" * 60_000}
+        await ws.send(json.dumps([2, "big", "DataTransfer", big]))
+        answer = json.loads(await ws.recv())
+        assert answer[1] == "big"
