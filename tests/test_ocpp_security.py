@@ -582,6 +582,22 @@ async def test_throttle_reserves_the_budget_before_the_check() -> None:
     assert await throttle.reserve(other, 0.05) is Failure.BUSY
 
 
+async def test_throttle_wakes_one_waiter_per_token_given_back() -> None:
+    """Thousands of logins behind one NAT wait for the address's checks: a right password
+    lets exactly the next one in (no stampede), a last failure refuses all of them."""
+    throttle = FailureThrottle(1, 60.0)
+    address = "198.51.100.9"
+    assert await throttle.reserve(address, 1.0) is None
+    waiting = [asyncio.create_task(throttle.reserve(address, 5.0)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    throttle.settle(address, ok=True)
+    await asyncio.sleep(0.01)
+    assert [t.done() for t in waiting] == [True, False, False, False, False]
+    assert waiting[0].result() is None
+    throttle.settle(address, ok=False)  # the last one in progress failed: no budget left
+    assert await asyncio.gather(*waiting[1:]) == [Failure.THROTTLED] * 4
+
+
 def test_throttle_memory_is_bounded() -> None:
     now = [0.0]
     throttle = FailureThrottle(5, 10.0, clock=lambda: now[0], max_tracked=100)

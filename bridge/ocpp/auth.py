@@ -554,10 +554,15 @@ class FailureThrottle:
         bucket.pending = max(0, bucket.pending - 1)
         if ok:
             bucket.tokens = min(self.limit, bucket.tokens + 1)
-        waiters, bucket.waiters = bucket.waiters, []
-        for waiter in waiters:
+        # Wake only those who can now decide: one per token given back (first come, first
+        # served; thousands of chargers behind one NAT may wait), or all of them when nothing
+        # is in progress any more (they are refused).
+        waiters = bucket.waiters
+        wake = len(waiters) if bucket.pending == 0 else max(0, math.floor(bucket.tokens))
+        for waiter in waiters[:wake]:
             if not waiter.done():
                 waiter.set_result(None)
+        del waiters[:wake]
         self._store(key, bucket)
         return not ok and self._announce(bucket)
 
