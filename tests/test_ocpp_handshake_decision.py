@@ -68,3 +68,21 @@ async def test_unlisted_ids_only_with_evse_ids_of_their_own() -> None:
     assert await hs.decide(attempt("/ocpp/NEW1", address="192.0.2.3")) is None
     full = await hs.decide(attempt("/ocpp/NEW2", address="192.0.2.3"))  # max_unlisted=1
     assert full is not None and full.status == HTTPStatus.FORBIDDEN
+
+
+async def test_many_right_logins_behind_one_address_all_get_in() -> None:
+    """Chargers behind one NAT logging in at once (a restart): the budget bounds the checks in
+    progress of unknown outcome, not the right ones; nobody is refused."""
+    security = OcppSecuritySettings(profile=1, auth_failure_limit=3)
+    digest = hash_password(PASSWORD)
+    chargers = {
+        f"CP{i}": ChargerSettings(evses={1: f"DE*ABC*E{i}*1"}, password_hash=digest)
+        for i in range(60)
+    }
+    registry = Registry({cp: c.evses for cp, c in chargers.items()}, "DE*ABC")
+    hs = Handshake(security, registry, Authenticator(security, chargers))
+    results = await asyncio.gather(
+        *(hs.decide(attempt(f"/ocpp/{cp_id}", password=PASSWORD)) for cp_id in chargers)
+    )
+    assert results == [None] * 60
+    assert hs.auth.checks.done == 60

@@ -491,12 +491,18 @@ class FailureThrottle:
             self._prune(bucket.stamp)
 
     def retry_after(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: now)."""
+        """Seconds until ``address`` may try again (0: now).
+
+        0 too while checks of the address are in progress: their outcome decides (``reserve``
+        waits for it), a budget they hold is not used up.
+        """
         key = self.key(address)
         if key not in self._buckets:
             return 0.0
-        tokens = self._bucket(key, self.clock()).tokens
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        bucket = self._bucket(key, self.clock())
+        if bucket.tokens >= 1 or bucket.pending > 0:
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
 
     def failed(self, address: str) -> bool:
         """Count one failure or refusal; True if the address's budget is now used up and that
