@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.run import PY, Hub, Proc, free_port, wait_port
+from bench.run import PY, Hub, Proc, free_port, machine_cpu, wait_port
 
 OPERATOR = "DE*ABC"
 ATTACKER, LEGIT, ATTACKER_2 = "127.0.0.1", "127.0.0.2", "127.0.0.3"
@@ -459,16 +459,36 @@ def tls_material(workdir: Path) -> tuple[dict[str, str], Path]:
     return {"tls_cert": str(cert), "tls_key": str(key)}, ca_file
 
 
+class CpuWindow:
+    """The bridge's CPU and the whole machine's over a scenario, in cores (others share it)."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.start = (time.monotonic(), proc.cpu(), machine_cpu()[0])
+
+    def split(self) -> dict[str, float]:
+        wall = time.monotonic() - self.start[0]
+        bridge = (self.proc.cpu() - self.start[1]) / wall
+        machine = (machine_cpu()[0] - self.start[2]) / wall
+        return {"seconds": round(wall, 1), "bridge_cores": round(bridge, 2),
+                "machine_cores": round(machine, 2),
+                "rest_cores": round(machine - bridge, 2)}  # fmt: skip
+
+
 async def run_attack(workdir: Path, hub: Hub, sizes: AttackSizes, log: Any) -> dict[str, Any]:
-    result: dict[str, Any] = {"sizes": asdict(sizes)}
+    result: dict[str, Any] = {"sizes": asdict(sizes), "cpu": {}}
     files, ca = tls_material(workdir)
     config, port = write_bridge_config(workdir, hub.port, "tls", files, sizes)
     proc, ops_port = await start_bridge(workdir, config, port, "tls")
     try:
         log(f"  attack: {sizes.waves} waves of {sizes.wave_sockets} idle TLS sockets")
+        cpu = CpuWindow(proc)
         result["idle_tls"] = await idle_tls_waves(proc, port, ops_port, ca=ca, sz=sizes, log=log)
+        result["cpu"]["idle_tls"] = cpu.split()
         log(f"  attack: {sizes.ops_sockets} idle sockets to the ops port")
+        cpu = CpuWindow(proc)
         result["ops_flood"] = await ops_flood(proc, port, ops_port, ca=ca, sz=sizes)
+        result["cpu"]["ops_flood"] = cpu.split()
         result["tls_bridge_log_bytes"] = size(proc.log)
     finally:
         await proc.stop()
@@ -477,7 +497,9 @@ async def run_attack(workdir: Path, hub: Hub, sizes: AttackSizes, log: Any) -> d
     try:
         log(f"  attack: {sizes.concurrent_logins} wrong passwords at once, then "
             f"{sizes.sustained_s:.0f} s sustained")  # fmt: skip
+        cpu = CpuWindow(proc)
         result["login_flood"] = await login_flood(port, ops_port, sizes, log)
+        result["cpu"]["login_flood"] = cpu.split()
         log(f"  attack: {sizes.unlisted_ids} made-up unlisted IDs and a takeover")
         result["unlisted"] = await unlisted(port, ops_port, sizes)
         log(f"  attack: {sizes.other_paths} requests for other paths")
@@ -563,6 +585,9 @@ def table(r: dict[str, Any]) -> str:
                  f"{po['log_lines']} / {po['log_bytes']:,}", ""))  # fmt: skip
     logs = f"{r['tls_bridge_log_bytes']:,} / {r['plain_bridge_log_bytes']:,}"
     rows.append(("whole log of the TLS bridge / the plain bridge (bytes)", logs, ""))
+    for name, split in r.get("cpu", {}).items():
+        rows.append((f"CPU during {name} (cores: bridge / whole machine, 2 cores)",
+                     f"{split['bridge_cores']} / {split['machine_cores']}", ""))  # fmt: skip
     lines = ["| figure | measured | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)

@@ -161,7 +161,7 @@ class OcppSecuritySettings(_Model):
     max_tls_handshakes: int = Field(
         1000,
         ge=1,
-        description="TLS handshakes in progress at once on the OCPP port (each holds ~300 KiB "
+        description="TLS handshakes in progress at once on the OCPP port (each holds ~100 KiB "
         "until it finishes or times out); more connections are closed at once.",
     )
     max_tls_handshakes_per_address: int = Field(

@@ -1,7 +1,7 @@
 """How many connections the OCPP port holds open, overall and per address, before any HTTP.
 
 Every TCP connection costs a descriptor and memory before its charger has said who it is; a TLS
-handshake in progress ~300 KiB (asyncio's buffers). So the port keeps counts and refuses the
+handshake in progress ~100 KiB (asyncio's TLS objects). So the port keeps counts and refuses the
 excess at once (the socket is reset, nothing is read):
 
 * open connections per address (IPv6: per /64), ``max_connections_per_address``: chargers
