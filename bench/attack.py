@@ -14,18 +14,16 @@ Attackers use 127.0.0.1; the legitimate charger 127.0.0.2, as another address wo
 
     python -m bench.attack              # the figures of the issue's sizes (~3 min)
     python -m bench.run --phases attack # the same, inside the benchmark runner
-    python -m bench.attack hold --port P --count N   # (internal) a process holding N sockets
-    python -m bench.attack probe --port P ...        # (internal) a legitimate charger, timed
+
+The attacking and the legitimate clients that run in processes of their own are in
+``bench/attack_clients.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
 import json
-import ssl
 import statistics
 import sys
 import tempfile
@@ -38,11 +36,18 @@ from typing import Any
 import httpx
 import yaml
 
+from bench.attack_clients import (
+    ATTACKER,
+    ATTACKER_2,
+    LEGIT,
+    PASSWORD,
+    Holder,
+    Prober,
+    basic,
+)
 from bench.run import PY, Hub, Proc, free_port, machine_cpu, wait_port
 
 OPERATOR = "DE*ABC"
-ATTACKER, LEGIT, ATTACKER_2 = "127.0.0.1", "127.0.0.2", "127.0.0.3"
-PASSWORD = "attack-bench-7f3a9c2e"
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,6 @@ def memory_mib(proc: Proc) -> float:
     return round(proc.memory_kib()["VmRSS"] / 1024, 1)
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 async def metric(ops_port: int, name: str) -> dict[str, float]:
     """Samples of one metric from /metrics: labels text → value."""
     async with httpx.AsyncClient(timeout=30) as client:
@@ -101,128 +102,6 @@ async def metric(ops_port: int, name: str) -> dict[str, float]:
 
 async def total(ops_port: int, name: str) -> float:
     return sum((await metric(ops_port, name)).values())
-
-
-async def login(
-    port: int, cp_id: str, *, tls: ssl.SSLContext | None, host: str = LEGIT
-) -> dict[str, Any]:
-    """A legitimate charger's first login (a password check) and one Heartbeat, timed."""
-    import websockets
-
-    scheme = "wss" if tls is not None else "ws"
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(30):
-            async with websockets.connect(
-                f"{scheme}://127.0.0.1:{port}/ocpp/{cp_id}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                additional_headers={"Authorization": basic(cp_id, PASSWORD)}, ssl=tls,
-                local_addr=(host, 0), open_timeout=30,
-            ) as ws:  # fmt: skip
-                await ws.send('[2,"1","Heartbeat",{}]')
-                await ws.recv()
-        return {"ok": True, "s": round(time.monotonic() - started, 3)}
-    except Exception as exc:
-        return {"ok": False, "s": round(time.monotonic() - started, 3), "error": repr(exc)}
-
-
-class Holder:
-    """A child process holding ``count`` idle TCP connections (its own descriptors)."""
-
-    def __init__(self, port: int, count: int) -> None:
-        self.port, self.count = port, count
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> dict[str, Any]:
-        self.proc = await asyncio.create_subprocess_exec(
-            PY, "-m", "bench.attack", "hold", "--port", str(self.port), "--count",
-            str(self.count), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(120):
-            line = await self.proc.stdout.readline()
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(Exception):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-class Prober:
-    """A child process logging in as a legitimate charger from another address, again and
-    again (a fresh charger each time, so each login costs a password check), until stopped.
-
-    Its own process: the attack traffic of the runner does not delay its measurements.
-    """
-
-    def __init__(self, port: int, *, ca: Path | None, first: int, interval: float) -> None:
-        self.argv = [PY, "-m", "bench.attack", "probe", "--port", str(port), "--first",
-                     str(first), "--interval", str(interval)]  # fmt: skip
-        if ca is not None:
-            self.argv += ["--ca", str(ca)]
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Prober:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-        )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(60):
-            await self.proc.stdout.readline()  # "ready"
-        return self
-
-    async def stop(self) -> list[dict[str, Any]]:
-        assert self.proc is not None and self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.close()
-        async with asyncio.timeout(60):
-            line = await self.proc.stdout.readline()
-            await self.proc.wait()
-        result: list[dict[str, Any]] = json.loads(line)
-        return result
-
-
-async def probe(port: int, ca: Path | None, first: int, interval: float) -> None:
-    """(In the child) log in every ``interval`` s until stdin closes; print the timings."""
-    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.run_in_executor(None, lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
-    print("ready", flush=True)
-    results, n = [], first
-    while not stop.is_set():
-        results.append(await login(port, f"CP{n:05d}", tls=context))
-        n += 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-    print(json.dumps(results), flush=True)
-
-
-async def hold(port: int, count: int) -> None:
-    """(In the child) open ``count`` idle connections, report, keep them until stdin closes."""
-    opened: list[asyncio.StreamWriter] = []
-    failed = 0
-    for _ in range(count):
-        try:
-            _, writer = await asyncio.open_connection(ATTACKER, port)
-            opened.append(writer)
-        except OSError:
-            failed += 1
-    await asyncio.sleep(0.5)
-    closed = sum(1 for w in opened if w.transport.is_closing() or w.is_closing())
-    print(json.dumps({"opened": len(opened), "failed": failed, "closed_by_server": closed}),
-          flush=True)  # fmt: skip
-    await asyncio.to_thread(sys.stdin.read)
-    for writer in opened:
-        writer.close()
 
 
 # -- the bridges -----------------------------------------------------------------------------
@@ -594,12 +473,6 @@ def table(r: dict[str, Any]) -> str:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    if args.command == "hold":
-        await hold(args.port, args.count)
-        return 0
-    if args.command == "probe":
-        await probe(args.port, args.ca, args.first, args.interval)
-        return 0
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -619,7 +492,12 @@ async def _main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         await hub.ready()
-        result = await run_attack(workdir, hub, AttackSizes(), log)
+        sizes = AttackSizes()
+        if args.smoke:
+            sizes = AttackSizes(waves=1, wave_sockets=600, concurrent_logins=300, sustained_s=3.0,
+                                sustained_concurrency=20, ops_sockets=2000, unlisted_ids=300,
+                                other_paths=2000)  # fmt: skip
+        result = await run_attack(workdir, hub, sizes, log)
     finally:
         await hub.close()
     result["total_s"] = round(time.monotonic() - started, 1)
@@ -632,12 +510,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.attack", description=__doc__.split("\n")[0])
-    p.add_argument("command", nargs="?", default="run", choices=("run", "hold", "probe"))
-    p.add_argument("--ca", type=Path, help="probe: CA file of the OCPP port (wss)")
-    p.add_argument("--first", type=int, default=1, help="probe: first charger number")
-    p.add_argument("--interval", type=float, default=1.0, help="probe: seconds between logins")
-    p.add_argument("--port", type=int, help="hold: the port to connect to")
-    p.add_argument("--count", type=int, default=0, help="hold: connections to hold")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--workdir", type=Path, help="keep logs and state here")
     return asyncio.run(_main(p.parse_args(argv)))
