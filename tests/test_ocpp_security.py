@@ -596,6 +596,14 @@ async def test_throttle_wakes_one_waiter_per_token_given_back() -> None:
     assert waiting[0].result() is None
     throttle.settle(address, ok=False)  # the last one in progress failed: no budget left
     assert await asyncio.gather(*waiting[1:]) == [Failure.THROTTLED] * 4
+    # Thousands refused at once are woken in batches, other connections served in between.
+    assert await throttle.reserve("198.51.100.10", 1.0) is None
+    many = [asyncio.create_task(throttle.reserve("198.51.100.10", 5.0)) for _ in range(200)]
+    await asyncio.sleep(0.01)
+    throttle.settle("198.51.100.10", ok=False)
+    await asyncio.sleep(0)  # one event-loop turn
+    assert 0 < sum(t.done() for t in many) <= 64
+    assert await asyncio.gather(*many) == [Failure.THROTTLED] * 200
 
 
 def test_throttle_memory_is_bounded() -> None:

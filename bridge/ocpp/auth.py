@@ -26,7 +26,7 @@ import os
 import random
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -57,6 +57,7 @@ _CHECKS_IN_PARALLEL = 2  # hashlib.scrypt releases the GIL: two threads use two 
 _NOMINAL_CHECK_S = 0.0015  # a default-cost check, until checks have been timed
 _QUEUE_SHARE = 0.5  # of handshake_timeout a login may wait for its password check
 _RETRY_AFTER_MAX = 120  # s
+_WAKE_BATCH = 64  # logins waiting for an address's checks that are woken per event-loop turn
 
 
 Reserve = Callable[[], Awaitable["Failure | None"]]
@@ -442,7 +443,7 @@ class _Bucket:
     stamp: float
     pending: int = 0  # password checks reserved and not yet settled
     announced: bool = False  # ocpp.auth_throttled logged for this exhaustion
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
 
 class FailureThrottle:
@@ -560,17 +561,29 @@ class FailureThrottle:
         bucket.pending = max(0, bucket.pending - 1)
         if ok:
             bucket.tokens = min(self.limit, bucket.tokens + 1)
-        # Wake only those who can now decide: one per token given back (first come, first
-        # served; thousands of chargers behind one NAT may wait), or all of them when nothing
-        # is in progress any more (they are refused).
-        waiters = bucket.waiters
-        wake = len(waiters) if bucket.pending == 0 else max(0, math.floor(bucket.tokens))
-        for waiter in waiters[:wake]:
-            if not waiter.done():
-                waiter.set_result(None)
-        del waiters[:wake]
+        self._wake(key, bucket)
         self._store(key, bucket)
         return not ok and self._announce(bucket)
+
+    def _wake(self, key: str, bucket: _Bucket) -> None:
+        """Wake the waiters that can now decide: one per token given back (first come, first
+        served; thousands of chargers behind one NAT may wait), or all of them when nothing is
+        in progress any more (they are refused). Many are woken ``_WAKE_BATCH`` per event-loop
+        turn: each answer takes a fraction of a millisecond, and thousands at once would stall
+        every other connection for about a second."""
+        waiters = bucket.waiters
+        due = len(waiters) if bucket.pending == 0 else max(0, math.floor(bucket.tokens))
+        for _ in range(min(due, _WAKE_BATCH, len(waiters))):
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if waiters and due > _WAKE_BATCH:
+            asyncio.get_running_loop().call_soon(self._wake_later, key)
+
+    def _wake_later(self, key: str) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            self._wake(key, self._bucket(key, self.clock()))
 
     def _prune(self, now: float) -> None:
         def idle(bucket: _Bucket) -> bool:
