@@ -195,7 +195,9 @@ class OcppSettings(_Model):
     )
     allow_unlisted: bool = Field(
         False,
-        description="Accept charge point IDs not in `chargers` (needs `evse_id_template`).",
+        description="Accept charge point IDs not in `chargers` (needs `evse_id_template`). Anyone "
+        "who reaches the port can then create chargers whose statuses are pushed (up to "
+        "`max_unlisted_chargers`): use it with security profile 3 or on a closed network.",
     )
     evse_id_template: str | None = Field(
         None,
