@@ -330,8 +330,10 @@ def bridge_config(cfg: Config, hub_port: int, chargers: int, rate_limit: float |
             for n in range(1, chargers + 1)
         },
     }  # fmt: skip
+    # Every simulated charger connects from 127.0.0.1: lift the per-address connection cap.
+    tree["ocpp"]["security"] = {"max_connections_per_address": 1_000_000}
     if cfg.password is not None:  # security profile 1: Basic auth, user = charge point ID
-        tree["ocpp"]["security"] = {"profile": 1}
+        tree["ocpp"]["security"]["profile"] = 1
         digest = password_hash(cfg.password, cfg.auth_cost)
         for charger in tree["chargers"].values():
             charger["password_hash"] = digest
@@ -1015,8 +1017,15 @@ async def run(cfg: Config) -> dict[str, Any]:
             for kind, outcome in (await phase_throughput(ctx, cfg.servers)).items():
                 outcome["phase_s"] = round(time.monotonic() - started, 1)
                 results.setdefault(kind, {})["throughput"] = outcome
+        if "attack" in cfg.phases:  # the bridge alone, against its own two instances
+            from bench.attack import AttackSizes, run_attack
+            from bench.attack import table as attack_table
+
+            ctx.log("attack: bridge")
+            results["attack"] = await run_attack(cfg.workdir, ctx.hub, AttackSizes(), ctx.log)
+            print(attack_table(results["attack"]))
         for phase in cfg.phases:
-            if phase == "throughput":
+            if phase in ("throughput", "attack"):
                 continue
             for kind in cfg.servers:
                 ctx.log(f"{phase}: {kind}")
@@ -1040,7 +1049,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument(
         "--phases",
         default="throughput,latency,fleet",
-        help="comma-separated subset of throughput,latency,fleet",
+        help="comma-separated subset of throughput,latency,fleet,attack (attack: hostile "
+        "load, see bench/attack.py; not in the default)",
     )
     p.add_argument("--servers", default="bridge,baseline", help="bridge, baseline or both")
     p.add_argument("--throughput-chargers", type=int)

@@ -37,6 +37,7 @@ from bridge.ocpp.auth import hash_password
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
+from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
 from bridge.ratelimit import TokenBucket
@@ -134,6 +135,7 @@ class Bridge:
         self.metrics.watch(self)
         self.ingest.on_status = self.metrics.observe_status
         self.ocpp.on_auth_failure = self.metrics.observe_auth_failure
+        self.ocpp.admission.on_refused = self.metrics.observe_connection_refused
         self.ops_server: OpsServer | None = None
         self.accepting = False  # the OCPP endpoint is listening (readiness)
         self.stopping = False
@@ -257,10 +259,12 @@ class Bridge:
             log.info("hubsim.embedded", url=self.hub_sim.base_url,
                      state_file=str(state_file) if state_file else None)  # fmt: skip
         await self.store.commit()  # the file's chargers as imported into the catalog
+        summarise_accept_errors(asyncio.get_running_loop())
         if s.ops.enabled:
             self.ops_server = OpsServer(
                 self, s.ops, metrics=self.metrics, api=self.api_context(), api_settings=s.api
             )
+            self.ops_server.on_refused = self.metrics.observe_ops_refused
             await self.ops_server.start()
             self._api_file().write_text(self.ops_server.api_url + "\n", encoding="utf-8")
         self.check_client_cert()

@@ -152,6 +152,24 @@ class OcppSecuritySettings(_Model):
     auth_failure_window: float = Field(
         60.0, gt=0, description="Seconds over which `auth_failure_limit` failures refill."
     )
+    max_connections_per_address: int = Field(
+        1000,
+        ge=1,
+        description="Open connections one address (IPv6: one /64) may hold; more are closed at "
+        "once. Chargers behind one carrier NAT or VPN gateway share an address: set it above "
+        "the number of chargers behind the largest one.",
+    )
+    max_tls_handshakes: int = Field(
+        1000,
+        ge=1,
+        description="TLS handshakes in progress at once on the OCPP port (each holds ~100 KiB "
+        "until it finishes or times out); more connections are closed at once.",
+    )
+    max_tls_handshakes_per_address: int = Field(
+        100,
+        ge=1,
+        description="TLS handshakes in progress at once from one address (IPv6: one /64).",
+    )
 
     @model_validator(mode="after")
     def _tls_complete(self) -> OcppSecuritySettings:
@@ -178,7 +196,9 @@ class OcppSettings(_Model):
     )
     allow_unlisted: bool = Field(
         False,
-        description="Accept charge point IDs not in `chargers` (needs `evse_id_template`).",
+        description="Accept charge point IDs not in `chargers` (needs `evse_id_template`). Anyone "
+        "who reaches the port can then create chargers whose statuses are pushed (up to "
+        "`max_unlisted_chargers`): use it with security profile 3 or on a closed network.",
     )
     evse_id_template: str | None = Field(
         None,
@@ -186,6 +206,13 @@ class OcppSettings(_Model):
             "EvseID for unlisted chargers; placeholders {operator}, {charge_point}, {evse}. "
             "Example: '{operator}*E{charge_point}*{evse}'."
         ),
+    )
+    max_unlisted_chargers: int = Field(
+        1000,
+        ge=0,
+        description="With `allow_unlisted`: how many unlisted charge point IDs may connect "
+        "(counted since the start); further ones are refused. Each creates EVSEs that are "
+        "pushed to the hub.",
     )
     ping_interval: float | None = Field(
         60.0, description="Websocket ping interval (s); null disables pings."
@@ -429,6 +456,33 @@ class OpsSettings(_Model):
     enabled: bool = Field(True, description="Serve the ops port.")
     host: str = Field("0.0.0.0", description="Ops port listen address.")
     port: int = Field(9100, ge=0, le=65535, description="Ops port (0 = pick a free one).")
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description="Connections the ops port holds at once; more are closed at once (probes, "
+        "scrapers and API clients need a few).",
+    )
+    max_connections_per_address: int = Field(
+        20,
+        ge=1,
+        description="Connections the ops port holds from one address (IPv6: one /64), so that "
+        "one client cannot take every place from the probes.",
+    )
+    keepalive_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds an ops connection may stay idle, or take to send its request, "
+        "before it is closed.",
+    )
+    request_timeout: float = Field(
+        10.0, gt=0, description="Seconds an ops request may take before it is answered 503."
+    )
+    descriptor_reserve: int = Field(
+        512,
+        ge=0,
+        description="Open files kept for charger connections: with fewer left (or fewer than "
+        "an eighth of the open-file limit) the ops port closes new connections at once.",
+    )
 
 
 TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

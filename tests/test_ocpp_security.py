@@ -375,10 +375,49 @@ async def test_repeated_failures_from_one_address_are_throttled(
     # Budget used up: even the right password is not looked at now.
     error = await refused(connect(port, "CP16", password=PASSWORDS["CP16"]))
     assert error.response.status_code == 429
-    assert 1 <= int(error.response.headers["Retry-After"]) <= 20
+    # The refusal counts too (one more failure of 20 s): it says when to come back.
+    assert 20 < int(error.response.headers["Retry-After"]) <= 40
     assert seen == ["wrong_password"] * 3 + ["throttled"]
     (blocked,) = events.named("ocpp.auth_throttled")
     assert blocked["address"] == "127.0.0.1" and blocked["limit"] == 3
+
+
+async def test_concurrent_wrong_passwords_cost_at_most_the_budget(
+    make_bridge: MakeBridge, events: Events
+) -> None:
+    """Logins sent all at once from one address: at most `auth_failure_limit` password checks
+    run; the rest are refused 429 without one, and another address logs in meanwhile."""
+    bridge = await make_bridge(
+        ocpp={"security": {"profile": 1, "auth_failure_limit": 5, "auth_failure_window": 60}},
+        chargers=chargers(),
+    )
+    port = bridge.ocpp.port
+    checks = bridge.ocpp.auth.checks
+
+    async def guess(i: int) -> int:
+        cp_id = "CP16" if i % 2 else f"CP-X{i}"  # wrong passwords and unknown IDs alike
+        try:
+            async with connect(port, cp_id, password=f"guess-{i}"):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    async with asyncio.timeout(30):
+        answers = await asyncio.gather(*(guess(i) for i in range(200)))
+    assert checks.done <= 5, checks.done
+    assert answers.count(401) == checks.done and answers.count(429) == 200 - checks.done
+    assert len(events.named("ocpp.auth_throttled")) == 1
+    # Another address has its own budget and is not queued behind the guesses.
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ocpp/CP201", subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+        additional_headers={"Authorization": basic("CP201", PASSWORDS["CP201"])},
+        local_addr=("127.0.0.2", 0), logger=_QUIET, open_timeout=5,
+    ) as ws:  # fmt: skip
+        assert (await heartbeat(ws))[0] == 3
+    # Refusals counted: the address stays blocked while it keeps trying.
+    before = bridge.ocpp.throttle.retry_after("127.0.0.1")
+    assert (await guess(1)) == 429
+    assert bridge.ocpp.throttle.retry_after("127.0.0.1") > before
 
 
 async def test_logins_that_wait_too_long_for_a_check_get_503_not_a_timeout(
@@ -503,12 +542,68 @@ def test_throttle_refills_and_groups_ipv6_per_64() -> None:
     assert throttle.retry_after("203.0.113.9") == pytest.approx(5.0)
     assert throttle.failed("203.0.113.9") is False  # announced once, not again while blocked
     assert throttle.retry_after("203.0.113.10") == 0  # other addresses are unaffected
-    now[0] = 5.0
+    # Refusals count too: the bucket went into debt, one more failure's refill.
+    assert throttle.retry_after("203.0.113.9") == pytest.approx(10.0)
+    for _ in range(10):  # ... but at most `limit` deep: an address is never shut out for long
+        throttle.failed("203.0.113.9")
+    assert throttle.retry_after("203.0.113.9") == pytest.approx(15.0)
+    now[0] = 15.0
     assert throttle.retry_after("203.0.113.9") == 0
     # One subscriber's /64 is one budget; IPv4-mapped IPv6 is the IPv4 address.
     assert throttle.key("2001:db8:1:2:aaaa::1") == throttle.key("2001:db8:1:2:bbbb::2")
     assert throttle.key("2001:db8:1:3::1") != throttle.key("2001:db8:1:2::1")
     assert throttle.key("::ffff:198.51.100.7") == "198.51.100.7"
+
+
+async def test_throttle_reserves_the_budget_before_the_check() -> None:
+    """Checks of one address run only while it has budget; a login in progress counts."""
+    now = [0.0]
+    throttle = FailureThrottle(2, 60.0, clock=lambda: now[0])
+    address = "198.51.100.7"
+    assert await throttle.reserve(address, 1.0) is None
+    assert await throttle.reserve(address, 1.0) is None
+    # Budget taken by two checks in progress: a third waits for their outcome.
+    third = asyncio.create_task(throttle.reserve(address, 5.0))
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    throttle.settle(address, ok=True)  # a right password gives its token back
+    assert await third is None
+    assert throttle.settle(address, ok=False) is True  # spent; the last one is reserved
+    fourth = asyncio.create_task(throttle.reserve(address, 5.0))
+    await asyncio.sleep(0.01)
+    assert throttle.settle(address, ok=False) is False  # announced once already
+    assert await fourth is Failure.THROTTLED  # nothing left and nothing in progress
+    assert throttle.retry_after(address) > 0
+    assert await throttle.reserve("198.51.100.8", 1.0) is None  # other addresses unaffected
+    # Waiting for the address's checks has a deadline (the caller answers 503).
+    other = "203.0.113.1"
+    assert await throttle.reserve(other, 1.0) is None
+    assert await throttle.reserve(other, 1.0) is None
+    assert await throttle.reserve(other, 0.05) is Failure.BUSY
+
+
+async def test_throttle_wakes_one_waiter_per_token_given_back() -> None:
+    """Thousands of logins behind one NAT wait for the address's checks: a right password
+    lets exactly the next one in (no stampede), a last failure refuses all of them."""
+    throttle = FailureThrottle(1, 60.0)
+    address = "198.51.100.9"
+    assert await throttle.reserve(address, 1.0) is None
+    waiting = [asyncio.create_task(throttle.reserve(address, 5.0)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    throttle.settle(address, ok=True)
+    await asyncio.sleep(0.01)
+    assert [t.done() for t in waiting] == [True, False, False, False, False]
+    assert waiting[0].result() is None
+    throttle.settle(address, ok=False)  # the last one in progress failed: no budget left
+    assert await asyncio.gather(*waiting[1:]) == [Failure.THROTTLED] * 4
+    # Thousands refused at once are woken in batches, other connections served in between.
+    assert await throttle.reserve("198.51.100.10", 1.0) is None
+    many = [asyncio.create_task(throttle.reserve("198.51.100.10", 5.0)) for _ in range(200)]
+    await asyncio.sleep(0.01)
+    throttle.settle("198.51.100.10", ok=False)
+    await asyncio.sleep(0)  # one event-loop turn
+    assert 0 < sum(t.done() for t in many) <= 64
+    assert await asyncio.gather(*many) == [Failure.THROTTLED] * 200
 
 
 def test_throttle_memory_is_bounded() -> None:
@@ -518,7 +613,7 @@ def test_throttle_memory_is_bounded() -> None:
         throttle.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(throttle._buckets) <= 100
     assert throttle.retry_after("10.0.3.231") == 0  # the newest survive, with their budget
-    assert throttle._buckets[throttle.key("10.0.3.231")][0] == 4
+    assert throttle._buckets[throttle.key("10.0.3.231")].tokens == 4
 
 
 def test_message_budget_delays_instead_of_dropping() -> None:
@@ -711,3 +806,42 @@ async def test_client_cert_days_left_logged_and_exposed(
     assert 11 < bridge.client_cert_days_left <= 12
     (line,) = events.named("oicp.client_cert")
     assert line["level"] == "warning" and line["days_left"] == pytest.approx(12, abs=1)
+
+
+# -- unlisted chargers ----------------------------------------------------------------------
+async def test_an_unlisted_id_cannot_take_over_a_listed_chargers_evse(
+    make_bridge: MakeBridge, hub: HubSimulator, events: Events
+) -> None:
+    """allow_unlisted with the README's template: '/ocpp/16' would map to CP16's EvseIDs."""
+    registry = chargers(CP16=1, CP201=1)
+    registry["CP16"]["evses"] = {1: "DE*ABC*E16*1"}
+    bridge = await make_bridge(
+        ocpp={"allow_unlisted": True, "evse_id_template": "{operator}*E{charge_point}*{evse}",
+              "max_unlisted_chargers": 2},
+        chargers=registry,
+    )  # fmt: skip
+    port = bridge.ocpp.port
+    for cp_id in ("16", "1-6", "1.6"):  # profile 0 (the default) for unlisted IDs
+        error = await refused(connect(port, cp_id))
+        assert error.response.status_code == 403
+    taken = events.named("ocpp.auth_failed")
+    assert [e["reason"] for e in taken] == ["evse_id_taken"] * 3
+    assert taken[0]["profile"] == 0 and "DE*ABC*E16*1" in taken[0]["detail"]
+    # A new unlisted charger works, and owns its EvseIDs from then on.
+    async with connect(port, "NEW-1") as ws:
+        status = {"connectorId": 1, "errorCode": "NoError", "status": "Faulted"}
+        await ws.send(json.dumps([2, "1", "StatusNotification", status]))
+        assert json.loads(await ws.recv()) == [3, "1", {}]
+    await eventually(lambda: ("insert", "DE*ABC*ENEW1*1", "OutOfService") in pushes(hub))
+    assert (await refused(connect(port, "NEW1"))).response.status_code == 403
+    # The listed charger's EVSE was never touched.
+    assert bridge.engine.charge_point_of("DE*ABC*E16*1") == "CP16"
+    assert all(evse_id != "DE*ABC*E16*1" for _, evse_id, _ in pushes(hub))
+    # At most max_unlisted_chargers unlisted IDs: made-up IDs cannot fill the hub.
+    async with connect(port, "NEW2") as ws:
+        assert (await heartbeat(ws))[0] == 3
+    error = await refused(connect(port, "NEW3"))
+    assert error.response.status_code == 403
+    assert events.named("ocpp.auth_failed")[-1]["reason"] == "unlisted_limit"
+    async with connect(port, "NEW-1") as ws:  # those admitted come back
+        assert (await heartbeat(ws))[0] == 3

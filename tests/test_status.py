@@ -182,3 +182,28 @@ def test_template_for_unlisted_chargers() -> None:
     assert registry.evse_id("CP-77/x", 2) == "DE*ABC*ECP77x*2"
     assert registry.evse_id("CP", 0) is None
     assert not Registry({}, "DE*ABC").knows("any-cp")
+
+
+def test_unlisted_chargers_never_get_another_chargers_evse_id() -> None:
+    registry = Registry(
+        {"CP-0001": {1: "DE*ABC*E0001*1"}, "CP9": {1: "DE*ABC*EX*1"}},
+        "DE*ABC",
+        template="{operator}*E{charge_point}*{evse}",
+        allow_unlisted=True,
+        max_unlisted=2,
+    )
+    # '0001' would map to DE*ABC*E0001*1, the listed CP-0001's EVSE (also spelled otherwise).
+    assert registry.taken_evse_id("0001") == "DE*ABC*E0001*1"
+    assert registry.taken_evse_id("00-01") == "DE*ABC*E0001*1"
+    assert registry.taken_evse_id("x") == "DE*ABC*Ex*1"  # OICP IDs ignore case
+    assert registry.evse_id("0001", 1) is None  # and never given out at run time either
+    assert registry.evse_id("CP-0001", 1) == "DE*ABC*E0001*1"
+    assert registry.taken_evse_id("CP-0001") is None  # listed: its own
+    # An admitted unlisted charger owns its EvseIDs: a look-alike ID is refused.
+    assert registry.taken_evse_id("NEW-1") is None and registry.admit("NEW-1")
+    assert registry.taken_evse_id("NEW1") == "DE*ABC*ENEW1*1"
+    assert registry.evse_id("NEW-1", 40) == "DE*ABC*ENEW1*40"
+    assert registry.evse_id("NEW1", 40) is None  # beyond the numbers checked at connect too
+    # At most max_unlisted unlisted chargers; admitted ones stay admitted.
+    assert registry.admit("NEW2") and not registry.admit("NEW3")
+    assert registry.admit("NEW-1") and registry.admit("CP9")

@@ -26,8 +26,8 @@ import os
 import random
 import ssl
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +57,10 @@ _CHECKS_IN_PARALLEL = 2  # hashlib.scrypt releases the GIL: two threads use two 
 _NOMINAL_CHECK_S = 0.0015  # a default-cost check, until checks have been timed
 _QUEUE_SHARE = 0.5  # of handshake_timeout a login may wait for its password check
 _RETRY_AFTER_MAX = 120  # s
+_WAKE_BATCH = 64  # logins waiting for an address's checks that are woken per event-loop turn
+
+
+Reserve = Callable[[], Awaitable["Failure | None"]]
 
 
 class Failure(StrEnum):
@@ -72,6 +76,8 @@ class Failure(StrEnum):
     CLIENT_CERT_MISMATCH = "client_cert_mismatch"
     CLIENT_CERT_REJECTED = "client_cert_rejected"
     THROTTLED = "throttled"
+    EVSE_ID_TAKEN = "evse_id_taken"  # an unlisted ID whose EvseIDs belong to another charger
+    UNLISTED_LIMIT = "unlisted_limit"  # ocpp.max_unlisted_chargers reached
     BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
 
 
@@ -227,6 +233,7 @@ class CheckQueue:
         #: Seconds per unit of ``PasswordHash.work``: measured, moving average.
         self.seconds_per_work = _NOMINAL_CHECK_S / (DEFAULT_N * DEFAULT_R * DEFAULT_P)
         self._queued_work = 0  # waiting or running
+        self.done = 0  #: checks run since the start (scrypt runs, for metrics)
         self._slots = asyncio.Semaphore(self.parallel)  # binds to a loop on first use
 
     def wait(self) -> float:
@@ -251,6 +258,7 @@ class CheckQueue:
                 ok, seconds = await asyncio.to_thread(stored.timed_verify, password)
             finally:
                 self._slots.release()
+                self.done += 1
         finally:
             self._queued_work -= work
         self.seconds_per_work += (seconds / work - self.seconds_per_work) * 0.2
@@ -321,10 +329,17 @@ class Authenticator:
         return ssl.CERT_REQUIRED if in_use == {3} else ssl.CERT_OPTIONAL
 
     async def check_basic(
-        self, charge_point_id: str, authorization: list[str], *, known: bool
+        self,
+        charge_point_id: str,
+        authorization: list[str],
+        *,
+        known: bool,
+        reserve: Reserve | None = None,
     ) -> Failure | None:
         """None if the Basic credentials are right for ``charge_point_id``, else why not.
 
+        ``reserve`` is awaited before a password check starts (the failed-login budget of the
+        peer's address): a Failure from it is returned without checking anything.
         ``Failure.BUSY`` (before anything is checked) when a full check would wait too long.
         """
         if not authorization:
@@ -337,22 +352,24 @@ class Authenticator:
         # Every failing path below that can be reached with a plausible ID runs scrypt once
         # (in the same queue, so it is refused alike when the queue is too long).
         if stored is None:
-            if await self.checks.run(self._decoy, password) is None:
-                return Failure.BUSY
+            match await self._check(self._decoy, password, reserve):
+                case Failure() as refused:
+                    return refused
             if not known:
                 return Failure.UNKNOWN_CHARGE_POINT
             return Failure.NO_PASSWORD_CONFIGURED
         if not hmac.compare_digest(username.encode("utf-8"), charge_point_id.encode("utf-8")):
-            if await self.checks.run(self._decoy, password) is None:
-                return Failure.BUSY
+            match await self._check(self._decoy, password, reserve):
+                case Failure() as refused:
+                    return refused
             return Failure.WRONG_USERNAME
         keyed = hmac.new(self._cache_key, password, hashlib.sha256).digest()
         cached = self._verified.get(charge_point_id)
         if cached is not None and cached[0] is stored and hmac.compare_digest(cached[1], keyed):
             return None
-        match await self.checks.run(stored, password):
-            case None:
-                return Failure.BUSY
+        match await self._check(stored, password, reserve):
+            case Failure() as refused:
+                return refused
             case False:
                 return Failure.WRONG_PASSWORD
         self._verified[charge_point_id] = (stored, keyed)
@@ -362,6 +379,15 @@ class Authenticator:
                         reason="shorter than OCPP allows: set a new random password on the "
                         "charger and its new hash here")  # fmt: skip
         return None
+
+    async def _check(
+        self, stored: PasswordHash, password: bytes, reserve: Reserve | None
+    ) -> bool | Failure:
+        """One scrypt check in the queue, after the address's budget allowed it."""
+        if reserve is not None and (refused := await reserve()) is not None:
+            return refused
+        ok = await self.checks.run(stored, password)
+        return Failure.BUSY if ok is None else ok
 
 
 def load_password_hash(charge_point_id: str, charger: ChargerSettings) -> str | None:
@@ -417,12 +443,38 @@ def tls_failure(exc: BaseException) -> Failure | None:
 
 
 # -- throttling --------------------------------------------------------------------------------
+def network_key(address: str) -> str:
+    """The unit of per-address limits: the IP address; IPv6 per /64 (what one subscriber holds)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+    pending: int = 0  # password checks reserved and not yet settled
+    announced: bool = False  # ocpp.auth_throttled logged for this exhaustion
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+
 class FailureThrottle:
     """Failed logins per address: a token bucket of ``limit`` failures refilled over ``window``.
 
     While an address has no token left every attempt from it is refused (HTTP 429) before any
-    credential is looked at, so guessing costs the guesser time, not us CPU. IPv6 addresses
-    count per /64, which one subscriber usually holds.
+    credential is looked at, and the refusal is counted too: the bucket goes into debt (down to
+    ``-limit``), so an address that keeps trying stays refused. A password check takes its token
+    *before* it starts (``reserve``) and gives it back only when the password was right, so
+    logins sent all at once cannot run more checks than the budget: those beyond it wait for
+    the address's checks in progress and are refused if those fail. IPv6 addresses count per
+    /64, which one subscriber usually holds.
     """
 
     def __init__(
@@ -437,45 +489,129 @@ class FailureThrottle:
         self.rate = limit / window
         self.clock = clock
         self.max_tracked = max_tracked
-        self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, stamp)
+        self._buckets: dict[str, _Bucket] = {}
 
-    @staticmethod
-    def key(address: str) -> str:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return address
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.IPv6Network((ip, 64), strict=False))
-        return str(ip)
+    key = staticmethod(network_key)
 
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, stamp = self._buckets.get(key, (self.limit, now))
-        return min(self.limit, tokens + (now - stamp) * self.rate)
+    def _bucket(self, key: str, now: float) -> _Bucket:
+        """The refilled bucket of ``key`` (new buckets are not stored until they change)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return _Bucket(self.limit, now)
+        bucket.tokens = min(self.limit, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.announced = False
+        return bucket
+
+    def _store(self, key: str, bucket: _Bucket) -> None:
+        self._buckets.pop(key, None)  # re-insert: dict order = least recently failed first
+        self._buckets[key] = bucket
+        if len(self._buckets) > self.max_tracked:
+            self._prune(bucket.stamp)
 
     def retry_after(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: now)."""
+        """Seconds until ``address`` may try again (0: now).
+
+        0 too while checks of the address are in progress: their outcome decides (``reserve``
+        waits for it), a budget they hold is not used up.
+        """
         key = self.key(address)
         if key not in self._buckets:
             return 0.0
-        tokens = self._tokens(key, self.clock())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        bucket = self._bucket(key, self.clock())
+        if bucket.tokens >= 1 or bucket.pending > 0:
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
 
     def failed(self, address: str) -> bool:
-        """Count one failure; True if this one used up the address's last token."""
-        key, now = self.key(address), self.clock()
-        before = self._tokens(key, now)
-        tokens = max(0.0, before - 1)
-        self._buckets.pop(key, None)  # re-insert: dict order = least recently failed first
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_tracked:
-            self._prune(now)
-        return before >= 1 > tokens
+        """Count one failure or refusal; True if the address's budget is now used up and that
+        was not announced yet (log ``ocpp.auth_throttled`` once)."""
+        key = self.key(address)
+        bucket = self._bucket(key, self.clock())
+        bucket.tokens = max(-self.limit, bucket.tokens - 1)
+        self._store(key, bucket)
+        return self._announce(bucket)
+
+    def _announce(self, bucket: _Bucket) -> bool:
+        if bucket.tokens >= 1 or bucket.announced:
+            return False
+        bucket.announced = True
+        return True
+
+    async def reserve(self, address: str, timeout: float) -> Failure | None:
+        """Take a token for a password check about to start (None), or say why not.
+
+        ``Failure.THROTTLED``: the budget is used up (answer 429; the refusal is counted).
+        ``Failure.BUSY``: this address's checks in progress kept the budget for ``timeout``
+        seconds (answer 503; not counted, nothing was checked). Settle with ``settle``.
+        """
+        key = self.key(address)
+        deadline = self.clock() + timeout
+        while True:
+            bucket = self._bucket(key, self.clock())
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                bucket.pending += 1
+                self._store(key, bucket)
+                return None
+            if bucket.pending == 0:
+                self.failed(address)
+                return Failure.THROTTLED
+            # Checks of this address are running: their outcome decides whether this one may.
+            waiter = asyncio.get_running_loop().create_future()
+            bucket.waiters.append(waiter)
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                    await waiter
+            except TimeoutError:
+                return Failure.BUSY
+            finally:
+                if waiter in bucket.waiters:
+                    bucket.waiters.remove(waiter)
+
+    def settle(self, address: str, *, ok: bool) -> bool:
+        """End a reservation: a right password gets its token back; else it stays spent.
+
+        True, like ``failed``, when the budget is used up and was not announced yet.
+        """
+        key = self.key(address)
+        bucket = self._bucket(key, self.clock())
+        bucket.pending = max(0, bucket.pending - 1)
+        if ok:
+            bucket.tokens = min(self.limit, bucket.tokens + 1)
+        self._wake(key, bucket)
+        self._store(key, bucket)
+        return not ok and self._announce(bucket)
+
+    def _wake(self, key: str, bucket: _Bucket) -> None:
+        """Wake the waiters that can now decide: one per token given back (first come, first
+        served; thousands of chargers behind one NAT may wait), or all of them when nothing is
+        in progress any more (they are refused). Many are woken ``_WAKE_BATCH`` per event-loop
+        turn: each answer takes a fraction of a millisecond, and thousands at once would stall
+        every other connection for about a second."""
+        waiters = bucket.waiters
+        due = len(waiters) if bucket.pending == 0 else max(0, math.floor(bucket.tokens))
+        for _ in range(min(due, _WAKE_BATCH, len(waiters))):
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if waiters and due > _WAKE_BATCH:
+            asyncio.get_running_loop().call_soon(self._wake_later, key)
+
+    def _wake_later(self, key: str) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            self._wake(key, self._bucket(key, self.clock()))
 
     def _prune(self, now: float) -> None:
-        for key in [k for k in self._buckets if self._tokens(k, now) >= self.limit]:
+        def idle(bucket: _Bucket) -> bool:
+            return bucket.pending == 0 and not bucket.waiters
+
+        for key in [k for k, b in self._buckets.items() if idle(b)]:
+            if self._bucket(key, now).tokens >= self.limit:
+                del self._buckets[key]
+        for key in [k for k, b in self._buckets.items() if idle(b)]:
+            if len(self._buckets) <= self.max_tracked:
+                break
             del self._buckets[key]
-        while len(self._buckets) > self.max_tracked:
-            del self._buckets[next(iter(self._buckets))]

@@ -1,8 +1,9 @@
 """The OCPP-J websocket endpoint: ``ws(s)://host/ocpp/{chargePointId}``.
 
-Every connection passes, in order: the TLS handshake (if the port has a certificate), the
-websocket handshake with the charge point ID and its security profile checked in
-``_process_request``, then the message loop with a per-connection message budget.
+Every connection passes, in order: the TLS handshake (if the port has a certificate; run by
+``connection.OcppConnection``), the websocket handshake with the charge point ID and its
+security profile checked (``handshake.Handshake``), then the message loop here with a
+per-connection message budget.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from http import HTTPStatus
-from typing import Any, ClassVar, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 from cryptography import x509
@@ -28,22 +28,22 @@ from websockets.typing import Subprotocol
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.errors import ConfigError
 from bridge.ocpp import auth, tls, v16, v201
-from bridge.ocpp.auth import Failure
+from bridge.ocpp.admission import Admission
+from bridge.ocpp.connection import connection_class, tls_reason
+from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import LogLimiter, TokenBucket
 from bridge.status.registry import Registry
 
 log = structlog.get_logger("bridge.ocpp")
 
-PATH_PREFIX = "/ocpp/"
 SUBPROTOCOLS = [Subprotocol(name) for name in DIALECTS]
 HANDLERS: dict[str, dict[str, Handler]] = {"1.6": v16.HANDLERS, "2.0.1": v201.HANDLERS}
 THROTTLE_LOG_WINDOW = 60.0  # s: at most one ocpp.throttled line per connection and window
-BUSY_LOG_WINDOW = 10.0  # s: at most one ocpp.auth_busy line per window
+TLS_FAILED_LOG_WINDOW, TLS_FAILED_LOG_BUDGET = 60.0, 100
 _YIELD_EVERY = 8  # messages handled back to back before giving other connections a turn
 _CERT_CHECKS_PER_TURN = 500  # connections checked against a new CRL between event-loop turns
-_BASIC_CHALLENGE = 'Basic realm="OCPP", charset="UTF-8"'
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
@@ -51,20 +51,6 @@ class Presence(Sink, Protocol):
     async def connected(self, charge_point_id: str, protocol: str) -> None: ...
 
     async def disconnected(self, charge_point_id: str) -> None: ...
-
-
-def charge_point_id_from_path(path: str) -> str | None:
-    """``/ocpp/RDAM%20123`` → ``RDAM 123``; None if the path is not ``/ocpp/{id}``."""
-    route = urlsplit(path).path
-    if not route.startswith(PATH_PREFIX):
-        return None
-    raw = route[len(PATH_PREFIX) :].rstrip("/")
-    if not raw or "/" in raw:
-        return None
-    cp_id = unquote(raw)
-    if not cp_id or len(cp_id) > 48 or not cp_id.isprintable():  # OCPP identity: ≤48 chars
-        return None
-    return cp_id
 
 
 class OcppServer:
@@ -82,17 +68,37 @@ class OcppServer:
         self.sessions: dict[str, ServerConnection] = {}
         security = settings.security
         self.auth = auth.Authenticator(security, chargers or {})
-        self.throttle = auth.FailureThrottle(
-            security.auth_failure_limit, security.auth_failure_window
-        )
+        self.handshake = Handshake(security, registry, self.auth)
         self.tls_files = tls.TlsFiles(security, self.auth.client_cert_mode())
-        #: Called with a Failure label on every refused login (metrics hook).
-        self.on_auth_failure: Callable[[str], None] | None = None
+        self.admission = Admission(
+            per_address=security.max_connections_per_address,
+            handshakes=security.max_tls_handshakes,
+            handshakes_per_address=security.max_tls_handshakes_per_address,
+        )
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
         self._tls_lock = asyncio.Lock()
-        self._busy_refused, self._busy_logged_at = 0, -math.inf
+        # Idle or garbage connections to the TLS port: one ocpp.tls_failed line per address
+        # and window, at most TLS_FAILED_LOG_BUDGET per window in all.
+        self._tls_failed_lines = LogLimiter(TLS_FAILED_LOG_WINDOW, TLS_FAILED_LOG_BUDGET)
+
+    @property
+    def throttle(self) -> auth.FailureThrottle:
+        return self.handshake.throttle
+
+    @property
+    def on_auth_failure(self) -> Callable[[str], None] | None:
+        """Called with a Failure label on every refused login (metrics hook)."""
+        return self.handshake.on_auth_failure
+
+    @on_auth_failure.setter
+    def on_auth_failure(self, hook: Callable[[str], None] | None) -> None:
+        self.handshake.on_auth_failure = hook
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self.settings.security.handshake_timeout
 
     @property
     def tls(self) -> ssl.SSLContext | None:
@@ -127,7 +133,7 @@ class OcppServer:
             compression="deflate" if s.compression == "deflate" else None,
             backlog=s.listen_backlog,
             open_timeout=s.security.handshake_timeout,
-            create_connection=_connection_class(self),
+            create_connection=connection_class(self),
             logger=_RedactingLogger(logging.getLogger("websockets.server")),
             server_header=None,
         )
@@ -164,7 +170,7 @@ class OcppServer:
         connection = self.sessions.get(charge_point_id)
         if connection is None:
             return False
-        self._track(asyncio.create_task(connection.close(1008, reason[:120])))
+        self.track(asyncio.create_task(connection.close(1008, reason[:120])))
         return True
 
     # -- TLS files ------------------------------------------------------------------------
@@ -175,7 +181,7 @@ class OcppServer:
 
     def request_tls_reload(self) -> None:
         """Check the TLS files now (SIGHUP), in the background."""
-        self._track(asyncio.create_task(self._reload_logged(unchanged_log=True)))
+        self.track(asyncio.create_task(self._reload_logged(unchanged_log=True)))
 
     async def _reload_logged(self, *, unchanged_log: bool = False) -> None:
         try:
@@ -219,7 +225,7 @@ class OcppServer:
             if revoked:
                 log.warning("ocpp.cert_revoked", charge_point_id=cp_id, peer=_peer(connection),
                             action="disconnected")  # fmt: skip
-                self._track(asyncio.create_task(connection.close(1008, "certificate revoked")))
+                self.track(asyncio.create_task(connection.close(1008, "certificate revoked")))
 
     def _revoked_peer(self, connection: ServerConnection) -> bool:
         """Whether the connection's client certificate is in the current CRLs."""
@@ -236,7 +242,7 @@ class OcppServer:
         der = ssl_object.getpeercert(binary_form=True)
         return der is not None and revocations.lists(x509.load_der_x509_certificate(der))
 
-    def _track(self, task: asyncio.Task[None]) -> None:
+    def track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -244,126 +250,37 @@ class OcppServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        peer = _peer(connection)
-        cp_id = charge_point_id_from_path(request.path)
-        if cp_id is None:
-            log.warning("ocpp.rejected", status=404, path=urlsplit(request.path).path[:120],
-                        peer=peer, reason="not an OCPP path /ocpp/{chargePointId}")  # fmt: skip
-            return connection.respond(
-                HTTPStatus.NOT_FOUND, "Not an OCPP path: use /ocpp/{chargePointId}\n"
-            )
-        address = _address(connection)
-        wait = self.throttle.retry_after(address)
-        if wait > 0:
-            self._refused(address, peer, cp_id, Failure.THROTTLED, status=429)
-            response = connection.respond(
-                HTTPStatus.TOO_MANY_REQUESTS, "Too many failed logins; try again later\n"
-            )
-            response.headers["Retry-After"] = str(math.ceil(wait))
-            return response
-        profile = self.auth.profile_for(cp_id)
-        known = self.registry.knows(cp_id)
-        failure: Failure | None
-        if profile in (1, 2):
-            # Unknown IDs get the same 401 as a wrong password: no enumeration of IDs.
-            failure = await self.auth.check_basic(
-                cp_id, request.headers.get_all("Authorization"), known=known
-            )
-            if failure is Failure.BUSY:
-                return self._busy(connection)
-            if failure is not None:
-                self._refused(address, peer, cp_id, failure, status=401, profile=profile)
-                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
-                response.headers["WWW-Authenticate"] = _BASIC_CHALLENGE
-                return response
-            return None
-        if profile == 3:
-            ssl_object = connection.transport.get_extra_info("ssl_object")
-            peercert = ssl_object.getpeercert() if ssl_object is not None else None
-            failure = auth.check_client_cert(cp_id, peercert)
-            detail = None
-            if failure is None and self._revoked_peer(connection):
-                # Its TLS handshake finished before a CRL that lists it was loaded.
-                failure, detail = Failure.CLIENT_CERT_REJECTED, "certificate revoked"
-            if failure is not None:
-                self._refused(address, peer, cp_id, failure, status=403, profile=profile,
-                              detail=detail)  # fmt: skip
-                return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden\n")
-        if not known:
-            # Profile 0 (no secret to protect) or 3 (the peer proved it is this ID): say so.
-            self._refused(
-                address, peer, cp_id, Failure.UNKNOWN_CHARGE_POINT, status=404, profile=profile
-            )
-            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
-        return None
-
-    def _refused(
-        self,
-        address: str,
-        peer: str,
-        charge_point_id: str | None,
-        failure: Failure,
-        *,
-        status: int | None,
-        profile: int | None = None,
-        detail: str | None = None,
-    ) -> None:
-        """One log line per refused login (no credential in it), count it, call the hook."""
-        fields: dict[str, Any] = {
-            "reason": failure.value, "status": status, "peer": peer,
-            "charge_point_id": charge_point_id, "profile": profile,
-        }  # fmt: skip
-        if detail is not None:
-            fields["detail"] = detail
-        if failure is Failure.THROTTLED or self.throttle.retry_after(address) > 0:
-            log.debug("ocpp.auth_failed", **fields)  # announced once by ocpp.auth_throttled
-        else:
-            log.warning("ocpp.auth_failed", **fields)
-            if self.throttle.failed(address):
-                log.warning("ocpp.auth_throttled", address=self.throttle.key(address),
-                            peer=peer, limit=int(self.throttle.limit),
-                            retry_after=round(self.throttle.retry_after(address), 1),
-                            window_s=self.settings.security.auth_failure_window)  # fmt: skip
-        self._notify(failure)
-
-    def _busy(self, connection: ServerConnection) -> Response:
-        """HTTP 503 + Retry-After: the password check did not start in time (a login storm).
-
-        Not a failed login (the address is not throttled for it); logged at most once per
-        ``BUSY_LOG_WINDOW`` with the number refused since the previous line.
-        """
-        checks = self.auth.checks
-        retry_after = checks.retry_after()
-        self._busy_refused += 1
-        now = time.monotonic()
-        if now - self._busy_logged_at >= BUSY_LOG_WINDOW:
-            log.warning("ocpp.auth_busy", refused=self._busy_refused, waited_s=checks.limit,
-                        queued_s=round(checks.wait(), 1), retry_after=retry_after)  # fmt: skip
-            self._busy_refused, self._busy_logged_at = 0, now
-        self._notify(Failure.BUSY)
-        response = connection.respond(
-            HTTPStatus.SERVICE_UNAVAILABLE, "Too many logins at once; try again later\n"
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        attempt = Attempt(
+            path=request.path,
+            address=_address(connection),
+            peer=_peer(connection),
+            authorization=request.headers.get_all("Authorization"),
+            peercert=ssl_object.getpeercert() if ssl_object is not None else None,
+            revoked=lambda: self._revoked_peer(connection),
         )
-        response.headers["Retry-After"] = str(retry_after)
+        refusal = await self.handshake.decide(attempt)
+        if refusal is None:
+            return None
+        response = connection.respond(refusal.status, refusal.body)
+        for name, value in refusal.headers.items():
+            response.headers[name] = value
         return response
 
-    def _notify(self, failure: Failure) -> None:
-        if self.on_auth_failure is not None:
-            try:
-                self.on_auth_failure(failure.value)
-            except Exception:  # a metrics bug must not break the handshake
-                log.exception("ocpp.hook_failed", hook="on_auth_failure")
-
-    def _tls_failed(self, transport: asyncio.BaseTransport, exc: BaseException) -> None:
+    def tls_failed(self, transport: asyncio.BaseTransport, exc: BaseException) -> None:
+        """A TLS handshake failed: a refused client certificate is a failed login."""
         peername = transport.get_extra_info("peername")
-        peer = _format_peer(peername)
-        reason = _tls_reason(exc)
+        peer = format_peer(peername)
+        reason = tls_reason(exc)
         failure = auth.tls_failure(exc)
-        if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
-            log.info("ocpp.tls_failed", peer=peer, reason=reason)
-            return
         address = str(peername[0]) if peername else "?"
-        self._refused(address, peer, None, failure, status=None, detail=reason)
+        if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
+            left_out = self._tls_failed_lines.admit(auth.network_key(address))
+            if left_out is not None:
+                log.info("ocpp.tls_failed", peer=peer, reason=reason, repeated=left_out,
+                         others_left_out=self._tls_failed_lines.take_over_budget())  # fmt: skip
+            return
+        self.handshake.refused(address, peer, None, failure, status=None, detail=reason)
 
     # -- connection ------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
@@ -385,7 +302,7 @@ class OcppServer:
         if previous is not None:
             # Chargers reconnect while the old TCP connection is half-open: the new one wins.
             log.info("charger.replaced", charge_point_id=cp_id, peer=_peer(connection))
-            self._track(asyncio.create_task(previous.close(1000, "replaced by a new connection")))
+            self.track(asyncio.create_task(previous.close(1000, "replaced by a new connection")))
         session = Session(
             cp_id,
             dialect,
@@ -447,86 +364,6 @@ class OcppServer:
                 await asyncio.sleep(0)
 
 
-# -- TLS handshake -----------------------------------------------------------------------------
-class _OcppConnection(ServerConnection):
-    """A websockets connection whose TLS handshake the OCPP server runs itself.
-
-    With ``serve(ssl=...)`` the event loop runs the handshake and drops failures silently; here a
-    refused client certificate is logged with the peer address and counts as a failed login.
-    """
-
-    owner: ClassVar[OcppServer]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tls = self.owner.tls
-        if tls is None:
-            super().connection_made(transport)
-            return
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # start_tls takes over reading
-        self.owner._track(self.loop.create_task(self._tls_handshake(transport, tls)))
-
-    async def _tls_handshake(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
-        timeout = self.owner.settings.security.handshake_timeout
-        held = _HeldData()
-        try:
-            transport = await self.loop.start_tls(
-                raw, held, context, server_side=True,
-                ssl_handshake_timeout=timeout, ssl_shutdown_timeout=timeout,
-            )  # fmt: skip
-        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
-            self.owner._tls_failed(raw, exc)
-            raw.abort()
-            return
-        if transport is None:
-            raw.abort()
-            return
-        transport.set_protocol(self)
-        super().connection_made(transport)
-        held.hand_over(self)
-
-
-def _connection_class(owner: OcppServer) -> type[ServerConnection]:
-    return type("OcppConnection", (_OcppConnection,), {"owner": owner})
-
-
-class _HeldData(asyncio.Protocol):
-    """Keeps what arrives between the end of the TLS handshake and the websocket taking over."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.eof = False
-        self.lost: tuple[Exception | None] | None = None
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-
-    def eof_received(self) -> bool | None:
-        self.eof = True
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = (exc,)
-
-    def hand_over(self, protocol: asyncio.Protocol) -> None:
-        if self.data:
-            protocol.data_received(bytes(self.data))
-        if self.eof:
-            protocol.eof_received()
-        if self.lost is not None:
-            protocol.connection_lost(self.lost[0])
-
-
-def _tls_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc)
-    if isinstance(exc, TimeoutError):
-        return "TLS handshake timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 # -- logging -----------------------------------------------------------------------------------
 class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """websockets logs every handshake header at DEBUG; credentials must not reach the log."""
@@ -554,11 +391,7 @@ def _offered(headers: Headers) -> list[str]:
 
 
 def _peer(connection: ServerConnection) -> str:
-    return _format_peer(connection.remote_address)
-
-
-def _format_peer(address: Any) -> str:
-    return f"{address[0]}:{address[1]}" if address else "?"
+    return format_peer(connection.remote_address)
 
 
 def _address(connection: ServerConnection) -> str:

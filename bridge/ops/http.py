@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,10 +22,12 @@ from bridge.api.routes import OPENAPI_PATH, add_routes, api_middleware
 from bridge.config import ApiSettings, OpsSettings
 from bridge.errors import ConfigError
 from bridge.ops.details import DetailSource, health_details
+from bridge.ops.guard import ConnectionGuard
 
 __all__ = ["Health", "OpsServer", "Probe", "liveness", "readiness"]
 
 log = structlog.get_logger("bridge.ops")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Store(Protocol):
@@ -109,8 +111,14 @@ class OpsServer:
         self.api = api
         self.api_settings = api_settings or ApiSettings()
         self._runners: list[web.AppRunner] = []
+        self._listeners: list[asyncio.Server] = []
         self._port: int | None = None
         self._api_port: int | None = None
+        #: The connection caps of the ops port (and of the API's own port, if it has one).
+        self.guard: ConnectionGuard | None = None
+        self.api_guard: ConnectionGuard | None = None
+        #: Called with the reason of every connection refused by a guard (metrics hook).
+        self.on_refused: Callable[[str], None] | None = None
 
     @property
     def port(self) -> int:
@@ -140,7 +148,8 @@ class OpsServer:
 
     def _app(self, *, with_api: bool) -> web.Application:
         app = web.Application(
-            middlewares=[api_middleware], client_max_size=self.api_settings.max_body_bytes
+            middlewares=[self._time_limit, api_middleware],
+            client_max_size=self.api_settings.max_body_bytes,
         )
         if with_api and self.api is not None:
             add_routes(app, self.api)
@@ -148,12 +157,12 @@ class OpsServer:
 
     async def start(self) -> None:
         s = self.settings
-        self._port = await self._listen(self.app(), s.host, s.port, "ops.port", None)
+        self._port, self.guard = await self._listen(self.app(), s.host, s.port, "ops.port", None)
         endpoints = ["/healthz", "/readyz", "/metrics"]
         a = self.api_settings
         if self.api is not None and a.port is not None:
             context = _server_tls(a) if a.tls_cert is not None else None
-            self._api_port = await self._listen(
+            self._api_port, self.api_guard = await self._listen(
                 self._app(with_api=True), a.host, a.port, "api.port", context
             )
             log.info("api.listening", host=a.host, port=self._api_port, tls=context is not None,
@@ -165,11 +174,25 @@ class OpsServer:
     async def _listen(
         self, app: web.Application, host: str, port: int, field_name: str,
         context: ssl.SSLContext | None,
-    ) -> int:  # fmt: skip
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    ) -> tuple[int, ConnectionGuard]:  # fmt: skip
+        s = self.settings
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=s.keepalive_timeout
+        )
         await runner.setup()
+        assert runner.server is not None
+        # Our own listener instead of web.TCPSite: the guard caps the connections (guard.py).
+        guard = ConnectionGuard(
+            runner.server,
+            max_connections=s.max_connections,
+            per_address=s.max_connections_per_address,
+            descriptor_reserve=s.descriptor_reserve,
+        )
+        guard.on_refused = self.on_refused
         try:
-            await web.TCPSite(runner, host, port, ssl_context=context).start()
+            listener = await asyncio.get_running_loop().create_server(
+                guard, host, port, backlog=128, ssl=context
+            )
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
@@ -178,12 +201,28 @@ class OpsServer:
                 "stop what uses it or choose another port",
             ) from exc
         self._runners.append(runner)
-        return int(runner.addresses[0][1])
+        self._listeners.append(listener)
+        return int(listener.sockets[0].getsockname()[1]), guard
 
     async def close(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
+
+    @web.middleware
+    async def _time_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A probe or scrape that takes longer than ``request_timeout`` gets 503 instead of
+        holding on. API requests are not cut short: a write is committed or refused whole."""
+        if request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await handler(request)
+        except TimeoutError:
+            return web.json_response({"error": "request timed out"}, status=503)
 
     # -- handlers --------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -113,6 +113,28 @@ class _TapForeign(logging.Filter):
         return True
 
 
+# C0 and C1 control characters and DEL: a terminal acts on them (escape sequences can move
+# the cursor, rewrite earlier lines, set the window title), so none reaches it raw.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS_KEEP_LINES = {c: e for c, e in _CONTROLS.items() if c not in (0x0A, 0x09)}
+
+
+def _escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console format: escape control characters in every text (JSON escapes them itself).
+
+    Paths, charge point IDs and BootNotification fields come from strangers. Tracebacks keep
+    their line breaks.
+    """
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            table = _CONTROLS_KEEP_LINES if key == "exception" else _CONTROLS
+            event[key] = value.translate(table)
+        safe_key = key.translate(_CONTROLS) if isinstance(key, str) else key
+        if safe_key != key:
+            event[safe_key] = event.pop(key)
+    return event
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     lock = threading.Lock()
@@ -121,6 +143,8 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # Values that are not text are rendered with repr(), which escapes control characters.
+    escape: list[Any] = [] if fmt == "json" else [_escape_controls]
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
@@ -130,6 +154,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             timestamper,
             _tap,
             structlog.processors.format_exc_info,
+            *escape,
             renderer,
         ],
         logger_factory=lambda name=None, *_: _Writer(name, out, lock),
@@ -148,6 +173,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                *escape,
                 renderer,
             ],
         )

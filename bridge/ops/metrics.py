@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
@@ -149,6 +149,23 @@ METRICS: tuple[MetricDoc, ...] = (
         "Charger connections refused by authentication, by reason (wrong_password, "
         "client_cert_mismatch, unknown_charge_point, throttled, ...).",
     ),
+    MetricDoc(
+        "bridge_ocpp_password_checks_total", "counter", (),
+        "Password checks (scrypt runs) for Basic-auth logins, right or wrong, including the "
+        "decoy checks for unknown IDs; a login verified since the start costs none.",
+    ),
+    MetricDoc(
+        "bridge_ocpp_connections_refused_total", "counter", ("reason",),
+        "OCPP connections closed at once, before any handshake, by reason: address_limit "
+        "(max_connections_per_address), handshake_limit (max_tls_handshakes), "
+        "address_handshake_limit (max_tls_handshakes_per_address).",
+    ),
+    MetricDoc(
+        "bridge_ops_connections_refused_total", "counter", ("reason",),
+        "Ops port connections closed at once: connection_limit (ops.max_connections), "
+        "address_limit (ops.max_connections_per_address) or descriptor_reserve (open files "
+        "near the limit, kept for chargers).",
+    ),
 )  # fmt: skip
 
 _DOC = {m.name: m for m in METRICS}
@@ -167,6 +184,8 @@ class BridgeMetrics:
         self.status_notifications = _counter(self.registry, "bridge_status_notifications_total")
         self.pushes = _counter(self.registry, "bridge_pushes_total")
         self.auth_failures = _counter(self.registry, "bridge_ocpp_auth_failures_total")
+        self.connections_refused = _counter(self.registry, "bridge_ocpp_connections_refused_total")
+        self.ops_refused = _counter(self.registry, "bridge_ops_connections_refused_total")
         self.push_duration = Histogram(
             "bridge_push_duration_seconds",
             _DOC["bridge_push_duration_seconds"].help,
@@ -188,6 +207,12 @@ class BridgeMetrics:
         # Only the known reasons become labels: anything else (e.g. an ID a stranger made up)
         # would let the internet grow the metric without bound.
         self.auth_failures.labels(reason=reason if reason in AUTH_REASONS else "other").inc()
+
+    def observe_connection_refused(self, reason: str) -> None:
+        self.connections_refused.labels(reason=reason).inc()
+
+    def observe_ops_refused(self, reason: str) -> None:
+        self.ops_refused.labels(reason=reason).inc()
 
     # -- live state ------------------------------------------------------------------------
     def watch(self, bridge: Watched) -> None:
@@ -249,6 +274,11 @@ class _LiveCollector:
         hours = tls_files.revocations.hours_left() if tls_files.revocations else None
         if hours is not None:
             yield _gauge("bridge_ocpp_charger_crl_hours_left", [((), hours)])
+        checks = CounterMetricFamily(
+            "bridge_ocpp_password_checks", _DOC["bridge_ocpp_password_checks_total"].help
+        )
+        checks.add_metric([], float(b.ocpp.auth.checks.done))
+        yield checks
 
 
 def _gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
