@@ -245,7 +245,9 @@ def _limits(field: FieldInfo) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
+    if isinstance(value, int):
+        return str(value)  # :g would print 1048576 as 1.04858e+06
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _default(field: FieldInfo) -> str:
