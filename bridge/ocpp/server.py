@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.errors import ConfigError
-from bridge.ocpp import auth, tls, v16, v201
+from bridge.ocpp import auth, proxy, tls, v16, v201
 from bridge.ocpp.auth import Failure
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
@@ -86,6 +86,8 @@ class OcppServer:
             security.auth_failure_limit, security.auth_failure_window
         )
         self.tls_files = tls.TlsFiles(security, self.auth.client_cert_mode())
+        #: Relays chargers in ``proxy`` mode to the operator's CSMS (None: no charger is).
+        self.proxy = proxy.Proxy.attach(self, chargers or {}, sink)
         #: Called with a Failure label on every refused login (metrics hook).
         self.on_auth_failure: Callable[[str], None] | None = None
         self._server: Server | None = None
@@ -108,7 +110,8 @@ class OcppServer:
     def connected_by_protocol(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for conn in self.sessions.values():
-            version = DIALECTS[str(conn.subprotocol)].version if conn.subprotocol else "none"
+            dialect = DIALECTS.get(str(conn.subprotocol))  # a proxied one may speak another
+            version = dialect.version if dialect else str(conn.subprotocol or "none")
             counts[version] = counts.get(version, 0) + 1
         return counts
 
@@ -266,7 +269,6 @@ class OcppServer:
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
                 response.headers["WWW-Authenticate"] = _BASIC_CHALLENGE
                 return response
-            return None
         if profile == 3:
             ssl_object = connection.transport.get_extra_info("ssl_object")
             peercert = ssl_object.getpeercert() if ssl_object is not None else None
@@ -285,6 +287,8 @@ class OcppServer:
                 address, peer, cp_id, Failure.UNKNOWN_CHARGE_POINT, status=404, profile=profile
             )
             return connection.respond(HTTPStatus.NOT_FOUND, "Unknown charge point\n")
+        if self.proxy is not None and self.proxy.proxied(cp_id):
+            return await self.proxy.open(connection, request, cp_id)  # CSMS first, then the 101
         return None
 
     def _refused(
@@ -360,6 +364,8 @@ class OcppServer:
         cp_id = charge_point_id_from_path(connection.request.path if connection.request else "")
         if cp_id is None:  # process_request already refused these
             return
+        if self.proxy is not None and self.proxy.proxied(cp_id):
+            return await self.proxy.relay(connection, cp_id)
         if connection.subprotocol is None:
             # OCPP-J §3.2: complete the handshake without a subprotocol, then close.
             log.warning("ocpp.rejected", charge_point_id=cp_id, peer=_peer(connection),
