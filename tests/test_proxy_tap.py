@@ -125,7 +125,7 @@ async def test_a_status_the_bridge_cannot_use_is_relayed_and_not_recorded(
     await charger.close()
     await eventually(lambda: pushes(hub) == [("insert", "DE*ABC*E16*1", "Available")])
     ignored = events.named("proxy.tap_ignored")
-    assert len(ignored) == 1 and ignored[0]["reason"].startswith("PropertyConstraintViolation")
+    assert len(ignored) == 1 and "'Bogus'" in ignored[0]["reason"]
     assert json.loads(scripted.got[0])[3] == bogus  # relayed unchanged
 
 
@@ -183,6 +183,25 @@ async def test_tap_reads_notify_event_availability_state_and_201_status() -> Non
     assert isinstance(first, Verdict) and isinstance(second, Verdict)
     assert first.reports == (Report(2, 1, OcppStatus.FAULTED, None, "2026-01-01T00:00:00Z"),)
     assert second.reports[0].status is OcppStatus.OCCUPIED
+
+
+async def test_tap_reads_only_the_fields_it_needs() -> None:
+    """The CSMS judges validity: a report it may accept is taken if its status is readable."""
+    tap = Tap("CP16", OCPP16)
+    lax = {**SN16, "timestamp": "2026-01-01T10:00:00", "vendorExtra": "x", "info": "ü" * 80}
+    assert await tap.from_charger(json.dumps([2, "a", "StatusNotification", lax])) is None
+    verdict = tap.from_csms('[3,"a",{}]')
+    assert isinstance(verdict, Verdict)
+    assert verdict.reports == (Report(1, 1, OcppStatus.CHARGING, "NoError", None),)  # no time
+    unusable = [
+        {**SN16, "connectorId": "1"}, {**SN16, "connectorId": True}, {**SN16, "connectorId": -1},
+        {**SN16, "connectorId": 2**40}, {"connectorId": 1, "errorCode": "NoError"},
+        {**SN16, "status": "Bogus"},
+    ]  # fmt: skip
+    for bad in unusable:
+        note = await tap.from_charger(json.dumps([2, "b", "StatusNotification", bad]))
+        assert isinstance(note, Note) and note.kind == "ignored", bad
+    assert tap.pending == {}
 
 
 @pytest.mark.parametrize("frame", ["garbage", "[2]", "[]", '"x"', "[2,5,6,7]", b"\xff\xfe"])

@@ -5,7 +5,8 @@ No I/O. A proxied connection's frames pass through unchanged; the tap only looks
 * from the charger, a StatusNotification (1.6, 2.0.1) or a NotifyEvent with a connector
   ``AvailabilityState`` (2.0.1) becomes *pending* under its MessageId, with the reports the
   bridge would record for it in ``csms`` mode (the same handlers extract them, so both modes
-  read a report alike);
+  read a report alike). Only the fields the bridge uses must be readable: the CSMS, not the
+  bridge, decides whether the message is valid;
 * from the CSMS, the CALLRESULT with that MessageId releases the reports (the proxy stores them
   before it relays the CALLRESULT); a CALLERROR drops them: the CSMS did not take the report,
   so the bridge does not either.
@@ -64,6 +65,27 @@ class Verdict:
     error_code: str | None
 
 
+def _checked(report: Report) -> Report:
+    """A report the status engine can take: integer numbers, a readable time or none."""
+    for number in (report.evse_key, report.connector_id):
+        if type(number) is not int or not 0 <= number < 2**31:
+            raise ValueError(f"connector/EVSE number {number!r}")
+    error = report.error_code
+    if error is not None and not isinstance(error, str):
+        raise ValueError(f"error code {error!r}")
+    at = report.reported_at
+    if at is not None and not (isinstance(at, str) and schemas.is_date_time(at)):
+        at = None  # the time of receipt is used instead
+    return Report(report.evse_key, report.connector_id, report.status,
+                  clip(error, 50) if error else error, at)  # fmt: skip
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]!r}" if exc.args else "missing field"
+    return str(exc) or type(exc).__name__
+
+
 class _Collector:
     """A status sink that only remembers what the handlers would record."""
 
@@ -113,11 +135,15 @@ class Tap:
             return None
         self._collector.reports.clear()
         try:
-            schemas.validate(self.dialect, call.action, call.payload)
+            # Only as far as needed: the CSMS judges the message; the schema is not enforced
+            # here, or a report the CSMS accepted (say, a timestamp without a time zone) would
+            # be confirmed to the charger and never reach the hub.
             await _HANDLERS[self.dialect.version][call.action](self._session, call.payload)
+            reports = tuple(_checked(r) for r in self._collector.reports)
         except OcppCallError as exc:
             return Note("ignored", f"{exc.code}: {clip(exc.description, 120)}", call.action)
-        reports = tuple(self._collector.reports)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return Note("ignored", f"no usable status: {clip(_why(exc), 120)}", call.action)
         if not reports:  # e.g. a NotifyEvent about something else
             return None
         self.pending.pop(call.unique_id, None)  # a reused id: the newest CALL is the one answered
