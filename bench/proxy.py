@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.run import (
     PY,
@@ -81,8 +83,11 @@ async def phase_proxy(ctx: Context) -> dict[str, Any]:
                                         for k, e in charger["evses"].items()}  # fmt: skip
             path.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
             port = tree["ocpp"]["port"]
-            bridges[mode] = Proc(f"bridge-{mode}", [PY, "-m", "bridge.cli", "run", "--config",
-                                 str(path)], cfg.workdir / f"proxy-bridge-{mode}.log")  # fmt: skip
+            runner = ["-m", "bridge.cli"]
+            if cfg.bridge_tweaks and mode == "proxy":  # e.g. gc-report, slow-callbacks=5
+                runner = ["-m", "bench.variants", *[f"--{t}" for t in cfg.bridge_tweaks], "--"]
+            bridges[mode] = Proc(f"bridge-{mode}", [PY, *runner, "run", "--config", str(path)],
+                                 cfg.workdir / f"proxy-bridge-{mode}.log")  # fmt: skip
             await wait_port(port, bridges[mode], timeout=120)
             urls[mode] = f"ws://127.0.0.1:{port}/ocpp"
         await asyncio.sleep(SETTLE)
@@ -111,15 +116,21 @@ async def phase_proxy(ctx: Context) -> dict[str, Any]:
 
         # -- rounds ---------------------------------------------------------------------------
         procs = {"bridge": bridges["proxy"], "csms": csms, "hub": ctx.hub.proc}
+        metrics = _MetricsReader(bridges["proxy"])
         reference = {"bridge": bridges["csms"], "csms": csms, "hub": ctx.hub.proc}
         rounds: list[dict[str, Any]] = []
         for index in range(sz.rounds):
             one: dict[str, Any] = {"round": index}
             for action in ("heartbeat", "status"):
                 for kind in ("direct", "proxied"):
+                    before = await metrics.histogram() if kind == "proxied" else None
                     one[f"{action}_{kind}"] = await _open_round(
                         ctx, sets[kind], procs, action, f"{kind}-{action}-{index}"
                     )
+                    if before is not None:  # the bridge's own view: per frame, per direction
+                        one[f"{action}_{kind}"]["inside_bridge"] = _inside(
+                            before, await metrics.histogram()
+                        )
             # The same StatusNotifications answered by a bridge in csms mode: it stores them
             # before answering too, so this is the durability's own share of the round trip.
             one["status_csms_mode"] = await _open_round(
@@ -210,6 +221,61 @@ async def _closed_round(
     }
 
 
+class _MetricsReader:
+    """``bridge_upstream_added_latency_seconds`` from the proxying bridge's ops port."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.url: str | None = None
+
+    async def histogram(self) -> dict[str, list[tuple[float, float]]]:
+        if self.url is None:
+            for line in self.proc.log.read_text(encoding="utf-8", errors="replace").splitlines():
+                if '"ops.listening"' in line:
+                    self.url = f"http://127.0.0.1:{json.loads(line)['port']}/metrics"
+                    break
+            else:
+                return {}
+        async with httpx.AsyncClient(timeout=30) as client:
+            text = (await client.get(self.url)).text
+        out: dict[str, list[tuple[float, float]]] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "bridge_upstream_added_latency_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    out.setdefault(sample.labels["direction"], []).append((bound, sample.value))
+        return out
+
+
+def _inside(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per direction: frames in the window and their p50/p99 (ms), interpolated in buckets."""
+    result: dict[str, Any] = {}
+    for direction, buckets in after.items():
+        old = dict(before.get(direction, []))
+        counts = [(bound, value - old.get(bound, 0.0)) for bound, value in buckets]
+        total = counts[-1][1] if counts else 0.0
+        result[direction] = {"frames": int(total), "p50_ms": _quantile(counts, total, 0.5),
+                             "p99_ms": _quantile(counts, total, 0.99)}  # fmt: skip
+    return result
+
+
+def _quantile(counts: list[tuple[float, float]], total: float, q: float) -> float | None:
+    """From cumulative bucket counts, linear within the bucket (as PromQL's histogram_quantile)."""
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, cumulative in counts:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower * 1000
+            share = (rank - below) / (cumulative - below) if cumulative > below else 1.0
+            return (lower + (bound - lower) * share) * 1000
+        lower, below = bound, cumulative
+    return None
+
+
 def _memory(m: dict[str, Any], n: int) -> dict[str, Any]:
     """KiB per charger above the empty process, from VmRSS after the idle hold."""
     empty, held = m["empty_kib"], m["held_kib"]
@@ -231,6 +297,13 @@ def _added(one: dict[str, Any], action: str, q: str) -> float | None:
     proxied = one[f"{action}_proxied"]["round_trip"][q]
     direct = one[f"{action}_direct"]["round_trip"][q]
     return None if proxied is None or direct is None else proxied - direct
+
+
+def _inside_round_trip(one: dict[str, Any], action: str, q: str) -> float | None:
+    """Both directions' quantile added: one relayed CALL crosses the bridge twice."""
+    inside = one[f"{action}_proxied"].get("inside_bridge") or {}
+    values = [inside.get(d, {}).get(q) for d in ("to_csms", "to_charger")]
+    return None if None in values else sum(v for v in values if v is not None)
 
 
 def _round_line(one: dict[str, Any]) -> str:
@@ -257,6 +330,11 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                     out[f"{action}_{kind}_{q}"] = _spread(
                         [r[f"{action}_{kind}"]["round_trip"][q] for r in rounds]
                     )
+    for action in ("heartbeat", "status"):
+        for q in ("p50_ms", "p99_ms"):
+            out[f"{action}_inside_{q}"] = _spread(
+                [_inside_round_trip(r, action, q) for r in rounds]
+            )
     for kind in ("direct", "proxied"):
         out[f"closed_{kind}_rate"] = _spread([r[f"closed_{kind}"]["rate_per_s"] for r in rounds])
     out["closed_ratio"] = _spread(
@@ -292,12 +370,17 @@ def proxy_table(p: dict[str, Any]) -> str:
          met(None if hb50["median"] is None else hb50["median"] <= 0.5)),
         ("added by the relay, p99 (ms)", cell(hb99, 3), "≤ 2 ms",
          met(None if hb99["median"] is None else hb99["median"] <= 2.0)),
+        ("… measured inside the bridge, both hops, p50 / p99 (ms)",
+         f"{cell(p['heartbeat_inside_p50_ms'], 3)} / {cell(p['heartbeat_inside_p99_ms'], 3)}",
+         "", ""),
         ("StatusNotification round trip, direct p50 / p99 (ms)",
          f"{cell(p['status_direct_p50_ms'])} / {cell(p['status_direct_p99_ms'])}", "", ""),
         ("StatusNotification, proxied (tapped, stored first) p50 / p99 (ms)",
          f"{cell(p['status_proxied_p50_ms'])} / {cell(p['status_proxied_p99_ms'])}", "", ""),
         ("StatusNotification, bridge in csms mode (stored first) p50 / p99 (ms)",
          f"{cell(p['status_csms_mode_p50_ms'])} / {cell(p['status_csms_mode_p99_ms'])}", "", ""),
+        ("… tapped StatusNotification inside the bridge, both hops, p50 / p99 (ms)",
+         f"{cell(p['status_inside_p50_ms'], 3)} / {cell(p['status_inside_p99_ms'], 3)}", "", ""),
         ("closed loop StatusNotifications/s, direct", cell(p["closed_direct_rate"], 0), "", ""),
         ("closed loop StatusNotifications/s, proxied", cell(p["closed_proxied_rate"], 0), "", ""),
         ("proxied / direct throughput", cell(ratio, 0, 100) + " %", "≥ 70 %",
