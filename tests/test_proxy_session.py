@@ -6,6 +6,7 @@ chargers are the package's client-side ``ChargePoint``; the hub is the simulator
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -140,3 +141,43 @@ def _samples(text: str, name: str) -> dict[str, float]:
             labels, value = line[len(name) + 1 :].split("} ")
             out[labels] = float(value)
     return out
+
+
+async def test_csms_sim_command_serves_and_ends_cleanly_on_sigterm() -> None:
+    import asyncio
+    import json
+    import signal
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "csms-sim", "--port", "0",
+        "--password", "CP16=a-password-of-twenty", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        started = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert started["event"] == "csms_sim.started" and started["passwords"] == 1
+        port = int(started["url"].split(":")[2].split("/")[0])
+        login = {"Authorization": "Basic " + base64.b64encode(
+            b"CP16:a-password-of-twenty").decode()}  # fmt: skip
+        async with session_charger(port, "CP16", headers=login) as cp:
+            assert (await cp.boot()).status == "Accepted"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_csms_sim_command_refuses_a_malformed_password_option() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "csms-sim", "--port", "0", "--password", "x"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--password: 'x' is not ID=PASSWORD" in done.stderr
