@@ -135,8 +135,8 @@ async def test_slow_state_database_costs_at_most_tap_timeout_and_the_report_stil
     bridge = await make_bridge(ocpp=proxy_ocpp(scripted.url, tap_timeout=0.2))
     commit = bridge.store.commit
 
-    async def slow_commit() -> None:  # a disk that takes 0.6 s for a write
-        await asyncio.sleep(0.6)
+    async def slow_commit() -> None:  # a disk that takes 2 s for a write
+        await asyncio.sleep(2.0)
         await commit()
 
     charger = await RawCharger.connect(bridge.ocpp.port, "CP16")
@@ -145,9 +145,9 @@ async def test_slow_state_database_costs_at_most_tap_timeout_and_the_report_stil
     started = time.monotonic()
     assert await charger.call("StatusNotification", SN16) == {}
     waited = time.monotonic() - started
-    assert 0.2 <= waited < 0.55  # the relay waited its budget, not the disk
+    assert 0.2 <= waited < 1.5  # the relay waited its budget (0.2 s), not the disk (2 s)
     assert len(events.named("proxy.tap_failed")) == 1
-    await eventually(lambda: stored_status(bridge, "CP16", 1) == "Charging")
+    await eventually(lambda: stored_status(bridge, "CP16", 1) == "Charging", within=10)
     await charger.close()
 
 
