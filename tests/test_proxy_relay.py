@@ -8,6 +8,7 @@ client, so hypothesis can generate frames synchronously (as in test_ocpp_fuzz).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import threading
@@ -355,3 +356,33 @@ async def test_unparsable_frames_are_relayed_and_logged_once_a_minute(
     assert len(lines) == 1 and lines[0]["frames"] == 1 and lines[0]["direction"] == "to_csms"
     assert bridge.ocpp.proxy is not None
     assert bridge.ocpp.proxy.stats.errors["unparsable"] == 3
+
+
+async def test_charger_leaving_during_the_handshake_closes_its_csms_connection(
+    make_bridge: MakeBridge,
+) -> None:
+    closed: list[tuple[int | None, str | None]] = []
+
+    async def slow_accept(connection: ServerConnection, request: Any) -> None:
+        await asyncio.sleep(0.5)  # the CSMS takes its time; the charger does not wait
+
+    async def handler(connection: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.recv()
+        closed.append((connection.close_code, connection.close_reason))
+
+    async with serve(handler, "127.0.0.1", 0, process_request=slow_accept,
+                     subprotocols=["ocpp1.6"]) as csms:  # type: ignore[list-item]  # fmt: skip
+        port = next(iter(csms.sockets)).getsockname()[1]
+        bridge = await make_bridge(ocpp=proxy_ocpp(f"ws://127.0.0.1:{port}/x/{{charge_point_id}}"))
+        _, writer = await asyncio.open_connection("127.0.0.1", bridge.ocpp.port)
+        writer.write(
+            b"GET /ocpp/CP16 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+        )
+        await asyncio.sleep(0.1)
+        writer.close()  # gone before the CSMS answered
+        await eventually(lambda: closed == [(1001, "charger went away")])
+        assert bridge.ocpp.proxy is not None and bridge.ocpp.proxy.connections == 0
+        assert bridge.ocpp.sessions == {}
