@@ -15,6 +15,8 @@ Commands (all times are ``time.monotonic()``, which is one clock for every proce
                 ``[start, end]`` and writes their round-trip times to ``out``
 * ``open``      StatusNotifications at a fixed total ``rate`` between ``start`` and ``end``, each
                 one changing the EVSE's OICP status; writes ``[sent, confirmed, EvseID, status]``
+                (``closed`` and ``open`` with ``"action": "heartbeat"`` send Heartbeats instead:
+                the plainest CALL, for the relay's own cost in proxy mode)
 * ``drop``      abort every TCP connection (a network blip: no close frame)
 * ``reconnect`` at ``start`` every charger reconnects at once, boots and reports unchanged statuses
 * ``expected``  EvseID -> OICP status the hub should hold, from the confirmed reports
@@ -267,6 +269,7 @@ class Generator:
 
     async def closed(self, cmd: dict[str, Any]) -> dict[str, Any]:
         start, end = float(cmd["start"]), float(cmd["end"])
+        heartbeat = cmd.get("action") == "heartbeat"
         rtts = array("d")
         errors: list[str] = []
         marks: dict[str, float] = {}
@@ -278,7 +281,10 @@ class Generator:
                 key = EVSES[c.step % 2]
                 status = cycle[(c.step // 2) % len(cycle)]
                 try:
-                    sent, confirmed = await c.report(key, status)
+                    if heartbeat:
+                        sent, confirmed, _ = await c.call("Heartbeat", "{}")
+                    else:
+                        sent, confirmed = await c.report(key, status)
                 except CallFailed as exc:
                     errors.append(str(exc))
                     return
@@ -304,6 +310,7 @@ class Generator:
 
     async def open_loop(self, cmd: dict[str, Any]) -> dict[str, Any]:
         start, end, rate = float(cmd["start"]), float(cmd["end"]), float(cmd["rate"])
+        heartbeat = cmd.get("action") == "heartbeat"
         live = [c for c in self.chargers[: cmd.get("count")] if c.connected]
         period = len(live) / rate
         records: list[tuple[float, float, str, str]] = []
@@ -318,13 +325,17 @@ class Generator:
                 await sleep_until(due)
                 if time.monotonic() - due > 0.005:
                     late += 1  # the previous call was still outstanding (or the loop lagged)
-                status = FLIP[c.version][c.status[1]]
+                # Any status another command left (e.g. Preparing) flips to Available.
+                status = FLIP[c.version].get(c.status[1], "Available")
                 try:
-                    sent, confirmed = await c.report(1, status)
+                    if heartbeat:
+                        sent, confirmed, _ = await c.call("Heartbeat", "{}")
+                    else:
+                        sent, confirmed = await c.report(1, status)
                 except CallFailed as exc:
                     errors.append(str(exc))
                     return
-                records.append((sent, confirmed, c.evse_id(1), OICP[status]))
+                records.append((sent, confirmed, c.evse_id(1), "" if heartbeat else OICP[status]))
                 due += period
 
         await asyncio.gather(*(loop(i, c) for i, c in enumerate(live)))

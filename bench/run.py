@@ -201,13 +201,13 @@ class Generators:
         self.pids: list[int] = []
         self.logs: list[Path] = []
 
-    async def start(self, cfg: Config, url: str, total: int, tag: str) -> None:
+    async def start(self, cfg: Config, url: str, total: int, tag: str, first: int = 1) -> None:
         per = -(-total // cfg.generators)
         for k in range(cfg.generators):
-            first, count = 1 + k * per, min(per, total - k * per)
+            start, count = first + k * per, min(per, total - k * per)
             if count <= 0:
                 break
-            argv = [PY, "-m", "bench.loadgen", "--url", url, "--first", str(first),
+            argv = [PY, "-m", "bench.loadgen", "--url", url, "--first", str(start),
                     "--count", str(count), "--compression", cfg.compression]  # fmt: skip
             if cfg.password is not None:
                 argv += ["--password", cfg.password]
@@ -1024,8 +1024,15 @@ async def run(cfg: Config) -> dict[str, Any]:
             ctx.log("attack: bridge")
             results["attack"] = await run_attack(cfg.workdir, ctx.hub, AttackSizes(), ctx.log)
             print(attack_table(results["attack"]))
+        if "proxy" in cfg.phases:  # its own servers: the CSMS, a proxying and a csms-mode bridge
+            from bench.proxy import phase_proxy
+
+            ctx.log("proxy: direct vs relayed, side by side")
+            started = time.monotonic()
+            results["proxy"] = await phase_proxy(ctx)
+            results["proxy"]["phase_s"] = round(time.monotonic() - started, 1)
         for phase in cfg.phases:
-            if phase in ("throughput", "attack"):
+            if phase in ("throughput", "attack", "proxy"):
                 continue
             for kind in cfg.servers:
                 ctx.log(f"{phase}: {kind}")
@@ -1049,8 +1056,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument(
         "--phases",
         default="throughput,latency,fleet",
-        help="comma-separated subset of throughput,latency,fleet,attack (attack: hostile "
-        "load, see bench/attack.py; not in the default)",
+        help="comma-separated subset of throughput,latency,fleet,attack,proxy (attack: hostile "
+        "load, see bench/attack.py; proxy: the relay to a CSMS against the CSMS directly; neither "
+        "is in the default set)",
     )
     p.add_argument("--servers", default="bridge,baseline", help="bridge, baseline or both")
     p.add_argument("--throughput-chargers", type=int)
@@ -1177,7 +1185,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = asyncio.run(run(cfg))
     results["total_s"] = round(time.monotonic() - started, 1)
-    text = table(results)
+    text = table(results) if set(cfg.phases) - {"proxy"} else ""
+    if "proxy" in results:
+        from bench.proxy import proxy_table
+
+        text = "\n\n".join(t for t in (text, proxy_table(results["proxy"])) if t)
     print(text)
     out = args.json or cfg.workdir / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")

@@ -174,25 +174,32 @@ def _report_garbage() -> None:
 
 
 def _report_slow_callbacks(limit: float) -> None:
-    """Time every callback the loop runs; the slow ones explain latency tails."""
-    slow: list[tuple[float, float, str]] = []
+    """Time every callback the loop runs; the slow ones explain latency tails.
+
+    Each is reported with its wall time and the CPU time the loop's thread spent in it: a slow
+    callback that used little CPU waited (descheduled on a busy machine, the GIL held by another
+    thread), one that used much did work.
+    """
+    slow: list[tuple[float, float, float, str]] = []
     run = asyncio.events.Handle._run
 
     def timed(self: asyncio.events.Handle) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         run(self)
         spent = time.perf_counter() - t0
         if spent > limit:
+            cpu = time.thread_time() - c0
             owner = getattr(self._callback, "__self__", None)
             coro = owner.get_coro() if isinstance(owner, asyncio.Task) else None
             what = getattr(coro, "__qualname__", None) or repr(self)
-            slow.append((time.monotonic(), spent, what[:300]))
+            slow.append((time.monotonic(), spent, cpu, what[:300]))
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
 
     def report() -> None:
-        for at, spent, what in slow:
-            print(f"slow: {at:.3f} {spent * 1000:.1f} ms {what}", file=sys.stderr)
+        for at, spent, cpu, what in slow:
+            print(f"slow: {at:.3f} {spent * 1000:.1f} ms (cpu {cpu * 1000:.1f} ms) {what}",
+                  file=sys.stderr)  # fmt: skip
         print(f"slow callbacks: {len(slow)}", file=sys.stderr, flush=True)
 
     atexit.register(report)

@@ -9,8 +9,9 @@ import gc
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -119,6 +120,24 @@ def _parser() -> argparse.ArgumentParser:
         "--state-file", type=Path,
         help="keep the records the simulator holds in this JSON file across restarts",
     )  # fmt: skip
+    cs = sub.add_parser(
+        "csms-sim",
+        help="run a small simulated CSMS to put behind the bridge in proxy mode (development)",
+        description="A central system built on the `ocpp` package for trying proxy mode: it "
+        "answers boot, status, authorization and transaction messages (docs/proxy.md).",
+    )
+    cs.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    cs.add_argument("--port", type=int, default=9200, help="listen port (default: %(default)s)")
+    cs.add_argument(
+        "--password", action="append", default=[], metavar="ID=PASSWORD",
+        help="require Basic auth from this charge point (repeatable; others need none)",
+    )  # fmt: skip
+    cs.add_argument("--heartbeat-interval", type=int, default=60, help="seconds (default: 60)")
+    cs.add_argument(
+        "--remote-start-after", type=float, metavar="SECONDS",
+        help="send each charger a RemoteStartTransaction / RequestStartTransaction this long "
+        "after its BootNotification",
+    )  # fmt: skip
     from bridge.ocpp.auth import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
 
     hp = sub.add_parser(
@@ -164,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "hub-sim":
             setup_logging()
             return asyncio.run(_hub_sim(args))
+        if args.command == "csms-sim":
+            setup_logging()
+            return asyncio.run(_serve_until_signal(_csms_sim(args)))
         if args.command == "hash-password":
             return _hash_password(hex_input=args.hex, cost=args.cost)
         if args.command == "api-token":
@@ -290,6 +312,31 @@ async def _hub_sim(args: argparse.Namespace) -> int:
     served = asyncio.create_task(
         run_hub_sim(args.host, args.port, ssl_context, state_file=state_file)
     )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, served.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await served
+    return 0
+
+
+async def _csms_sim(args: argparse.Namespace) -> None:
+    from bridge.devtools.csms_sim import run_csms_sim
+
+    passwords = {}
+    for item in args.password:
+        cp_id, sep, password = item.partition("=")
+        if not sep or not cp_id:
+            raise ConfigError("--password", f"{item!r} is not ID=PASSWORD")
+        passwords[cp_id] = password
+    await run_csms_sim(args.host, args.port, passwords=passwords,
+                       heartbeat_interval=args.heartbeat_interval,
+                       remote_start_after=args.remote_start_after)  # fmt: skip
+
+
+async def _serve_until_signal(serving: Coroutine[Any, Any, None]) -> int:
+    """Run ``serving`` until SIGTERM or Ctrl-C, then exit with status 0."""
+    served = asyncio.create_task(serving)
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, served.cancel)
     with contextlib.suppress(asyncio.CancelledError):

@@ -184,6 +184,102 @@ class OcppSecuritySettings(_Model):
         return self
 
 
+OcppMode = Literal["csms", "proxy"]
+UPSTREAM_PLACEHOLDER = "{charge_point_id}"
+
+
+class UpstreamSettings(_Model):
+    """The operator's CSMS that chargers in `proxy` mode are relayed to (see docs/proxy.md)."""
+
+    url: str | None = Field(
+        None,
+        description="URL template of the CSMS's OCPP endpoint with the placeholder "
+        "{charge_point_id}, e.g. wss://csms.example/ocpp/{charge_point_id}. Needed when any "
+        "charger is in `proxy` mode.",
+    )
+    credentials: Literal["pass_through", "per_charger", "none"] = Field(
+        "pass_through",
+        description="How the bridge logs in at the CSMS: `pass_through` forwards the charger's "
+        "own Basic credentials (the CSMS checks them), `per_charger` sends Basic auth with the "
+        "charge point ID and `chargers.<ID>.upstream_password`, `none` sends no credentials "
+        "(e.g. with `client_cert` only).",
+    )
+    ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle that verifies a wss:// CSMS; default: the system trust."
+    )
+    client_cert: Path | None = Field(
+        None,
+        description="PEM client certificate the bridge presents to a wss:// CSMS (for a CSMS "
+        "that requires security profile 3; a charger's own certificate cannot be forwarded).",
+    )
+    client_key: Path | None = Field(
+        None, description="PEM private key of `client_cert` (omit if it is inside)."
+    )
+    connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds to open the connection to the CSMS (TCP, TLS, websocket "
+        "handshake) while the charger's handshake waits; must be below "
+        "`ocpp.security.handshake_timeout`.",
+    )
+    retry_after: int = Field(
+        30,
+        ge=1,
+        description="Retry-After (s) sent to a charger refused with HTTP 502/503 because the "
+        "CSMS could not be reached or answered with an error.",
+    )
+    ping_interval: float | None = Field(
+        60.0, description="Websocket ping interval (s) toward the CSMS; null disables pings."
+    )
+    ping_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for the CSMS's pong before dropping the link."
+    )
+    max_message_size: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest frame (bytes) accepted from the CSMS; a larger one closes both "
+        "connections (1009).",
+    )
+    tap_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds the relay waits for a tapped status report to be stored before "
+        "it passes the CSMS's confirmation on anyway (logged as `proxy.tap_failed`).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            example = value.format(charge_point_id="CP-1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"unknown placeholder {exc}; the only one is {UPSTREAM_PLACEHOLDER}"
+            ) from exc
+        if UPSTREAM_PLACEHOLDER not in value:
+            raise ValueError(f"the URL template needs the placeholder {UPSTREAM_PLACEHOLDER}")
+        parts = urlsplit(example)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "no credentials in the URL: use `credentials` and chargers.<ID>.upstream_password"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> UpstreamSettings:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key is set but client_cert is not")
+        plain = self.url is not None and self.url.startswith("ws:")
+        for name in ("ca_bundle", "client_cert"):
+            if plain and getattr(self, name) is not None:
+                raise ValueError(f"{name} is set but the url is plain ws://; use wss://")
+        return self
+
+
 class OcppSettings(_Model):
     """The OCPP-J websocket endpoint chargers connect to."""
 
@@ -251,6 +347,16 @@ class OcppSettings(_Model):
     security: OcppSecuritySettings = Field(
         default_factory=OcppSecuritySettings,
         description="Authentication, TLS and limits of the OCPP port.",
+    )
+    mode: OcppMode = Field(
+        "csms",
+        description="What the bridge is for chargers without their own `mode`: `csms` answers "
+        "them itself (no transactions), `proxy` relays them to the operator's CSMS "
+        "(`upstream`) and taps their status reports.",
+    )
+    upstream: UpstreamSettings = Field(
+        default_factory=UpstreamSettings,
+        description="The operator's CSMS for chargers in proxy mode.",
     )
 
     @field_validator("evse_id_template")
@@ -423,6 +529,18 @@ class ChargerSettings(_Model):
         None,
         description="File holding `password_hash` (e.g. a mounted secret), read at start.",
     )
+    mode: OcppMode | None = Field(
+        None, description="`csms` or `proxy` for this charger; null = `ocpp.mode`."
+    )
+    upstream_password: SecretStr | None = Field(
+        None,
+        description="Password the bridge sends to the CSMS for this charger when "
+        "`ocpp.upstream.credentials` is `per_charger` (username: the charge point ID). Also "
+        "settable as BRIDGE_CHARGERS__<ID>__UPSTREAM_PASSWORD.",
+    )
+    upstream_password_file: Path | None = Field(
+        None, description="File holding `upstream_password` (e.g. a mounted secret), read at start."
+    )
 
     @field_validator("evses")
     @classmethod
@@ -447,7 +565,16 @@ class ChargerSettings(_Model):
     def _one_hash_source(self) -> ChargerSettings:
         if self.password_hash is not None and self.password_hash_file is not None:
             raise ValueError("set password_hash or password_hash_file, not both")
+        if self.upstream_password is not None and self.upstream_password_file is not None:
+            raise ValueError("set upstream_password or upstream_password_file, not both")
         return self
+
+
+def charger_mode(ocpp: OcppSettings, charger: ChargerSettings | None) -> OcppMode:
+    """``csms`` or ``proxy``: the charger's own mode, else the bridge's (``ocpp.mode``)."""
+    if charger is not None and charger.mode is not None:
+        return charger.mode
+    return ocpp.mode
 
 
 class OpsSettings(_Model):
@@ -639,7 +766,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _security_consistent(self) -> Settings:
         sec = self.ocpp.security
-        if self.ocpp.allow_unlisted and sec.profile in (1, 2):
+        if self.ocpp.allow_unlisted and sec.profile in (1, 2) and not self._checked_upstream(None):
             raise ValueError(
                 f"ocpp.allow_unlisted: unlisted chargers have no password, so they cannot log in "
                 f"with security profile {sec.profile}; use profile 3 or list them"
@@ -655,6 +782,7 @@ class Settings(BaseSettings):
                 profile in (1, 2)
                 and charger.password_hash is None
                 and not charger.password_hash_file
+                and not self._checked_upstream(cp_id)
             ):
                 raise ValueError(
                     f"chargers.{cp_id}.password_hash: security profile {profile} needs a password "
@@ -662,6 +790,45 @@ class Settings(BaseSettings):
                     f"BRIDGE_CHARGERS__{cp_id}__PASSWORD_HASH"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _proxy_consistent(self) -> Settings:
+        ocpp, upstream = self.ocpp, self.ocpp.upstream
+        proxied = [cp for cp, c in self.chargers.items() if charger_mode(ocpp, c) == "proxy"]
+        if not proxied and ocpp.mode != "proxy":
+            return self
+        if upstream.url is None:
+            which = "ocpp.mode is proxy" if ocpp.mode == "proxy" else f"{proxied[0]} is proxied"
+            raise ValueError(f"ocpp.upstream.url: the CSMS URL is needed ({which})")
+        if upstream.connect_timeout >= ocpp.security.handshake_timeout:
+            raise ValueError(
+                f"ocpp.upstream.connect_timeout: {upstream.connect_timeout:g} s must be below "
+                f"ocpp.security.handshake_timeout ({ocpp.security.handshake_timeout:g} s), "
+                "within which the charger's handshake must be answered"
+            )
+        if upstream.credentials == "per_charger":
+            for cp_id in proxied:
+                charger = self.chargers[cp_id]
+                if charger.upstream_password is None and charger.upstream_password_file is None:
+                    raise ValueError(
+                        f"chargers.{cp_id}.upstream_password: ocpp.upstream.credentials is "
+                        "per_charger, so this proxied charger needs upstream_password, "
+                        f"upstream_password_file or BRIDGE_CHARGERS__{cp_id}__UPSTREAM_PASSWORD"
+                    )
+            if ocpp.allow_unlisted and ocpp.mode == "proxy":
+                raise ValueError(
+                    "ocpp.allow_unlisted: unlisted chargers have no upstream_password, so they "
+                    "cannot be proxied with ocpp.upstream.credentials per_charger"
+                )
+        return self
+
+    def _checked_upstream(self, charge_point_id: str | None) -> bool:
+        """Whether the CSMS, not the bridge, checks this charger's password (None: unlisted)."""
+        charger = self.chargers.get(charge_point_id) if charge_point_id is not None else None
+        return (
+            charger_mode(self.ocpp, charger) == "proxy"
+            and self.ocpp.upstream.credentials == "pass_through"
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -22,10 +22,16 @@ import structlog
 import websockets
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import WebSocketException
 from websockets.typing import Subprotocol
+
+from bridge.devtools.csms_sim import on
 
 log = structlog.get_logger("bridge.charger_sim")
 
@@ -34,6 +40,23 @@ CYCLES = {
     "1.6": ("Available", "Preparing", "Charging", "SuspendedEV", "Charging", "Finishing"),
     "2.0.1": ("Available", "Occupied"),
 }
+
+
+class _Sim16(ChargePoint16):  # type: ignore[misc]
+    """Accepts a CSMS's remote start (proxy mode demos); the session itself stays simulated."""
+
+    @on(Action16.remote_start_transaction)
+    async def on_remote_start(self, **kwargs: Any) -> result16.RemoteStartTransaction:
+        log.info("charger_sim.remote_start", charge_point_id=self.id,
+                 evse=kwargs.get("connector_id"))  # fmt: skip
+        return result16.RemoteStartTransaction(status="Accepted")
+
+
+class _Sim201(ChargePoint201):  # type: ignore[misc]
+    @on(Action201.request_start_transaction)
+    async def on_request_start(self, **kwargs: Any) -> result201.RequestStartTransaction:
+        log.info("charger_sim.remote_start", charge_point_id=self.id, evse=kwargs.get("evse_id"))
+        return result201.RequestStartTransaction(status="Accepted")
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,7 @@ class SimCharger:
         version = self.spec.version
         subprotocol = Subprotocol(f"ocpp{version}")
         async with websockets.connect(self.url, subprotocols=[subprotocol]) as ws:
-            cls = ChargePoint16 if version == "1.6" else ChargePoint201
+            cls = _Sim16 if version == "1.6" else _Sim201
             cp = cls(self.spec.charge_point_id, ws, response_timeout=10)
             reader = asyncio.create_task(cp.start())
             try:

@@ -79,6 +79,7 @@ class Failure(StrEnum):
     EVSE_ID_TAKEN = "evse_id_taken"  # an unlisted ID whose EvseIDs belong to another charger
     UNLISTED_LIMIT = "unlisted_limit"  # ocpp.max_unlisted_chargers reached
     BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
+    UPSTREAM_REFUSED = "upstream_refused"  # proxy: the CSMS answered 401, 403 or 404
 
 
 # -- passwords ---------------------------------------------------------------------------------
@@ -291,6 +292,9 @@ class Authenticator:
         self._verified: dict[str, tuple[PasswordHash, bytes]] = {}
         # A check must start early enough to leave time for the rest of the handshake.
         self.checks = CheckQueue(security.handshake_timeout * _QUEUE_SHARE)
+        #: Whether the CSMS checks a charger's password (a proxy passing credentials through):
+        #: then the bridge holds no hash for it and only checks the username.
+        self.checked_upstream: Callable[[str], bool] = lambda charge_point_id: False
 
     def set_station(
         self, charge_point_id: str, profile: int | None, password_hash: str | None
@@ -349,6 +353,10 @@ class Authenticator:
             return Failure.MALFORMED_CREDENTIALS
         username, password = credentials
         stored = self._hashes.get(charge_point_id) if known else None
+        if stored is None and known and self.checked_upstream(charge_point_id):
+            if hmac.compare_digest(username.encode("utf-8"), charge_point_id.encode("utf-8")):
+                return None  # the password goes to the CSMS, whose 401 the charger gets
+            return Failure.WRONG_USERNAME
         # Every failing path below that can be reached with a plausible ID runs scrypt once
         # (in the same queue, so it is refused alike when the queue is too long).
         if stored is None:

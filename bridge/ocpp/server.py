@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.errors import ConfigError
-from bridge.ocpp import auth, tls, v16, v201
+from bridge.ocpp import auth, proxy, tls, v16, v201
 from bridge.ocpp.admission import Admission
 from bridge.ocpp.connection import connection_class, tls_reason
 from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
@@ -75,6 +75,8 @@ class OcppServer:
             handshakes=security.max_tls_handshakes,
             handshakes_per_address=security.max_tls_handshakes_per_address,
         )
+        #: Relays chargers in ``proxy`` mode to the operator's CSMS (None: no charger is).
+        self.proxy = proxy.Proxy.attach(self, chargers or {}, sink)
         self._server: Server | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._tls_watch: asyncio.Task[None] | None = None
@@ -114,7 +116,8 @@ class OcppServer:
     def connected_by_protocol(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for conn in self.sessions.values():
-            version = DIALECTS[str(conn.subprotocol)].version if conn.subprotocol else "none"
+            dialect = DIALECTS.get(str(conn.subprotocol))  # a proxied one may speak another
+            version = dialect.version if dialect else str(conn.subprotocol or "none")
             counts[version] = counts.get(version, 0) + 1
         return counts
 
@@ -261,6 +264,9 @@ class OcppServer:
         )
         refusal = await self.handshake.decide(attempt)
         if refusal is None:
+            cp_id = charge_point_id_from_path(request.path)
+            if cp_id is not None and self.proxy is not None and self.proxy.proxied(cp_id):
+                return await self.proxy.open(connection, request, cp_id)  # CSMS first, then 101
             return None
         response = connection.respond(refusal.status, refusal.body)
         for name, value in refusal.headers.items():
@@ -287,6 +293,8 @@ class OcppServer:
         cp_id = charge_point_id_from_path(connection.request.path if connection.request else "")
         if cp_id is None:  # process_request already refused these
             return
+        if self.proxy is not None and self.proxy.proxied(cp_id):
+            return await self.proxy.relay(connection, cp_id)
         if connection.subprotocol is None:
             # OCPP-J §3.2: complete the handshake without a subprotocol, then close.
             request = connection.request

@@ -109,6 +109,7 @@ def check_settings(settings: Settings) -> Check:
     _check_state_dir(settings.state.database, check)
     _check_catalog_owners(settings, check)
     _check_ocpp(settings, check)
+    _check_upstream(settings, check)
     _check_open_files(len(settings.chargers), check)
     return check
 
@@ -210,6 +211,29 @@ def _check_ocpp(settings: Settings, check: Check) -> None:
                 + ("is past its nextUpdate" if hours < 0 else f"expires in {hours:.0f} h")
                 + ": chargers of that CA will be refused until a newer CRL is installed"
             )
+
+
+def _check_upstream(settings: Settings, check: Check) -> None:
+    """Proxy mode: load the CSMS's TLS files and the per-charger passwords as ``bridge run``."""
+    from bridge.ocpp.upstream import Upstream
+
+    try:
+        upstream = Upstream(settings.ocpp, settings.chargers)
+    except ConfigError as exc:
+        check.problems.append(str(exc))
+        return
+    if not upstream.any_proxied():
+        return
+    check.facts["proxy"] = (
+        f"{upstream.template} (default mode {upstream.default_mode}, "
+        f"{upstream.count_proxied()} listed chargers proxied, "
+        f"credentials {upstream.settings.credentials})"
+    )
+    if upstream.insecure:
+        check.warnings.append(
+            f"ocpp.upstream.url {upstream.template} is plain ws:// to another host: charger "
+            "credentials and frames cross the network unencrypted"
+        )
 
 
 def _check_certificate(cert: Path | None, key: Path | None, check: Check) -> None:

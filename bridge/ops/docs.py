@@ -251,7 +251,7 @@ def _limits(field: FieldInfo) -> str:
 
 def _number(value: Any) -> str:
     if isinstance(value, int):
-        return str(value)
+        return str(value)  # :g would print 1048576 as 1.04858e+06
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -11,17 +11,24 @@ metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
 from bridge.delivery.worker import PushEvent
 from bridge.ocpp.auth import Failure
+from bridge.ocpp.proxy import LATENCY_BUCKETS, Proxy, RelayStats
 from bridge.ocpp.rpc import PROTOCOLS
 from bridge.status.table import OICP_STATUSES, OcppStatus
 
@@ -166,6 +173,32 @@ METRICS: tuple[MetricDoc, ...] = (
         "address_limit (ops.max_connections_per_address) or descriptor_reserve (open files "
         "near the limit, kept for chargers).",
     ),
+    # Proxy mode (docs/proxy.md); zero unless some charger is proxied.
+    MetricDoc(
+        "bridge_upstream_connections", "gauge", (),
+        "Open connections to the operator's CSMS (one per proxied charger).",
+    ),
+    MetricDoc(
+        "bridge_upstream_handshakes_total", "counter", ("outcome",),
+        "Attempts to open a proxied charger's CSMS connection: ok, or why not (unauthorized, "
+        "forbidden, not_found: relayed to the charger; unreachable, timeout, busy: 503; tls, "
+        "bad_status, bad_handshake, error: 502).",
+    ),
+    MetricDoc(
+        "bridge_upstream_frames_total", "counter", ("direction",),
+        "Frames relayed unchanged, to_csms or to_charger.",
+    ),
+    MetricDoc(
+        "bridge_upstream_relay_errors_total", "counter", ("kind",),
+        "What went wrong while relaying: unparsable frames (relayed anyway), status reports "
+        "ignored or dropped by the tap, status_refused (a CALLERROR of the CSMS), tap_failed "
+        "(not stored in time), abnormal_close (a hop lost without a close frame), internal.",
+    ),
+    MetricDoc(
+        "bridge_upstream_added_latency_seconds", "histogram", ("direction",),
+        "Time from receiving a frame on one hop to having written it to the other, including "
+        "the storing of a tapped status before its confirmation is relayed.",
+    ),
 )  # fmt: skip
 
 _DOC = {m.name: m for m in METRICS}
@@ -279,6 +312,34 @@ class _LiveCollector:
         )
         checks.add_metric([], float(b.ocpp.auth.checks.done))
         yield checks
+        yield from _upstream(b.ocpp.proxy)
+
+
+def _upstream(proxy: Proxy | None) -> Iterable[Metric]:
+    """Proxy mode; zeros when no charger is proxied, so dashboards need no special case."""
+    stats = proxy.stats if proxy is not None else RelayStats()
+    connections = proxy.connections if proxy is not None else 0
+    yield _gauge("bridge_upstream_connections", [((), float(connections))])
+    yield _counter_family("bridge_upstream_handshakes_total", stats.handshakes.items())
+    yield _counter_family("bridge_upstream_frames_total", stats.frames.items())
+    yield _counter_family("bridge_upstream_relay_errors_total", stats.errors.items())
+    doc = _DOC["bridge_upstream_added_latency_seconds"]
+    family = HistogramMetricFamily(doc.name, doc.help, labels=doc.labels)
+    for direction, counts in stats.latency.items():
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if math.isinf(bound) else repr(bound), float(cumulative)))
+        family.add_metric([direction], buckets, stats.latency_sum[direction])
+    yield family
+
+
+def _counter_family(name: str, samples: Iterable[tuple[str, int]]) -> CounterMetricFamily:
+    doc = _DOC[name]
+    family = CounterMetricFamily(doc.name.removesuffix("_total"), doc.help, labels=doc.labels)
+    for label, value in sorted(samples):
+        family.add_metric([label], float(value))
+    return family
 
 
 def _gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
