@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
@@ -27,7 +28,7 @@ from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import SlidingWindow
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
@@ -105,6 +106,7 @@ class Bridge:
         self.accepting = False  # the OCPP endpoint is listening (readiness)
         self.stopping = False
         self._restored_full_load: float | None = None
+        self._meta: dict[str, str] = {}  # the state database's meta table as loaded
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -127,21 +129,31 @@ class Bridge:
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        # The configuration may have changed since (EvseIDs, overrides, removed EVSEs): what
+        # the hub should show is recomputed, and every difference is queued.
+        reconciled = self.outbox.reconcile(self.engine.snapshot())
+        self._meta = snapshot.meta
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
-        self.ingest.restore(snapshot.charge_points)
+        self.ingest.restore(snapshot.charge_points, snapshot.connectors)
         log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
-                 connectors=len(snapshot.connectors), pending=len(self.outbox))  # fmt: skip
+                 connectors=len(snapshot.connectors), pending=len(self.outbox),
+                 reconciled=len(reconciled))  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:
-        d = self.settings.delivery
+        s = self.settings
+        d = s.delivery
         self.worker = PushWorker(
             self.outbox,
             self.engine,
             client,
-            limiter=TokenBucket.per_minute(d.rate_limit_per_minute),
-            retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
-        )
+            limiter=SlidingWindow.per_minute(d.rate_limit_per_minute),
+            retry=RetrySettings(
+                initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry,
+                max_attempts=d.max_attempts, settle=d.settle_time,
+                push_timeout=s.oicp.request_timeout, full_load_timeout=s.fullload.request_timeout,
+            ),
+        )  # fmt: skip
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
         return self.worker
@@ -174,6 +186,7 @@ class Bridge:
         client = self._client or OicpClient(s.oicp)
         self._client = client
         worker = self.make_worker(client)
+        self._resume_lane(worker)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
         if s.fullload.enabled:
             self._tasks.append(asyncio.create_task(
@@ -187,6 +200,26 @@ class Bridge:
                  operator_id=s.oicp.operator_id, chargers=len(s.chargers),
                  evses=len(self.engine.evse_ids()),
                  ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
+
+    def _resume_lane(self, worker: PushWorker) -> None:
+        """Pick up where the previous process left the hub.
+
+        After a crash the hub may hold statuses this database never got to keep (a push goes
+        out while its report is still being committed), and a request of the previous process
+        may still be applied: nothing is sent for the settle time, then a fullLoad puts the
+        hub right. After a clean stop that abandoned a request, only the wait remains.
+        """
+        unclean = self._meta.get("clean_stop") == "0"
+        self.store.write_meta_now("clean_stop", "0")  # until stop() says otherwise
+        with suppress(KeyError, ValueError):
+            worker.hold(float(self._meta["hub_settles_at"]) - time.time())
+        if unclean:
+            d, settle = self.settings.delivery, self.settings.oicp.request_timeout
+            settle = d.settle_time if d.settle_time is not None else settle
+            worker.hold(settle)
+            worker.request_full_load()
+            log.warning("bridge.unclean_start", action="fullLoad after the settle time",
+                        settle_s=settle)  # fmt: skip
 
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
@@ -206,6 +239,9 @@ class Bridge:
                 task.cancel()
                 log.warning("bridge.push_abandoned", reason="shutdown timeout")
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.worker is not None and self.store.is_open:
+            self.store.put_meta("hub_settles_at", str(self.worker.unsettled_until))
+            self.store.put_meta("clean_stop", "1")
         await self.store.close()
         if isinstance(self._client, OicpClient):
             await self._client.aclose()

@@ -181,7 +181,7 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
         done = worker.request_full_load()
         runner = asyncio.create_task(worker.run())
         try:
-            count = await asyncio.wait_for(done, timeout=settings.oicp.request_timeout * 3)
+            count = await asyncio.wait_for(done, timeout=settings.fullload.request_timeout * 3)
         except (HubError, TimeoutError) as exc:
             print(f"bridge: fullLoad failed: {exc}", file=sys.stderr)
             return EXIT_FAILED

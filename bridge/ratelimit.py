@@ -1,11 +1,66 @@
-"""One token bucket for every rate limit: hub pushes (Hubject's per-minute limit) and each
-charger connection's message budget."""
+"""Rate limits.
+
+* :class:`SlidingWindow`: at most ``limit`` events in any ``window`` seconds, exactly. For the
+  hub's per-minute limits (Hubject's AUP counts calls per minute: PushEvseStatus 2000,
+  PushEvseData 375), where a burst on top of the rate would be over the limit.
+* :class:`TokenBucket`: ``rate`` events per second on average with a ``burst``; for each charger
+  connection's message budget, where short bursts are fine.
+
+Both answer "how long to wait before the next event" and take the event as done at that time,
+so waits add up and nothing is skipped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
+
+
+class SlidingWindow:
+    """No ``window``-second interval holds more than ``limit`` events.
+
+    Keeps the times of the events of the last window (at most ``limit``): the next event may
+    happen once the ``limit``-th last one is a whole window old. A burst up to the limit goes at
+    once; nothing more until the window has moved on.
+    """
+
+    def __init__(
+        self, limit: int, window: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a sliding window needs limit >= 1 and window > 0")
+        self.limit, self.window, self.clock = limit, window, clock
+        self._times: deque[float] = deque()
+
+    @classmethod
+    def per_minute(cls, per_minute: float) -> SlidingWindow:
+        return cls(max(1, int(per_minute)), 60.0)
+
+    def free_at(self, now: float | None = None) -> float:
+        """The earliest time the next event may happen (``now`` or later)."""
+        now = self.clock() if now is None else now
+        times = self._times
+        while times and times[0] + self.window <= now:  # out of every window from now on
+            times.popleft()
+        if len(times) < self.limit:
+            return now
+        return max(now, times[-self.limit] + self.window)
+
+    def take(self) -> float:
+        """Record one event at the earliest allowed time; returns the seconds until then."""
+        now = self.clock()
+        at = self.free_at(now)
+        self._times.append(at)
+        return at - now
+
+    async def acquire(self) -> float:
+        """Take one event, sleeping until it is allowed; returns the time waited."""
+        wait = self.take()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return wait
 
 
 class TokenBucket:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bridge.status.aggregate import evse_status
+from bridge.status.aggregate import STATION_DOWN, evse_status
 from bridge.status.registry import Registry
 from bridge.status.table import OcppStatus, OicpStatus
 
-STATION = 0  # OCPP 1.6 connectorId 0 / the 2.0.1 ChargingStation component
+STATION = 0  # evse_key: OCPP 1.6 connectorId 0 / the 2.0.1 ChargingStation component
+WHOLE_EVSE = 0  # connector_id of the 2.0.1 EVSE component (the whole EVSE evse_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class StatusReport:
 
     charge_point_id: str
     evse_key: int  # 1.6: connectorId (0 = whole charge point); 2.0.1: evseId
-    connector_id: int  # 1.6: same as evse_key; 2.0.1: connectorId within the EVSE
+    connector_id: int  # 1.6: same as evse_key; 2.0.1: connectorId within the EVSE (0: all)
     status: OcppStatus
 
 
@@ -49,6 +50,8 @@ class StatusEngine:
         self.offline_status = offline_status
         # EvseID → (evse_key, connector_id) → last OCPP status of that connector
         self._connectors: dict[str, dict[tuple[int, int], OcppStatus]] = {}
+        # EvseID → (evse_key, status) of the whole EVSE (the 2.0.1 EVSE component)
+        self._whole: dict[str, tuple[int, OcppStatus]] = {}
         self._station: dict[str, OcppStatus] = {}
         self._offline: set[str] = set()
         self._evses_of: dict[str, set[str]] = {}
@@ -65,6 +68,13 @@ class StatusEngine:
         """Every EVSE the bridge knows: configured ones plus those learned from templates."""
         return sorted(self._cp_of)
 
+    def snapshot(self) -> dict[str, tuple[str, OicpStatus]]:
+        """Every EVSE the bridge knows → (its charge point, its current status)."""
+        return {
+            evse_id: (cp_id, self._status.get(evse_id, OicpStatus.UNKNOWN))
+            for evse_id, cp_id in self._cp_of.items()
+        }
+
     def charge_point_of(self, evse_id: str) -> str | None:
         return self._cp_of.get(evse_id)
 
@@ -72,8 +82,25 @@ class StatusEngine:
         return sorted(self._evses_of.get(charge_point_id, ()))
 
     def connectors(self, evse_id: str) -> dict[tuple[int, int], OcppStatus]:
-        """(evse_key, connector_id) → last OCPP status, for each connector of an EVSE."""
-        return dict(sorted(self._connectors.get(evse_id, {}).items()))
+        """(evse_key, connector_id) → last OCPP status, for each connector of an EVSE
+        (connector_id 0: the whole EVSE, as a 2.0.1 EVSE component reported it)."""
+        mine = dict(self._connectors.get(evse_id, {}))
+        whole = self._whole.get(evse_id)
+        if whole is not None:
+            mine[(whole[0], WHOLE_EVSE)] = whole[1]
+        return dict(sorted(mine.items()))
+
+    def down(self, charge_point_id: str, evse_key: int) -> list[tuple[int, int]]:
+        """Which of the charger's station level (0, 0) and the whole EVSE ``evse_key``
+        (evse_key, 0) are down (Unavailable/Faulted) just now."""
+        levels = []
+        if self._station.get(charge_point_id) in STATION_DOWN:
+            levels.append((STATION, 0))
+        evse_id = self.registry.evse_id(charge_point_id, evse_key)
+        whole = self._whole.get(evse_id) if evse_id is not None else None
+        if whole is not None and whole[1] in STATION_DOWN:
+            levels.append((evse_key, WHOLE_EVSE))
+        return levels
 
     def ocpp_statuses(self, evse_id: str) -> list[str]:
         """The last OCPP status of each connector of an EVSE (for logs and the API)."""
@@ -127,9 +154,12 @@ class StatusEngine:
         if evse_id is None:
             return None
         self._learn(cp_id, evse_id)
-        self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
-            report.status
-        )
+        if report.connector_id == WHOLE_EVSE:
+            self._whole[evse_id] = (report.evse_key, report.status)
+        else:
+            self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
+                report.status
+            )
         return evse_id
 
     def _learn(self, cp_id: str, evse_id: str) -> None:
@@ -141,8 +171,11 @@ class StatusEngine:
         cp_id = self._cp_of[evse_id]
         if cp_id in self._offline:
             return self.offline_status
-        mine = list(self._connectors.get(evse_id, {}).values())
-        return evse_status(mine, self.table, self._station.get(cp_id))
+        mine = self._connectors.get(evse_id, {}).values()
+        whole = self._whole.get(evse_id)
+        return evse_status(
+            mine, self.table, self._station.get(cp_id), whole[1] if whole is not None else None
+        )
 
     def _recompute(self, evse_ids: Iterable[str]) -> list[EvseChange]:
         changes = []

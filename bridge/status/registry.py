@@ -28,10 +28,13 @@ class Registry:
         *,
         template: str | None = None,
         allow_unlisted: bool = False,
+        template_max_evses: int = 8,
     ) -> None:
         self._chargers = {cp: dict(evses) for cp, evses in chargers.items()}
         self._operator_id = operator_id
         self._template = template if allow_unlisted else None
+        # A charger not listed names its own numbers: only 1..max become EVSEs at the hub.
+        self._template_max = template_max_evses
         self._templated: dict[tuple[str, int], str | None] = {}  # formatting + regex per message
 
     @classmethod
@@ -41,6 +44,7 @@ class Registry:
             settings.oicp.operator_id,
             template=settings.ocpp.evse_id_template,
             allow_unlisted=settings.ocpp.allow_unlisted,
+            template_max_evses=settings.ocpp.template_max_evses,
         )
 
     def knows(self, charge_point_id: str) -> bool:
@@ -52,7 +56,7 @@ class Registry:
         listed = self._chargers.get(charge_point_id)
         if listed is not None:
             return listed.get(key)
-        if self._template is None or key < 1:
+        if self._template is None or not 1 <= key <= self._template_max:
             return None
         cached = self._templated.get((charge_point_id, key), _MISSING)
         if cached is not _MISSING:

@@ -200,6 +200,16 @@ class StateStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
 
+    def write_meta_now(self, key: str, value: str) -> None:
+        """Write one meta value durably at once (blocking; at start-up, before any traffic)."""
+        if self._db is None:
+            raise StoreError("state database is not open")
+        try:
+            with self._write_lock:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database write failed: {exc}") from exc
+
     @property
     def is_open(self) -> bool:
         return self._db is not None
