@@ -189,6 +189,8 @@ async def _fullload(settings: Settings, *, dry_run: bool) -> int:
             worker.stop()
             await runner
             await client.aclose()
+            # A fullLoad given up on may still be applied: the bridge started next waits.
+            bridge.store.put_meta("hub_settles_at", str(worker.unsettled_until))
         print(f"fullLoad sent: {count} EVSE status records accepted by {settings.oicp.base_url}")
         return 0
     finally:

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from bridge.app import Bridge
 from bridge.errors import HubError, StoreError
 from bridge.hubsim import HubSimulator
 from tests.conftest import Events, eventually
-from tests.procs import RawCharger
+from tests.procs import BridgeProcess, RawCharger, write_config
 
 MakeBridge = Callable[..., Awaitable[Bridge]]
 E1, E2 = "DE*ABC*E16*1", "DE*ABC*E16*2"
@@ -527,3 +528,41 @@ async def test_an_expired_grace_does_not_cut_a_newer_one_short(
     await asyncio.sleep(0.4 + 0.15)
     assert not ingest.charge_points["CP16"].offline  # 0.15 s into the new grace of 0.4 s
     await eventually(lambda: ingest.charge_points["CP16"].offline, within=2)
+
+
+# -- a crash -------------------------------------------------------------------------------------
+@pytest.mark.slow
+async def test_a_push_out_before_its_report_was_kept_is_undone_after_a_crash(
+    tmp_path: Path, hub: HubSimulator
+) -> None:
+    """A push goes out while the report it carries is still being committed (pushes do not
+    wait for the disk); a SIGKILL then leaves the hub with a status the database never got.
+    The next start cannot know which, so it sends a fullLoad (after the settle time)."""
+    settings = {
+        "ocpp": {"host": "127.0.0.1", "port": 0, "offline_grace": 600},
+        "oicp": {"base_url": hub.base_url, "operator_id": "DE*ABC", "request_timeout": 0.5},
+        "state": {"database": tmp_path / "state.db", "group_commit_ms": 100},
+        "fullload": {"enabled": False},
+        "ops": {"enabled": False},
+        "chargers": {"CP16": {"evses": {1: E1, 2: E2}}},
+    }
+    config = write_config(tmp_path / "bridge.yaml", settings)
+    first = await BridgeProcess(config).start()
+    cp = await RawCharger.connect(first.ocpp_port, "CP16")
+    await status16(cp, 1, "Available")
+    await eventually(lambda: hub.state.get(E1) == "Available")
+    await asyncio.sleep(0.3)  # its acknowledgment is on disk too
+    frame = [2, "x", "StatusNotification",
+             {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}]  # fmt: skip
+    await cp.ws.send(json.dumps(frame))  # the charger never gets its answer
+    await eventually(lambda: hub.state.get(E1) == "Occupied")  # pushed within the 100 ms
+    assert await first.kill() == -9
+    await cp.close()
+    second = await BridgeProcess(config).start()
+    try:
+        # The database has Available for E1 (the Charging report was never committed).
+        await eventually(lambda: hub.state.get(E1) == "Available", within=10)
+        assert [p.action for p in hub.received][-1] == "fullLoad"
+        assert second.named("bridge.unclean_start")
+    finally:
+        assert await second.terminate() == 0

@@ -296,6 +296,7 @@ class PushWorker:
         self.outbox.failed(evse_id, verdict.value, exc.code, exc.additional_info or str(exc))
         if ambiguous:
             self.outbox.ambiguous(evse_id)
+            self._flips.pop(evse_id, None)  # a 022 after this is expected, not a data error
         deferred_before, self._last_deferred = self._last_deferred, None
         if verdict is Verdict.RETRY:
             self._hub_failed(exc, detail, ambiguous, self.retry.push_timeout)
@@ -433,6 +434,7 @@ class PushWorker:
         detail = _detail(exc, duration, {"action": FULL_LOAD, "records": len(sent)})
         if ambiguous:
             self.outbox.full_load_ambiguous(sent)
+            self._flips.clear()
         deferred_before, self._last_deferred = self._last_deferred, None
         now = time.monotonic()
         outcome = verdict.value
