@@ -10,15 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge.delivery.lane import SendFullLoad, SendRecord, Wait
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import next_run
-from bridge.delivery.worker import (
-    PushWorker,
-    RetrySettings,
-    SendFullLoad,
-    SendRecord,
-    Wait,
-)
+from bridge.delivery.worker import PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import Acknowledgment, ActionType
@@ -119,7 +114,7 @@ def test_next_fullload_time_is_the_local_time_of_day(
     assert next_run(now, at, BERLIN) == due
 
 
-# -- the decision: what goes to the hub next ------------------------------------------------------
+# -- the decision: what goes to the hub next (bridge/delivery/lane.py) -------------------------
 class Never:
     """A client the decision tests never reach."""
 
@@ -234,3 +229,28 @@ async def test_after_an_ambiguous_outcome_the_status_is_sent_again(store: Failin
     step = worker.next_step(100.0)
     assert isinstance(step, SendRecord)
     assert (step.row.status, step.action) == ("Available", ActionType.UPDATE)
+
+
+async def test_the_daily_scheduler_does_not_wait_for_a_fullload_that_keeps_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fullLoad still being retried must not hold up the next days' requests."""
+    from bridge.delivery import scheduler
+
+    asked: list[asyncio.Future[int]] = []
+
+    class Worker:
+        def request_full_load(self) -> asyncio.Future[int]:
+            asked.append(asyncio.get_running_loop().create_future())  # never answered
+            return asked[-1]
+
+    monkeypatch.setattr(
+        scheduler, "next_run", lambda now, at, zone: now + scheduler.timedelta(seconds=0.05)
+    )
+    daily = scheduler.run_daily_full_load(Worker(), time(3), BERLIN)  # type: ignore[arg-type]
+    task = asyncio.create_task(daily)
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(asked) >= 3

@@ -3,11 +3,8 @@
 OICP requires data pushes to be strictly sequential ("MUST never be executed in parallel"), so
 a single task sends every push and every fullLoad; nothing else calls the hub.
 
-What goes to the hub next is one decision, :meth:`PushWorker.next_step`, made from the lane's
-state alone: a hold (backoff after a hub-wide failure, the settle time after an ambiguous
-outcome, a pause after a configuration error), the requested fullLoad and its own backoff, the
-outbox's next EVSE and the rate limit. It answers *wait until ...*, *send the fullLoad* or
-*send this EVSE's record*; the loop in :meth:`PushWorker.run` only carries it out.
+What goes to the hub next is one decision (:func:`bridge.delivery.lane.next_step`); the loop in
+:meth:`PushWorker.run` carries it out, and this module says what each outcome changes.
 
 After a request, failures are told apart by what they concern:
 
@@ -31,6 +28,14 @@ from typing import Protocol
 
 import structlog
 
+from bridge.delivery.lane import (
+    FullLoadRequests,
+    Limiter,
+    SendFullLoad,
+    Step,
+    Wait,
+    next_step,
+)
 from bridge.delivery.outbox import Current, Outbox
 from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
 from bridge.errors import HubError
@@ -55,14 +60,6 @@ class PushClient(Protocol):
     ) -> PushOutcome: ...
 
 
-class Limiter(Protocol):
-    """A rate limit the lane consults before each request (bridge.ratelimit.SlidingWindow)."""
-
-    def free_at(self, now: float | None = None) -> float: ...
-
-    def take(self) -> float: ...
-
-
 @dataclass(frozen=True)
 class RetrySettings:
     initial: float = 1.0  # first backoff (s); doubles per consecutive failure
@@ -83,57 +80,6 @@ class PushEvent:
     outcome: str  # ok | retry | defer | flip | pause | park | refused (a fullLoad)
     code: str | None
     duration_s: float
-
-
-# -- the decision ----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Nothing to send before the monotonic ``until`` (None: until something changes)."""
-
-    until: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SendFullLoad:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class SendRecord:
-    row: EvseRow
-    action: ActionType
-
-
-Step = Wait | SendFullLoad | SendRecord
-
-
-class FullLoadRequests:
-    """Who is waiting for a fullLoad, and when the next attempt may go."""
-
-    def __init__(self) -> None:
-        self.waiters: list[asyncio.Future[int]] = []
-        self.not_before = 0.0  # monotonic
-        self.failures = 0  # consecutive failed attempts (retryable)
-        self.refusals = 0  # consecutive refusals (the hub does not take this body)
-
-    @property
-    def requested(self) -> bool:
-        if any(f.done() for f in self.waiters):  # answered or given up by their callers
-            self.waiters = [f for f in self.waiters if not f.done()]
-        return bool(self.waiters)
-
-    def resolve(self, batch: list[asyncio.Future[int]], records: int) -> None:
-        for fut in batch:
-            if not fut.done():
-                fut.set_result(records)
-        self.waiters = [f for f in self.waiters if f not in batch]
-        self.failures = self.refusals = 0
-
-    def fail(self, batch: list[asyncio.Future[int]], exc: BaseException) -> None:
-        for fut in batch:
-            if not fut.done():
-                fut.set_exception(exc)
-        self.waiters = [f for f in self.waiters if f not in batch]
 
 
 class PushWorker:
@@ -170,22 +116,11 @@ class PushWorker:
 
     # -- the decision ------------------------------------------------------------------------
     def next_step(self, now: float) -> Step:
-        """What the lane does next at monotonic ``now``; pure (changes nothing but the
-        outbox's promotion of EVSEs whose wait is over)."""
-        if now < self._hold_until:
-            return Wait(self._hold_until)
-        full = self.full_load
-        requested = full.requested
-        full_due = requested and now >= full.not_before
-        row = None if full_due else self.outbox.head(now)
-        if not full_due and row is None:
-            return Wait(_earliest(full.not_before if requested else None, self.outbox.next_due()))
-        free = self.limiter.free_at(now)
-        if free > now:
-            return Wait(free)
-        if full_due or row is None:
-            return SendFullLoad()
-        return SendRecord(row, _action(row))
+        """What the lane does next at monotonic ``now`` (see :func:`lane.next_step`)."""
+        return next_step(
+            hold_until=self._hold_until, full_load=self.full_load, outbox=self.outbox,
+            limiter=self.limiter, now=now,
+        )  # fmt: skip
 
     @property
     def idle(self) -> bool:
@@ -462,17 +397,6 @@ class PushWorker:
                 log.warning("fullload.retry", retry_in_s=round(full.not_before - now, 2),
                             **detail)  # fmt: skip
         self._emit(FULL_LOAD, outcome, exc.code or _http(exc), duration)
-
-
-def _action(row: EvseRow) -> ActionType:
-    if row.removed:
-        return ActionType.DELETE
-    return ActionType.UPDATE if row.hub_holds else ActionType.INSERT
-
-
-def _earliest(*times: float | None) -> float | None:
-    known = [t for t in times if t is not None]
-    return min(known) if known else None
 
 
 def _detail(exc: HubError, duration: float, fields: dict[str, object]) -> dict[str, object]:
