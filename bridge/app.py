@@ -28,7 +28,7 @@ from bridge.ocpp.server import OcppServer
 from bridge.oicp.client import OicpClient
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
-from bridge.ratelimit import SlidingWindow
+from bridge.ratelimit import PacedWindow
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
@@ -147,7 +147,7 @@ class Bridge:
             self.outbox,
             self.engine,
             client,
-            limiter=SlidingWindow.per_minute(d.rate_limit_per_minute),
+            limiter=PacedWindow.per_minute(d.rate_limit_per_minute),
             retry=RetrySettings(
                 initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry,
                 max_attempts=d.max_attempts, settle=d.settle_time,

@@ -74,13 +74,7 @@ async def quiet(bridge: Bridge, hub: HubSimulator, within: float = 8.0) -> None:
     assert worker is not None
 
     def done() -> bool:
-        busy = getattr(worker, "busy", None)
-        return (
-            not bridge.outbox
-            and not worker.in_flight
-            and hub.in_flight == 0
-            and (busy is None or not busy())
-        )
+        return worker.idle and hub.in_flight == 0
 
     await eventually(done, within=within)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.app import Bridge
+from bridge.ratelimit import PacedWindow, SlidingWindow
 from tests.conftest import settings_for
 
 
@@ -42,17 +44,27 @@ def test_the_push_lane_admits_no_more_than_the_limit_in_the_first_minute(tmp_pat
 @given(
     st.integers(1, 40),
     st.lists(st.floats(0, 30, allow_nan=False), min_size=1, max_size=200),
+    st.floats(1, 10),
 )
-def test_no_window_carries_more_than_the_limit(limit: int, gaps: list[float]) -> None:
-    from bridge.ratelimit import SlidingWindow
-
+def test_no_window_carries_more_than_the_limit(limit: int, gaps: list[float], burst: float) -> None:
     arrivals, t = [], 0.0
     for gap in gaps:
         t += gap
         arrivals.append(t)
-    limiter = SlidingWindow(limit, 60.0)
-    sent = admitted_times(limiter, arrivals)
-    assert busiest_window(sent) <= limit
-    # ...and it does not hold back what the window allows: a burst up to the limit goes at once.
-    burst = admitted_times(SlidingWindow(limit, 60.0), [0.0] * limit)
-    assert burst == [0.0] * limit
+    assert busiest_window(admitted_times(SlidingWindow(limit, 60.0), arrivals)) <= limit
+    paced = admitted_times(PacedWindow(limit, 60.0, burst=burst), arrivals)
+    assert busiest_window(paced) <= limit
+    # Nothing is held back longer than the window and the pace require.
+    assert all(s >= a for s, a in zip(paced, arrivals, strict=True))
+
+
+def test_a_sliding_window_lets_a_burst_up_to_the_limit_go_at_once() -> None:
+    assert admitted_times(SlidingWindow(50, 60.0), [0.0] * 51) == [0.0] * 50 + [60.0]
+
+
+def test_the_paced_window_spreads_requests_at_the_average_rate() -> None:
+    """2000 a minute: a second's worth at once, then one every 30 ms; never 2001 a minute."""
+    sent = admitted_times(PacedWindow(2000, 60.0), [0.0] * 2100)
+    assert sent[:33] == [0.0] * 33
+    assert sent[34] - sent[33] == pytest.approx(0.03)
+    assert busiest_window(sent) == 2000

@@ -85,7 +85,7 @@ class Ingest:
     ) -> None:
         """Record one connector status durably; returns when it is committed."""
         now = self.clock()
-        at = report_time(reported_at, now)
+        at = now if reported_at is None else report_time(reported_at, now)
         slot = (charge_point_id, evse_key, connector_id)
         held = self._reported.get(slot)
         if held is not None and at < held:
@@ -93,23 +93,31 @@ class Ingest:
                      connector_id=connector_id, ocpp_status=status.value,
                      reported_at=reported_at, newer_held_at=_iso(held))  # fmt: skip
             return  # confirmed, changes nothing
-        if evse_key != STATION and self.engine.registry.evse_id(charge_point_id, evse_key) is None:
-            self._unmapped(charge_point_id, evse_key)
-            return  # answered; nothing stored, nothing pushed
+        evse_id = None
+        if evse_key != STATION:
+            evse_id = self.engine.registry.evse_id(charge_point_id, evse_key)
+            if evse_id is None:
+                self._unmapped(charge_point_id, evse_key)
+                return  # answered; nothing stored, nothing pushed
         changes: list[EvseChange] = []
         if connector_id != 0 and status not in STATION_DOWN and self._lifts(charge_point_id):
             # 2.0.1: a station (or EVSE) back in service reports its connectors, not always
             # itself; an operative connector reported after the outage ends it.
-            for key, conn in self.engine.down(charge_point_id, evse_key):
+            for key, conn in self.engine.down(charge_point_id, evse_id, evse_key):
                 if self._reported.get((charge_point_id, key, conn), at) <= at:
-                    changes += self._apply(
-                        (charge_point_id, key, conn), OcppStatus.AVAILABLE, error_code=None,
-                        reported_at=reported_at, at=at, now=now,
-                    )[1]  # fmt: skip
-        evse_id, more = self._apply(
-            slot, status, error_code=error_code, reported_at=reported_at, at=at, now=now
+                    changes += self._lift((charge_point_id, key, conn), reported_at, at, now)
+        evse_id, more = self.engine.apply(
+            StatusReport(charge_point_id, evse_key, connector_id, status)
         )
-        changes += more
+        self._reported[slot] = at
+        row = ConnectorRow(
+            charge_point_id, evse_key, connector_id, status.value, error_code, reported_at, now
+        )
+        self.store.put_connector(row)
+        if changes:
+            changes += more
+        else:
+            changes = more
         if changes:
             self.outbox.apply(changes)
         # last_seen: set by seen() for every message (the session calls it first), kept in
@@ -129,24 +137,14 @@ class Ingest:
         )
         await self.store.commit()
 
-    def _apply(
-        self,
-        slot: Slot,
-        status: OcppStatus,
-        *,
-        error_code: str | None,
-        reported_at: str | None,
-        at: float,
-        now: float,
-    ) -> tuple[str | None, list[EvseChange]]:
-        """Apply one (not stale) report to the engine and stage its row."""
+    def _lift(self, slot: Slot, reported_at: str | None, at: float, now: float) -> list[EvseChange]:
+        """End a station or EVSE outage: it is Available as of the connector report."""
         cp_id, key, conn = slot
-        evse_id, changes = self.engine.apply(StatusReport(cp_id, key, conn, status))
+        changes = self.engine.apply(StatusReport(cp_id, key, conn, OcppStatus.AVAILABLE))[1]
         self._reported[slot] = at
-        self.store.put_connector(
-            ConnectorRow(cp_id, key, conn, status.value, error_code, reported_at, now)
-        )
-        return evse_id, changes
+        self.store.put_connector(ConnectorRow(cp_id, key, conn, OcppStatus.AVAILABLE.value,
+                                              None, reported_at, now))  # fmt: skip
+        return changes
 
     def _lifts(self, charge_point_id: str) -> bool:
         row = self.charge_points.get(charge_point_id)

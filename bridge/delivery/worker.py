@@ -77,7 +77,7 @@ class PushEvent:
     """What the metrics hook is told about every attempt."""
 
     action: str
-    outcome: str  # ok | retry | defer | flip | pause | park | refused (a fullLoad)
+    outcome: str  # ok | retry | defer | flip | absent | pause | park | refused (a fullLoad)
     code: str | None
     duration_s: float
 

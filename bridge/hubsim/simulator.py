@@ -244,6 +244,10 @@ class Faults:
         except TypeError as exc:
             raise ValueError(f"{kind}: {exc}") from exc
 
+    def _summary(self, endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
+        """What faults match on; not worked out while none is set (the benchmark's hub)."""
+        return _summary(endpoint, body) if self._active else (None, ())
+
     def _take(self, kind: str, summary: _Summary = (None, ())) -> _Fault | None:
         fault = self._active.get(kind)
         if fault is None or not fault.matches(summary):
@@ -430,7 +434,7 @@ class HubSimulator:
             work.body = _json_object(work.raw)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            summary = _summary(endpoint, work.body)
+            summary = self.faults._summary(endpoint, work.body)
             late = self.faults._take("late", summary)
             if late is not None:
                 delay = late.seconds - (time.monotonic() - work.arrived)
@@ -494,7 +498,7 @@ class HubSimulator:
         # Validate first so that schema errors are recorded even for faulted requests.
         problem = self._check_body(request, endpoint, body)
 
-        summary = _summary(endpoint, body)
+        summary = self.faults._summary(endpoint, body)
         hang = self.faults._take("hang", summary)
         if hang is not None:
             await asyncio.sleep(hang.seconds)

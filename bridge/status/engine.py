@@ -90,14 +90,15 @@ class StatusEngine:
             mine[(whole[0], WHOLE_EVSE)] = whole[1]
         return dict(sorted(mine.items()))
 
-    def down(self, charge_point_id: str, evse_key: int) -> list[tuple[int, int]]:
-        """Which of the charger's station level (0, 0) and the whole EVSE ``evse_key``
-        (evse_key, 0) are down (Unavailable/Faulted) just now."""
+    def down(
+        self, charge_point_id: str, evse_id: str | None, evse_key: int
+    ) -> list[tuple[int, int]]:
+        """Which of the charger's station level (0, 0) and the whole EVSE ``evse_id`` (number
+        ``evse_key``: (evse_key, 0)) are down (Unavailable/Faulted) just now."""
         levels = []
         if self._station.get(charge_point_id) in STATION_DOWN:
             levels.append((STATION, 0))
-        evse_id = self.registry.evse_id(charge_point_id, evse_key)
-        whole = self._whole.get(evse_id) if evse_id is not None else None
+        whole = self._whole.get(evse_id) if self._whole and evse_id is not None else None
         if whole is not None and whole[1] in STATION_DOWN:
             levels.append((evse_key, WHOLE_EVSE))
         return levels
