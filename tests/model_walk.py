@@ -105,6 +105,8 @@ class Stats:
     faults: int = 0
     reports: int = 0
     full_loads_by_hand: int = 0
+    full_loads_at_hub: int = 0  # every fullLoad the hub got (scheduled, by hand, after a crash)
+    hub_requests: int = 0
 
 
 @dataclass
@@ -148,6 +150,8 @@ class Walk:
             raise AssertionError(self._story(exc)) from exc
         finally:
             await self.shutdown()
+            self.stats.full_loads_at_hub += sum(p.action == "fullLoad" for p in self.hub.received)
+            self.stats.hub_requests += len(self.hub.received)
 
     def _pick(self) -> str:
         kinds = {"report": 40, "flap": 10, "fault": 14, "connection": 10, "sleep": 6, "check": 12,

@@ -41,5 +41,6 @@ async def test_the_hub_is_never_left_wrong(tmp_path: Path) -> None:
         f"\nmodel walk: {stats.sequences} sequences (seeds {first}..{first + SEQUENCES - 1}), "
         f"{stats.steps} steps, {stats.reports} reports, {stats.faults} hub faults, "
         f"{stats.restarts} restarts, {stats.kills} SIGKILLs, {stats.full_loads_by_hand} fullLoads "
-        f"by hand, {stats.checks} invariant checks: all held"
+        f"by hand, {stats.hub_requests} hub requests ({stats.full_loads_at_hub} fullLoads), "
+        f"{stats.checks} invariant checks: all held"
     )
