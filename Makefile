@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/bridge.example.yaml
 
-.PHONY: run chargers test lint typecheck hadolint pytest docs bench clean
+.PHONY: run chargers test lint typecheck hadolint pytest chaos docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ docs: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+## chaos: the model-based walk of tests/test_model.py at length (minutes): many random
+##        sequences of reports, hub faults, restarts and SIGKILLs, the invariant checked
+##        whenever quiet; CHAOS_SEQUENCES, CHAOS_STEPS, CHAOS_SEED set size and seed
+CHAOS_SEQUENCES ?= 30
+CHAOS_STEPS ?= 80
+chaos: $(STAMP)
+	CHAOS_SEQUENCES=$(CHAOS_SEQUENCES) CHAOS_STEPS=$(CHAOS_STEPS) CHAOS_SEED=$(CHAOS_SEED) \
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/test_model.py
 
 ## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~2 min);
 ##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)

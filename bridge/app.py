@@ -7,6 +7,7 @@ import fcntl
 import os
 import signal
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
@@ -29,7 +30,7 @@ from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import ConfigError, DatabaseLockedError, HubError
+from bridge.errors import ConfigError, DatabaseLockedError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.live import LiveCatalog
@@ -40,7 +41,7 @@ from bridge.oicp.client import OicpClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import PacedWindow
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
@@ -140,6 +141,7 @@ class Bridge:
         self.accepting = False  # the OCPP endpoint is listening (readiness)
         self.stopping = False
         self._restored_full_load: float | None = None
+        self._meta: dict[str, str] = {}  # the state database's meta table as loaded
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
@@ -169,21 +171,17 @@ class Bridge:
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
-        self._withdraw_unshared()
+        # The configuration may have changed since (EvseIDs, overrides, removed EVSEs): what
+        # the hub should show is recomputed, and every difference is queued.
+        reconciled = self.outbox.reconcile(self.engine.snapshot())
+        self._meta = snapshot.meta
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
-        self.ingest.restore(snapshot.charge_points)
+        self.ingest.restore(snapshot.charge_points, snapshot.connectors)
         log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
                  connectors=len(snapshot.connectors), pending=len(self.outbox),
-                 stations=len(self.catalog.stations), schema=self.store.migration)  # fmt: skip
-
-    def _withdraw_unshared(self) -> None:
-        """EVSEs the hub may hold that are no longer shared (their station was deprecated, the
-        file dropped them) leave it: durably marked, taken out by the next fullLoad."""
-        shared = set(self.engine.evse_ids())
-        for evse_id, row in list(self.outbox.rows.items()):
-            if evse_id not in shared and not row.removed and not row.withdrawn:
-                self.outbox.withdraw(evse_id)
+                 stations=len(self.catalog.stations), schema=self.store.migration,
+                 reconciled=len(reconciled))  # fmt: skip
 
     def api_context(self) -> ApiContext:
         s = self.settings
@@ -198,31 +196,20 @@ class Bridge:
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
         )  # fmt: skip
 
-    async def _withdrawals(self, worker: PushWorker) -> None:
-        """A fullLoad whenever EVSEs must leave the hub (coalesced: one for many)."""
-        while True:
-            await self.outbox.leaving.wait()
-            self.outbox.leaving.clear()
-            leaving = self.outbox.withdrawals()
-            try:
-                count = await worker.request_full_load()
-            except HubError as exc:
-                log.error("fullload.failed", error=str(exc), hub_code=exc.code)
-            except Exception as exc:  # a bug here must not end the withdrawals for good
-                log.exception("fullload.failed", error=str(exc), hub_code=None)
-            else:
-                log.info("catalog.withdrawn", evse_ids=leaving[:50], withdrawn=len(leaving),
-                         records=count)  # fmt: skip
-
     def make_worker(self, client: PushClient) -> PushWorker:
-        d = self.settings.delivery
+        s = self.settings
+        d = s.delivery
         self.worker = PushWorker(
             self.outbox,
             self.engine,
             self.hub.watch(client),
-            limiter=TokenBucket.per_minute(d.rate_limit_per_minute),
-            retry=RetrySettings(initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry),
-        )
+            limiter=PacedWindow.per_minute(d.rate_limit_per_minute),
+            retry=RetrySettings(
+                initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry,
+                max_attempts=d.max_attempts, settle=d.settle_time,
+                push_timeout=s.oicp.request_timeout, full_load_timeout=s.fullload.request_timeout,
+            ),
+        )  # fmt: skip
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
         return self.worker
@@ -273,8 +260,8 @@ class Bridge:
         if isinstance(client, OicpClient):
             self._watch_hub_tls(client)
         worker = self.make_worker(client)
+        self._resume_lane(worker)
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
-        self._tasks.append(asyncio.create_task(self._withdrawals(worker), name="withdrawals"))
         if s.fullload.enabled:
             self._tasks.append(asyncio.create_task(
                 run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
@@ -305,6 +292,26 @@ class Bridge:
         if self.hub_tls.paths and interval > 0:
             self._hub_tls_task = asyncio.create_task(self.hub_tls.run(interval))
 
+    def _resume_lane(self, worker: PushWorker) -> None:
+        """Pick up where the previous process left the hub.
+
+        After a crash the hub may hold statuses this database never got to keep (a push goes
+        out while its report is still being committed), and a request of the previous process
+        may still be applied: nothing is sent for the settle time, then a fullLoad puts the
+        hub right. After a clean stop that abandoned a request, only the wait remains.
+        """
+        unclean = self._meta.get("clean_stop") == "0"
+        self.store.write_meta_now("clean_stop", "0")  # until stop() says otherwise
+        with suppress(KeyError, ValueError):
+            worker.hold(float(self._meta["hub_settles_at"]) - time.time())
+        if unclean:
+            d, settle = self.settings.delivery, self.settings.oicp.request_timeout
+            settle = d.settle_time if d.settle_time is not None else settle
+            worker.hold(settle)
+            worker.request_full_load()
+            log.warning("bridge.unclean_start", action="fullLoad after the settle time",
+                        settle_s=settle)  # fmt: skip
+
     async def stop(self) -> None:
         """Stop accepting, close chargers (1001), let the push in flight finish, commit."""
         log.info("bridge.stopping")
@@ -328,6 +335,9 @@ class Bridge:
                 task.cancel()
                 log.warning("bridge.push_abandoned", reason="shutdown timeout")
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.worker is not None and self.store.is_open:
+            self.store.put_meta("hub_settles_at", str(self.worker.unsettled_until))
+            self.store.put_meta("clean_stop", "1")
         await self.store.close()
         if isinstance(self._client, OicpClient):
             await self._client.aclose()

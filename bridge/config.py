@@ -310,6 +310,13 @@ class OcppSettings(_Model):
         "(counted since the start); further ones are refused. Each creates EVSEs that are "
         "pushed to the hub.",
     )
+    template_max_evses: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="EVSEs an unlisted charger may have: only its connector/EVSE numbers 1 to "
+        "this get an EvseID from `evse_id_template`; higher numbers are answered, not stored.",
+    )
     ping_interval: float | None = Field(
         60.0, description="Websocket ping interval (s); null disables pings."
     )
@@ -396,7 +403,9 @@ class OicpSettings(_Model):
         description="PEM CA bundle that verifies the hub; default: the system trust store.",
     )
     connect_timeout: float = Field(5.0, gt=0, description="TCP+TLS connect timeout (s).")
-    request_timeout: float = Field(20.0, gt=0, description="Whole-request timeout (s).")
+    request_timeout: float = Field(
+        20.0, gt=0, description="Whole-request timeout (s) of a push (fullLoad: its own)."
+    )
     tls_reload_interval: float = Field(
         60.0,
         ge=0,
@@ -441,6 +450,12 @@ class FullLoadSettings(_Model):
         default_factory=lambda: dt.time(3, 0), description="Local time of day (HH:MM)."
     )
     timezone: str = Field("Europe/Berlin", description="IANA time zone of `time`.")
+    request_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Whole-request timeout (s) of a fullLoad, which carries every EVSE and "
+        "takes the hub longer than a single push.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -480,6 +495,21 @@ class DeliverySettings(_Model):
     )
     shutdown_timeout: float = Field(
         5.0, gt=0, description="On SIGTERM, wait this long (s) for the push in flight."
+    )
+    settle_time: float | None = Field(
+        None,
+        ge=0,
+        description="After a request whose outcome is unknown (a timeout, the connection lost "
+        "after sending) no request goes to the hub for this long (s), so that the hub is done "
+        "with it before the next one. Null: the timeout of that request (`oicp.request_timeout`,"
+        " `fullload.request_timeout`).",
+    )
+    max_attempts: int = Field(
+        10,
+        ge=1,
+        description="Attempts per EVSE when the hub refuses its push with a retryable code "
+        "while other EVSEs go through; then it is parked (`push.parked`) until its status "
+        "changes or a fullLoad.",
     )
 
 

@@ -55,6 +55,8 @@ class HubError(BridgeError):
 
     ``code`` is the OICP StatusCode.Code when the hub answered with one, ``http_status`` the HTTP
     status when there was an HTTP answer; both are ``None`` for network errors and timeouts.
+    ``maybe_applied``: the request may have reached the hub without its answer reaching us (a
+    timeout, or the connection lost after sending), so the hub may apply it, even later.
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class HubError(BridgeError):
         description: str | None = None,
         additional_info: str | None = None,
         retry_after: float | None = None,
+        maybe_applied: bool = False,
     ) -> None:
         super().__init__(message)
+        self.maybe_applied = maybe_applied
         self.code = code
         self.http_status = http_status
         self.description = description

@@ -36,6 +36,7 @@ class BridgeProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, Any]] = []
         self.ocpp_port = 0
+        self.ops_port: int | None = None
         self._started = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -71,6 +72,7 @@ class BridgeProcess:
             self.events.append(event)
             if event.get("event") == "bridge.started":
                 self.ocpp_port = int(event["ocpp_port"])
+                self.ops_port = event.get("ops_port")
                 self._started.set()
 
     def named(self, name: str) -> list[dict[str, Any]]:

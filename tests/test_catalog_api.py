@@ -235,9 +235,9 @@ async def test_deprecated_station_is_disconnected_and_leaves_the_hub(
         await ok(api.patch("/chargestations/CP-NEW", json={"deployment_state": "deprecated"}))
         await eventually(lambda: cp.ws.state.name == "CLOSED")
     assert cp.ws.close_code == 1008
-    await eventually(lambda: any(p.action == "fullLoad" for p in hub.received))
-    full = [p for p in hub.received if p.action == "fullLoad"][-1]
-    assert "DE*ABC*E900*1" not in {e for e, _ in full.records}
+    # Its record leaves the hub with a delete push, and it is never pushed again.
+    await eventually(lambda: "DE*ABC*E900*1" not in hub.state)
+    assert [p[0] for p in pushes(hub) if p[1] == "DE*ABC*E900*1"] == ["insert", "delete"]
     assert bridge.outbox.rows["DE*ABC*E900*1"].removed
     with pytest.raises(InvalidStatus) as again:
         async with charger(bridge.ocpp.port, "CP-NEW"):
@@ -277,16 +277,14 @@ async def test_new_evse_id_replaces_the_old_at_the_hub(
         evse["evse_id"] = "DE*ABC*E901*1"
         await ok(api.put("/chargestations/CP-NEW", json=data,
                          headers={"If-Match": response.headers["ETag"]}))  # fmt: skip
-        await eventually(lambda: any(p.action == "fullLoad" for p in hub.received))
         await eventually(lambda: not bridge.outbox)
-    full = [p for p in hub.received if p.action == "fullLoad"][-1]
-    records = dict(full.records)
-    assert "DE*ABC*E900*1" not in records
-    assert records.get("DE*ABC*E901*1") == "Occupied" or (
-        ("insert", "DE*ABC*E901*1", "Occupied") in pushes(hub)
-    )
-    sent = [p for p in pushes(hub) if p[1] == "DE*ABC*E901*1"]
-    assert len(sent) <= 1  # pushed once at most (the fullLoad may carry it instead)
+    # The old record leaves with a delete, the new one is inserted once with the current status.
+    assert [p for p in pushes(hub) if p[1] == "DE*ABC*E900*1"][1:] == [
+        ("delete", "DE*ABC*E900*1", "Occupied")
+    ]
+    assert [p for p in pushes(hub) if p[1] == "DE*ABC*E901*1"] == [
+        ("insert", "DE*ABC*E901*1", "Occupied")
+    ]
     assert hub.state["DE*ABC*E901*1"] == "Occupied" and "DE*ABC*E900*1" not in hub.state
 
 

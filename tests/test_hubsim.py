@@ -319,3 +319,63 @@ async def test_run_hub_sim_serves_and_logs_each_push() -> None:
                 await task
     [line] = [entry for entry in logs if entry["event"] == "hubsim.push"]
     assert (line["action"], line["records"], line["code"]) == ("fullLoad", 1, "000")
+
+
+async def test_late_applies_after_the_client_gave_up_and_stays_in_flight(
+    sim: HubSimulator, http: httpx.AsyncClient
+) -> None:
+    sim.faults.late(0.4, count=1)
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post(
+            STATUS_PATH,
+            json=build_status_request(ActionType.INSERT, OP, None, [("DE*ABC*E1", A)]).model_dump(
+                mode="json"
+            ),
+            timeout=0.1,
+        )
+    await asyncio.sleep(0.1)
+    assert sim.state == {} and sim.in_flight == 1  # the hub is still working on it
+    for _ in range(50):
+        if sim.received:
+            break
+        await asyncio.sleep(0.02)
+    assert sim.state == {"DE*ABC*E1": "Available"} and sim.in_flight == 0
+    [late] = sim.received
+    assert (late.http_status, late.code) == (None, "000")  # applied, never answered
+    # A request sent while the late one is still being processed counts as a second one.
+    sim.faults.late(0.3, count=1)
+    slow = asyncio.create_task(push(http, ActionType.UPDATE, [("DE*ABC*E1", OCC)]))
+    await asyncio.sleep(0.05)
+    await push(http, ActionType.UPDATE, [("DE*ABC*E1", R)])
+    assert code_of(await slow) == "000"  # a client that waits long enough gets the answer
+    assert sim.max_in_flight == 2
+    assert sim.state == {"DE*ABC*E1": "Occupied"}  # the older request landed last
+
+
+@pytest.mark.parametrize("apply", [True, False])
+async def test_drop_closes_without_an_answer(
+    sim: HubSimulator, http: httpx.AsyncClient, apply: bool
+) -> None:
+    sim.faults.apply({"fault": "drop", "count": 1, "apply": apply})
+    with pytest.raises(httpx.RemoteProtocolError):
+        await push(http, ActionType.INSERT, [("DE*ABC*E1", A)])
+    assert sim.state == ({"DE*ABC*E1": "Available"} if apply else {})
+    [dropped] = sim.received
+    assert (dropped.http_status, dropped.code) == (None, "000" if apply else None)
+    assert sim.in_flight == 0
+    assert code_of(await push(http, ActionType.FULL_LOAD, [])) == "000"  # next one answered
+
+
+async def test_faults_limited_to_an_action_or_an_evse(
+    sim: HubSimulator, http: httpx.AsyncClient
+) -> None:
+    sim.faults.answer_code("009", action="fullLoad")
+    sim.faults.fail_http(503, evse_id="DE*ABC*E2")
+    assert code_of(await push(http, ActionType.INSERT, [("DE*ABC*E1", A)])) == "000"
+    assert (await push(http, ActionType.INSERT, [("DE*ABC*E2", A)])).status_code == 503
+    assert code_of(await push(http, ActionType.FULL_LOAD, [("DE*ABC*E1", A)])) == "009"
+    assert sim.faults.describe() == {
+        "answer_code": {"count": None, "code": "009", "action": "fullLoad"},
+        "fail_http": {"count": None, "status": 503, "evse_id": "DE*ABC*E2"},
+    }
+    assert sim.state == {"DE*ABC*E1": "Available"}

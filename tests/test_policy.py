@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.delivery.policy import Verdict, backoff, classify
+from bridge.delivery.policy import Verdict, backoff, classify, is_ambiguous
 from bridge.errors import HubRejectedError, HubTransportError
 from bridge.ratelimit import TokenBucket
 
@@ -16,8 +16,10 @@ def rejected(code: str | None = None, http: int | None = 200) -> HubRejectedErro
 
 
 @pytest.mark.parametrize("code", ["001", "002", "009", "021", "310", "320"])
-def test_transient_oicp_codes_retry(code: str) -> None:
-    assert classify(rejected(code), "update") is Verdict.RETRY
+def test_transient_oicp_codes_defer_that_request(code: str) -> None:
+    """The hub answered, for this request: it waits, the others go on."""
+    assert classify(rejected(code), "update") is Verdict.DEFER
+    assert classify(rejected(code), "fullLoad") is Verdict.DEFER
 
 
 @pytest.mark.parametrize("http", [408, 429, 500, 502, 503, 504])
@@ -27,6 +29,17 @@ def test_transient_http_statuses_retry(http: int) -> None:
 
 def test_network_errors_and_timeouts_retry() -> None:
     assert classify(HubTransportError("timeout"), "insert") is Verdict.RETRY
+
+
+def test_what_may_have_reached_the_hub_is_ambiguous() -> None:
+    assert is_ambiguous(HubTransportError("timeout", maybe_applied=True))
+    assert not is_ambiguous(HubTransportError("connection refused"))
+    assert is_ambiguous(rejected(None, 504)) and is_ambiguous(rejected(None, 502))
+    assert not is_ambiguous(rejected(None, 503)) and not is_ambiguous(rejected("009"))
+
+
+def test_022_to_delete_means_the_record_is_gone() -> None:
+    assert classify(rejected("022"), "delete") is Verdict.ABSENT
 
 
 @pytest.mark.parametrize(

@@ -202,8 +202,9 @@ def test_unlisted_chargers_never_get_another_chargers_evse_id() -> None:
     # An admitted unlisted charger owns its EvseIDs: a look-alike ID is refused.
     assert registry.taken_evse_id("NEW-1") is None and registry.admit("NEW-1")
     assert registry.taken_evse_id("NEW1") == "DE*ABC*ENEW1*1"
-    assert registry.evse_id("NEW-1", 40) == "DE*ABC*ENEW1*40"
-    assert registry.evse_id("NEW1", 40) is None  # beyond the numbers checked at connect too
+    assert registry.evse_id("NEW-1", 8) == "DE*ABC*ENEW1*8"
+    assert registry.evse_id("NEW1", 8) is None  # every number it may use is checked at connect
+    assert registry.evse_id("NEW-1", 9) is None  # beyond template_max_evses: no EVSE at all
     # At most max_unlisted unlisted chargers; admitted ones stay admitted.
     assert registry.admit("NEW2") and not registry.admit("NEW3")
     assert registry.admit("NEW-1") and registry.admit("CP9")

@@ -10,17 +10,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge.delivery.lane import SendFullLoad, SendRecord, Wait
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import next_run
 from bridge.delivery.worker import PushWorker, RetrySettings
 from bridge.errors import StoreError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import Acknowledgment, ActionType
-from bridge.ratelimit import TokenBucket
+from bridge.ratelimit import SlidingWindow
 from bridge.status.engine import StatusEngine, StatusReport
 from bridge.status.registry import Registry
 from bridge.status.table import OcppStatus, OicpStatus, effective_table
-from bridge.store.sqlite import StateStore
+from bridge.store.sqlite import EvseRow, StateStore
 
 ACK = Acknowledgment.model_validate(
     {"Result": True, "StatusCode": {"Code": "000", "Description": "Success."}}
@@ -34,7 +35,11 @@ class Hub:
         self.actions: list[str] = []
 
     async def push_evse_status(
-        self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
+        self,
+        action: ActionType,
+        records: Sequence[tuple[str, OicpStatus]],
+        *,
+        timeout: float | None = None,
     ) -> PushOutcome:
         self.actions.append(action.value)
         return PushOutcome("000", 200, 1.0, ACK)
@@ -68,7 +73,7 @@ async def test_a_fullload_whose_commit_fails_is_sent_again_not_lost(store: Faili
     engine.apply(StatusReport("CP1", 1, 1, OcppStatus.AVAILABLE))
     hub = Hub()
     worker = PushWorker(
-        Outbox(store), engine, hub, limiter=TokenBucket.per_minute(600_000),
+        Outbox(store), engine, hub, limiter=SlidingWindow.per_minute(600_000),
         retry=RetrySettings(initial=0.05, cap=0.05),
     )  # fmt: skip
     running = asyncio.create_task(worker.run())
@@ -107,3 +112,145 @@ def test_next_fullload_time_is_the_local_time_of_day(
     now: datetime, at: time, due: datetime
 ) -> None:
     assert next_run(now, at, BERLIN) == due
+
+
+# -- the decision: what goes to the hub next (bridge/delivery/lane.py) -------------------------
+class Never:
+    """A client the decision tests never reach."""
+
+    async def push_evse_status(self, *args: object, **kwargs: object) -> PushOutcome:
+        raise AssertionError("next_step only decides")
+
+
+def lane(store: StateStore, *, limit: int = 600_000) -> tuple[PushWorker, StatusEngine]:
+    engine = StatusEngine(
+        effective_table({}), Registry({"CP1": {1: "DE*ABC*E1*1", 2: "DE*ABC*E1*2"}}, "DE*ABC")
+    )
+    worker = PushWorker(Outbox(store), engine, Never(), limiter=SlidingWindow(limit, 60.0))
+    return worker, engine
+
+
+def change(worker: PushWorker, engine: StatusEngine, key: int, status: OcppStatus) -> None:
+    worker.outbox.apply(engine.apply(StatusReport("CP1", key, key, status))[1])
+
+
+async def test_nothing_to_do_waits_for_a_change(store: FailingStore) -> None:
+    worker, _ = lane(store)
+    assert worker.next_step(100.0) == Wait(None)
+
+
+async def test_the_oldest_pending_evse_goes_first_as_insert_then_update(
+    store: FailingStore,
+) -> None:
+    worker, engine = lane(store)
+    change(worker, engine, 2, OcppStatus.AVAILABLE)
+    change(worker, engine, 1, OcppStatus.CHARGING)
+    step = worker.next_step(100.0)
+    assert isinstance(step, SendRecord)
+    assert (step.row.evse_id, step.action) == ("DE*ABC*E1*2", ActionType.INSERT)
+    worker.outbox.acknowledged("DE*ABC*E1*2", OicpStatus.AVAILABLE, "000")
+    change(worker, engine, 2, OcppStatus.FAULTED)
+    first = worker.next_step(100.0)
+    assert isinstance(first, SendRecord) and first.row.evse_id == "DE*ABC*E1*1"
+    worker.outbox.acknowledged("DE*ABC*E1*1", OicpStatus.OCCUPIED, "000")
+    second = worker.next_step(100.0)
+    assert isinstance(second, SendRecord)
+    assert (second.row.evse_id, second.action) == ("DE*ABC*E1*2", ActionType.UPDATE)
+
+
+async def test_a_hold_comes_before_everything(store: FailingStore) -> None:
+    worker, engine = lane(store)
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    worker.request_full_load()
+    worker._hold_until = 105.0
+    assert worker.next_step(100.0) == Wait(105.0)
+    assert isinstance(worker.next_step(105.0), SendFullLoad)
+
+
+async def test_a_fullload_waits_for_its_backoff_while_records_go(store: FailingStore) -> None:
+    worker, engine = lane(store)
+    worker.request_full_load()
+    worker.full_load.not_before = 110.0
+    assert worker.next_step(100.0) == Wait(110.0)  # nothing else to do: wait for it
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    assert isinstance(worker.next_step(100.0), SendRecord)  # records flow meanwhile
+    assert isinstance(worker.next_step(110.0), SendFullLoad)
+
+
+async def test_the_rate_limit_holds_the_next_request(store: FailingStore) -> None:
+    worker, engine = lane(store, limit=2)
+    worker.limiter.clock = lambda: 100.0  # type: ignore[attr-defined]
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    worker.limiter.take()
+    worker.limiter.take()
+    assert worker.next_step(100.0) == Wait(160.0)
+    assert isinstance(worker.next_step(160.0), SendRecord)
+
+
+async def test_a_deferred_evse_goes_to_the_back_and_waits_its_turn(store: FailingStore) -> None:
+    worker, engine = lane(store)
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    change(worker, engine, 2, OcppStatus.AVAILABLE)
+    assert worker.outbox.defer("DE*ABC*E1*1") == 1
+    worker.outbox.move_back("DE*ABC*E1*1", 120.0)
+    step = worker.next_step(100.0)
+    assert isinstance(step, SendRecord) and step.row.evse_id == "DE*ABC*E1*2"
+    worker.outbox.acknowledged("DE*ABC*E1*2", OicpStatus.AVAILABLE, "000")
+    assert worker.next_step(100.0) == Wait(120.0)
+    step = worker.next_step(120.0)
+    assert isinstance(step, SendRecord) and step.row.evse_id == "DE*ABC*E1*1"
+    # A new status is sent now, not after the backoff the old one earned.
+    worker.outbox.move_back("DE*ABC*E1*1", 200.0)
+    change(worker, engine, 1, OcppStatus.CHARGING)
+    assert isinstance(worker.next_step(121.0), SendRecord)
+
+
+async def test_a_removed_evse_the_hub_may_hold_is_deleted(store: FailingStore) -> None:
+    worker, engine = lane(store)
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    worker.outbox.acknowledged("DE*ABC*E1*1", OicpStatus.AVAILABLE, "000")
+    worker.outbox.rows["DE*ABC*GONE"] = row = EvseRow("DE*ABC*GONE", "CP9", "Occupied")
+    row.hub_holds, row.hub_status = True, "Occupied"
+    assert worker.outbox.reconcile(engine.snapshot()) == ["DE*ABC*GONE"]
+    step = worker.next_step(100.0)
+    assert isinstance(step, SendRecord)
+    assert (step.row.evse_id, step.action) == ("DE*ABC*GONE", ActionType.DELETE)
+    worker.outbox.deleted("DE*ABC*GONE", "000")
+    assert worker.next_step(100.0) == Wait(None)
+
+
+async def test_after_an_ambiguous_outcome_the_status_is_sent_again(store: FailingStore) -> None:
+    worker, engine = lane(store)
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    worker.outbox.acknowledged("DE*ABC*E1*1", OicpStatus.AVAILABLE, "000")
+    change(worker, engine, 1, OcppStatus.CHARGING)  # pushed, the request times out...
+    worker.outbox.ambiguous("DE*ABC*E1*1")
+    change(worker, engine, 1, OcppStatus.AVAILABLE)  # ...and the EVSE is back to Available
+    step = worker.next_step(100.0)
+    assert isinstance(step, SendRecord)
+    assert (step.row.status, step.action) == ("Available", ActionType.UPDATE)
+
+
+async def test_the_daily_scheduler_does_not_wait_for_a_fullload_that_keeps_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fullLoad still being retried must not hold up the next days' requests."""
+    from bridge.delivery import scheduler
+
+    asked: list[asyncio.Future[int]] = []
+
+    class Worker:
+        def request_full_load(self) -> asyncio.Future[int]:
+            asked.append(asyncio.get_running_loop().create_future())  # never answered
+            return asked[-1]
+
+    monkeypatch.setattr(
+        scheduler, "next_run", lambda now, at, zone: now + scheduler.timedelta(seconds=0.05)
+    )
+    daily = scheduler.run_daily_full_load(Worker(), time(3), BERLIN)  # type: ignore[arg-type]
+    task = asyncio.create_task(daily)
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(asked) >= 3

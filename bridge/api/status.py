@@ -207,6 +207,7 @@ def delivery_summary(
         "paused": worker is not None and worker.paused_reason is not None,
         "paused_reason": worker.paused_reason if worker is not None else None,
         "in_flight": bool(worker is not None and worker.in_flight),
+        "full_load_pending": bool(worker is not None and worker.full_load.requested),
         "last_full_load": iso(last_full_load),
         "evses_by_hub_status": dict(sorted(hub_counts.items())),
     }

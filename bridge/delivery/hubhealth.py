@@ -55,10 +55,14 @@ class _Watched:
         self._health = health
 
     async def push_evse_status(
-        self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
+        self,
+        action: ActionType,
+        records: Sequence[tuple[str, OicpStatus]],
+        *,
+        timeout: float | None = None,
     ) -> PushOutcome:
         try:
-            outcome = await self._client.push_evse_status(action, records)
+            outcome = await self._client.push_evse_status(action, records, timeout=timeout)
         except HubError as exc:
             self._health.failed(exc)
             raise

@@ -1,31 +1,52 @@
-"""The durable outbox: per EVSE, the status we want the hub to have and what it has.
+"""The durable outbox: per EVSE, the status we want the hub to have and what the hub has.
 
-An EVSE is *pending* while its current OICP status differs from the last status the hub
-acknowledged. Pending is per EVSE, not per change, so the queue is bounded by the number of
-EVSEs: a second change before the push went out replaces the first (coalescing), and a change
-back to what the hub already has cancels the push. Order is first-pending-first-pushed.
+What the hub has is modelled honestly. ``hub_status`` is the status the hub holds as far as we
+know: ``None`` when we do not know it (never acknowledged, or a request whose outcome is unknown
+since: a timeout, a connection lost after sending). ``hub_holds`` says whether the hub may hold
+the record (it decides insert vs update, and whether a removed EVSE needs a delete).
+
+An EVSE is *pending* while the hub may be wrong about it: a configured EVSE whose status differs
+from ``hub_status`` (so also whenever that is unknown), or an EVSE no longer configured that the
+hub may still hold (it gets a delete). Pending is per EVSE, not per change, so the queue is
+bounded by the number of EVSEs: a second change before the push went out replaces the first
+(coalescing), and a change back to what the hub is known to have cancels the push.
+
+Order is first-pending-first-pushed; an EVSE whose push was refused for now goes to the back
+(and may wait for a per-EVSE backoff), so one EVSE cannot hold up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from bridge.status.engine import EvseChange
 from bridge.status.table import OicpStatus
-from bridge.store.sqlite import REMOVED, WITHDRAWN, EvseRow, StateStore
+from bridge.store.sqlite import REMOVED, EvseRow, StateStore
+
+#: EvseID → (charge point, current status) of every EVSE the bridge knows (configured or
+#: learned from a template): what the engine computes.
+Current = Mapping[str, tuple[str, OicpStatus]]
 
 
 class Outbox:
-    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.monotonic = monotonic
         self.rows: dict[str, EvseRow] = {}
-        self._pending: dict[str, None] = {}  # insertion-ordered set of EvseIDs
+        self._pending: dict[str, None] = {}  # insertion-ordered set of EvseIDs ready to go
+        self._waiting: dict[str, float] = {}  # EvseID → monotonic time before which it waits
+        self._wake_ups: list[tuple[float, str]] = []  # heap over _waiting (may hold stale ones)
         self.changed = asyncio.Event()
-        #: Set when an EVSE must leave the hub (withdraw); the bridge answers with a fullLoad.
-        self.leaving = asyncio.Event()
 
     # -- loading and changes ---------------------------------------------------------------
     def restore(self, rows: Iterable[EvseRow]) -> None:
@@ -36,8 +57,39 @@ class Outbox:
                 self._pending[row.evse_id] = None
         if self._pending:
             self.changed.set()
-        if any(row.withdrawn for row in self.rows.values()):
-            self.leaving.set()  # a withdrawal from before a restart is still owed
+
+    def reconcile(self, current: Current) -> list[str]:
+        """At start: bring every row in line with what the bridge computes now.
+
+        The configuration (EvseIDs, status overrides, offline status) may have changed since
+        the rows were written, so statuses are recomputed from the stored connector statuses
+        and every difference is queued; EVSEs no longer configured are marked removed (and get
+        a delete if the hub may hold them). Returns the EvseIDs whose row changed.
+        """
+        now = self.clock()
+        touched = []
+        for evse_id, (cp_id, status) in current.items():
+            row = self.rows.get(evse_id)
+            if row is None:
+                if status is OicpStatus.UNKNOWN:
+                    continue  # nothing reported yet: nothing to tell the hub
+                row = self.rows[evse_id] = EvseRow(evse_id, cp_id, status.value)
+            elif row.status == status.value and not row.removed and row.charge_point_id == cp_id:
+                self.refresh(row, now)
+                continue
+            if row.status != status.value or row.removed:
+                row.status, row.changed_at = status.value, now
+                row.parked_code = None  # a new status (or a new life) deserves a new try
+            row.charge_point_id = cp_id
+            self.refresh(row, now)
+            touched.append(evse_id)
+        for evse_id, row in self.rows.items():
+            if evse_id not in current:
+                if not row.removed:
+                    row.parked_code = REMOVED
+                    touched.append(evse_id)
+                self.refresh(row, now)
+        return touched
 
     def apply(self, changes: Iterable[EvseChange]) -> None:
         """Take the engine's status changes; marks EVSEs pending and stages their rows."""
@@ -50,80 +102,144 @@ class Outbox:
                 )
             row.status = change.new.value
             row.changed_at = now
-            row.parked_code = None  # a new status deserves a new try
+            row.parked_code = None  # a new status deserves a new try...
+            if self._waiting.pop(change.evse_id, None) is not None:
+                row.attempts = 0  # ...now, not after the backoff the old one earned
+                self._pending[change.evse_id] = None
             self.refresh(row, now)
 
     def refresh(self, row: EvseRow, now: float | None = None) -> None:
         """Recompute whether ``row`` needs a push, and stage it for the next commit."""
-        needed = row.parked_code is None and row.status != row.hub_status
-        if needed and row.evse_id not in self._pending:
-            row.pending_since = now if now is not None else self.clock()
-            row.attempts = 0
-            self._pending[row.evse_id] = None
-            self.changed.set()
-        elif not needed and row.evse_id in self._pending:
+        evse_id = row.evse_id
+        queued = evse_id in self._pending or evse_id in self._waiting
+        if _needs_push(row):
+            if not queued:
+                row.pending_since = now if now is not None else self.clock()
+                row.attempts = 0
+                self._pending[evse_id] = None
+                self.changed.set()
+        elif queued:
             row.pending_since = None
-            del self._pending[row.evse_id]
+            self._pending.pop(evse_id, None)
+            self._waiting.pop(evse_id, None)
         self.store.put_evse(row)
 
     def withdraw(self, evse_id: str) -> None:
         """This EVSE leaves the hub (deprecated or stock station, REMOVED EVSE, new EvseID).
 
-        Durable with the change that caused it (staged here, committed with it); it is never
-        pushed again unless it is shared anew, and the next fullLoad leaves it out (then it is
-        REMOVED). Without a row the hub never had it: nothing to do.
+        Durable with the change that caused it (staged here, committed with it): it is marked
+        removed, so the lane deletes it if the hub may hold it and never inserts or updates it
+        again, unless it is shared anew (a new status brings it back). Without a row the hub
+        never had it: nothing to do.
         """
         row = self.rows.get(evse_id)
-        if row is None or row.removed or row.withdrawn:
+        if row is None or row.removed:
             return
-        row.parked_code = WITHDRAWN
+        row.parked_code = REMOVED
         self.refresh(row)
-        self.leaving.set()
-
-    def withdrawals(self) -> list[str]:
-        """EVSEs that must leave the hub and may still be there."""
-        return sorted(e for e, row in self.rows.items() if row.withdrawn)
 
     # -- queries ---------------------------------------------------------------------------
-    def head(self) -> EvseRow | None:
-        """The EVSE whose push is next (the one pending longest)."""
+    def head(self, now: float | None = None) -> EvseRow | None:
+        """The EVSE whose push is next: the one pending longest that is not waiting."""
+        if self._wake_ups:
+            self._wake(self.monotonic() if now is None else now)
         for evse_id in self._pending:
             return self.rows[evse_id]
         return None
 
+    def next_due(self) -> float | None:
+        """Monotonic time when the first waiting EVSE may go again (None: none waits)."""
+        while self._wake_ups:
+            at, evse_id = self._wake_ups[0]
+            if self._waiting.get(evse_id) == at:
+                return at
+            heapq.heappop(self._wake_ups)  # stale: pushed, changed or moved since
+        return None
+
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._waiting)
 
     def is_pending(self, evse_id: str) -> bool:
-        return evse_id in self._pending
+        return evse_id in self._pending or evse_id in self._waiting
 
     def oldest_pending_age(self) -> float:
-        row = self.head()
-        if row is None or row.pending_since is None:
-            return 0.0
-        return max(0.0, self.clock() - row.pending_since)
+        # Round robin moves EVSEs to the back, so the oldest is not always first: look at all.
+        rows = self.rows
+        since = [rows[e].pending_since for e in (*self._pending, *self._waiting)]
+        known = [s for s in since if s is not None]
+        return max(0.0, self.clock() - min(known)) if known else 0.0
 
     # -- outcomes --------------------------------------------------------------------------
-    def acknowledged(self, evse_id: str, sent: OicpStatus, outcome: str, code: str) -> EvseRow:
-        """The hub accepted ``sent`` for this EVSE."""
+    def acknowledged(self, evse_id: str, sent: OicpStatus, code: str) -> EvseRow:
+        """The hub accepted ``sent`` (insert or update) for this EVSE."""
         now = self.clock()
         row = self.rows[evse_id]
         row.hub_status = sent.value
         row.hub_holds = True
         row.hub_acked_at = now
-        row.last_outcome, row.last_code, row.last_info = outcome, code, None
+        row.last_outcome, row.last_code, row.last_info = "ok", code, None
         row.last_push_at = now
         row.attempts = 0
         self.refresh(row, now)
         return row
 
+    def deleted(self, evse_id: str, code: str | None) -> EvseRow:
+        """The hub does not hold this (removed) EVSE any more."""
+        now = self.clock()
+        row = self.rows[evse_id]
+        row.hub_status, row.hub_holds = None, False
+        row.last_outcome, row.last_code, row.last_info = "deleted", code, None
+        row.last_push_at = now
+        row.attempts = 0
+        self.refresh(row, now)
+        return row
+
+    def ambiguous(self, evse_id: str) -> None:
+        """A request for this EVSE may or may not have been (or be) applied by the hub.
+
+        Whatever was acknowledged before, the hub's status is unknown now: the current status
+        is pushed again. The hub may hold the record (an insert may have landed), so the next
+        push is an update (a 022 answer switches it back to insert).
+        """
+        row = self.rows[evse_id]
+        row.hub_status = None
+        row.hub_holds = True
+        self.refresh(row)
+
     def failed(self, evse_id: str, outcome: str, code: str | None, info: str | None) -> EvseRow:
         row = self.rows[evse_id]
-        row.attempts += 1
         row.last_outcome, row.last_code, row.last_info = outcome, code, info
         row.last_push_at = self.clock()
         self.store.put_evse(row)
         return row
+
+    def defer(self, evse_id: str) -> int:
+        """This EVSE's push was refused for now: one more attempt counted, and it goes to the
+        back of the queue. Returns its attempts so far."""
+        row = self.rows[evse_id]
+        row.attempts += 1
+        self.store.put_evse(row)
+        self.move_back(evse_id)
+        return row.attempts
+
+    def move_back(self, evse_id: str, until: float | None = None) -> None:
+        """Queue a pending EVSE again at the back (after the monotonic ``until`` if given)."""
+        if not self.is_pending(evse_id):
+            return
+        self._pending.pop(evse_id, None)
+        if until is None:
+            self._waiting.pop(evse_id, None)
+            self._pending[evse_id] = None
+        else:
+            self._waiting[evse_id] = until
+            heapq.heappush(self._wake_ups, (until, evse_id))
+
+    def _wake(self, now: float) -> None:
+        while self._wake_ups and self._wake_ups[0][0] <= now:
+            at, evse_id = heapq.heappop(self._wake_ups)
+            if self._waiting.get(evse_id) == at:
+                del self._waiting[evse_id]
+                self._pending[evse_id] = None
 
     def set_hub_holds(self, evse_id: str, holds: bool) -> None:
         row = self.rows[evse_id]
@@ -133,30 +249,62 @@ class Outbox:
         self.refresh(row)
 
     def park(self, evse_id: str, code: str | None) -> None:
-        """Set this EVSE aside until its status changes or a fullLoad succeeds."""
+        """Set this EVSE aside until its status changes or a fullLoad succeeds.
+
+        A removed EVSE whose delete is refused is given up on: the next fullLoad drops it.
+        """
         row = self.rows[evse_id]
-        row.parked_code = code or "unknown"
+        if row.removed:
+            row.hub_holds = False
+        else:
+            row.parked_code = code or "unknown"
         self.refresh(row)
 
-    def full_load_done(self, sent: dict[str, tuple[str, OicpStatus]]) -> None:
-        """A fullLoad replaced the hub's set with ``sent`` (EvseID → (charge point, status))."""
+    # -- fullLoad ----------------------------------------------------------------------------
+    def full_load_done(self, sent: Current, current: Current) -> None:
+        """A fullLoad replaced the hub's set with ``sent``; ``current`` is what the bridge
+        computes now (it may have changed while the fullLoad was in flight)."""
         now = self.clock()
+        for evse_id, row in self.rows.items():
+            if evse_id not in sent:
+                row.hub_holds, row.hub_status = False, None  # the fullLoad dropped it
+                if evse_id not in current:
+                    row.parked_code = REMOVED  # gone from the configuration: stays gone
+                self.refresh(row, now)
         for evse_id, (cp_id, status) in sent.items():
-            row = self.rows.get(evse_id)
-            if row is None:
-                row = self.rows[evse_id] = EvseRow(evse_id, cp_id, status.value)
+            cp_now, status_now = current.get(evse_id, (cp_id, status))
+            row = self.rows.get(evse_id) or EvseRow(evse_id, cp_now, status_now.value)
+            self.rows[evse_id] = row
             row.hub_status = status.value
             row.hub_holds = True
             row.hub_acked_at = now
-            row.parked_code = None
+            if evse_id in current:
+                if row.status != status_now.value:
+                    row.status, row.changed_at = status_now.value, now
+                row.charge_point_id = cp_now
+                row.parked_code = None
+            else:  # removed from the configuration while the fullLoad was in flight
+                row.parked_code = REMOVED
             row.last_outcome, row.last_code, row.last_info = "fullload", "000", None
             self.refresh(row, now)
-        for evse_id, row in self.rows.items():
-            if row.parked_code is None and row.pending_since is not None and evse_id not in sent:
-                continue  # shared after the fullLoad was built: its own push follows
-            if evse_id not in sent and not row.removed:
-                # No longer configured: the fullLoad removed it from the hub; never push it.
-                row.hub_holds = False
-                row.hub_status = None
-                row.parked_code = REMOVED
-                self.refresh(row, now)
+
+    def full_load_ambiguous(self, sent: Current) -> None:
+        """A fullLoad's outcome is unknown: per EVSE the hub has either what it had before or
+        what the fullLoad carried; only where both are the same status is it known."""
+        for evse_id, (cp_id, status) in sent.items():
+            found = self.rows.get(evse_id)
+            if found is not None and found.hub_status == status.value and found.hub_holds:
+                continue  # before and after the same: known
+            row = found or EvseRow(evse_id, cp_id, status.value)
+            self.rows[evse_id] = row
+            row.hub_status = None
+            row.hub_holds = True
+            self.refresh(row)
+
+
+def _needs_push(row: EvseRow) -> bool:
+    if row.parked_code is None:
+        return row.status != row.hub_status
+    if row.parked_code == REMOVED:
+        return row.hub_holds  # may still be at the hub: delete it
+    return False  # parked

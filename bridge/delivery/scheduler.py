@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from bridge.delivery.worker import PushWorker
-from bridge.errors import HubError
 
 log = structlog.get_logger("bridge.scheduler")
 
@@ -28,16 +27,20 @@ def next_run(now: datetime, at: time, zone: ZoneInfo) -> datetime:
 
 
 async def run_daily_full_load(worker: PushWorker, at: time, zone: ZoneInfo) -> None:
-    """Request one fullLoad a day from the worker (which sends it between pushes)."""
+    """Ask the worker for one fullLoad a day (sent between pushes).
+
+    It does not wait for the answer: a fullLoad the hub keeps failing is retried by the worker
+    while the days go on; a refused one (``fullload.failed``) waits for the next day.
+    """
     while True:
         now = datetime.now(UTC)
         due = next_run(now, at, zone)
         log.info("fullload.scheduled", due=due.isoformat(), local_time=at.isoformat("minutes"),
                  timezone=zone.key)  # fmt: skip
         await asyncio.sleep((due - now).total_seconds())
-        try:
-            count = await worker.request_full_load()
-        except HubError as exc:
-            log.error("fullload.failed", error=str(exc), hub_code=exc.code)
-        else:
-            log.info("fullload.done", records=count)
+        worker.request_full_load().add_done_callback(_done)
+
+
+def _done(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        log.info("fullload.done", records=fut.result())

@@ -1,7 +1,21 @@
-"""The push worker: the only code that talks to the hub, one request at a time.
+"""The push worker: the one lane to the hub, one request at a time.
 
 OICP requires data pushes to be strictly sequential ("MUST never be executed in parallel"), so
 a single task sends every push and every fullLoad; nothing else calls the hub.
+
+What goes to the hub next is one decision (:func:`bridge.delivery.lane.next_step`); the loop in
+:meth:`PushWorker.run` carries it out, and this module says what each outcome changes.
+
+After a request, failures are told apart by what they concern:
+
+* the hub (HTTP 5xx, 408, 429, timeouts, network errors): every request waits (backoff, honouring
+  Retry-After); when the request may have been applied all the same, also the settle time, and
+  that EVSE's status at the hub counts as unknown (it is pushed again whatever was acknowledged);
+* one request (a retryable OICP code answered for it): that EVSE goes to the back of the queue
+  with a backoff of its own, and is parked after ``max_attempts``; when two different requests in
+  a row get such answers it is the hub after all, and the lane backs off instead (not counting
+  against the EVSEs) until a request succeeds;
+* the set-up (017, 210, 300, HTTP 401/403): every request waits ``pause``, nothing is dropped.
 """
 
 from __future__ import annotations
@@ -14,22 +28,35 @@ from typing import Protocol
 
 import structlog
 
-from bridge.delivery.outbox import Outbox
-from bridge.delivery.policy import Verdict, backoff, classify
+from bridge.delivery.lane import (
+    FullLoadRequests,
+    Limiter,
+    SendFullLoad,
+    Step,
+    Wait,
+    next_step,
+)
+from bridge.delivery.outbox import Current, Outbox
+from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
 from bridge.errors import HubError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
-from bridge.ratelimit import TokenBucket
 from bridge.status.engine import StatusEngine
 from bridge.status.table import OicpStatus
 from bridge.store.sqlite import EvseRow
 
 log = structlog.get_logger("bridge.push")
 
+FULL_LOAD = "fullLoad"  # the target of a fullLoad request (EvseIDs are the others)
+
 
 class PushClient(Protocol):
     async def push_evse_status(
-        self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
+        self,
+        action: ActionType,
+        records: Sequence[tuple[str, OicpStatus]],
+        *,
+        timeout: float | None = None,
     ) -> PushOutcome: ...
 
 
@@ -39,6 +66,10 @@ class RetrySettings:
     cap: float = 300.0  # longest backoff (s)
     pause: float = 60.0  # retry interval while the hub reports a configuration error (s)
     max_flips: int = 2  # insert<->update switches per EVSE before it is parked
+    max_attempts: int = 10  # per-EVSE refusals (retryable codes) before it is parked
+    settle: float | None = None  # hold after an ambiguous outcome; None: that request's timeout
+    push_timeout: float = 20.0  # whole-request timeout of a single push (oicp.request_timeout)
+    full_load_timeout: float = 120.0  # whole-request timeout of a fullLoad
 
 
 @dataclass(frozen=True)
@@ -46,7 +77,7 @@ class PushEvent:
     """What the metrics hook is told about every attempt."""
 
     action: str
-    outcome: str  # ok | retry | flip | pause | park (the Verdict values)
+    outcome: str  # ok | retry | defer | flip | absent | pause | park | refused (a fullLoad)
     code: str | None
     duration_s: float
 
@@ -58,7 +89,7 @@ class PushWorker:
         engine: StatusEngine,
         client: PushClient,
         *,
-        limiter: TokenBucket,
+        limiter: Limiter,
         retry: RetrySettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -71,66 +102,86 @@ class PushWorker:
         self.paused_reason: str | None = None  # set while the hub reports a config error
         self.last_full_load: float | None = None
         self.in_flight = False
+        #: Wall-clock time until which the hub may still apply a request of ours whose outcome
+        #: we do not know (kept over a restart, so the next process waits too).
+        self.unsettled_until = 0.0
         self.on_push: Callable[[PushEvent], None] | None = None
-        self._failures = 0  # consecutive transient failures (the hub's health, not an EVSE's)
+        self.full_load = FullLoadRequests()
+        self._failures = 0  # consecutive hub-wide failures (the hub's health, not an EVSE's)
         self._hold_until = 0.0  # monotonic time before which nothing is sent
         self._flips: dict[str, int] = {}
-        self._full_load_waiters: list[asyncio.Future[int]] = []
-        self._full_load_requested = asyncio.Event()
+        self._last_deferred: str | None = None  # target of the previous request if deferred
+        self._hub_refuses = False  # different requests deferred in a row: the hub, not them
         self._stop = asyncio.Event()
+
+    # -- the decision ------------------------------------------------------------------------
+    def next_step(self, now: float) -> Step:
+        """What the lane does next at monotonic ``now`` (see :func:`lane.next_step`)."""
+        return next_step(
+            hold_until=self._hold_until, full_load=self.full_load, outbox=self.outbox,
+            limiter=self.limiter, now=now,
+        )  # fmt: skip
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, nothing in flight, no fullLoad asked for."""
+        return not self.in_flight and not self.outbox and not self.full_load.requested
 
     # -- control ---------------------------------------------------------------------------
     async def run(self) -> None:
-        """Push until :meth:`stop`; the push in flight when stop is called finishes first."""
+        """Push until :meth:`stop`; the request in flight when stop is called finishes first."""
         while not self._stop.is_set():
             try:
-                await self._step()
+                self.outbox.changed.clear()  # before deciding: a later change wakes the wait
+                step = self.next_step(time.monotonic())
+                if isinstance(step, Wait):
+                    await self._wait(step.until)
+                elif isinstance(step, SendFullLoad):
+                    await self._full_load()
+                else:
+                    await self._push(step.row, step.action)
             except Exception:
                 # A bug or a failing state store must not end pushing for good: log it, back
                 # off like a hub failure, and go on. Nothing was acknowledged, so nothing is lost.
                 self.in_flight = False
                 delay = self._back_off()
                 log.exception("push.error", retry_in_s=round(delay, 2))
-        self._fail_waiters(HubError("bridge is shutting down"))
-
-    async def _step(self) -> None:
-        hold = self._hold_until - time.monotonic()
-        if hold > 0:
-            await self._wait(self._stop, hold)
-        elif self._full_load_waiters:
-            await self._full_load()
-        elif (row := self.outbox.head()) is not None:
-            await self._push(row)
-        else:
-            self.outbox.changed.clear()
-            await self._wait(self.outbox.changed, None, also=self._full_load_requested)
+        self.full_load.fail(list(self.full_load.waiters), HubError("bridge is shutting down"))
 
     def stop(self) -> None:
         self._stop.set()
+        self.outbox.changed.set()
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (e.g. after a start, while the hub may still apply a
+        request of the previous process)."""
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
+        self.outbox.changed.set()
 
     def request_full_load(self) -> asyncio.Future[int]:
-        """Queue a fullLoad behind the push in flight; the future gives the record count."""
+        """Ask for a fullLoad (sent between pushes); the future gives the record count, or the
+        hub's refusal. Requests made while one waits are served by the same fullLoad."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._full_load_waiters.append(fut)
-        self._full_load_requested.set()
+        fut.add_done_callback(_retrieved)  # a caller that does not wait must not leak a warning
+        self.full_load.waiters.append(fut)
+        self.outbox.changed.set()
         return fut
 
-    async def _wait(
-        self, event: asyncio.Event, limit: float | None, also: asyncio.Event | None = None
-    ) -> None:
-        waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stop.wait())}
-        if also is not None:
-            waits.add(asyncio.ensure_future(also.wait()))
-        _, rest = await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        for task in rest:
-            task.cancel()
+    async def _wait(self, until: float | None) -> None:
+        timeout = None if until is None else until - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.outbox.changed.wait()  # also set by stop() and request_full_load()
+        except TimeoutError:
+            pass
 
-    # -- one push --------------------------------------------------------------------------
-    async def _push(self, row: EvseRow) -> None:
+    # -- one record ------------------------------------------------------------------------
+    async def _push(self, row: EvseRow, action: ActionType) -> None:
         evse_id = row.evse_id
         status = OicpStatus(row.status)
-        action = ActionType.UPDATE if row.hub_holds else ActionType.INSERT
-        await self.limiter.acquire()
+        self.limiter.take()
         fields: dict[str, object] = {
             "charge_point_id": row.charge_point_id,
             "evse_id": evse_id,
@@ -143,138 +194,226 @@ class PushWorker:
         try:
             outcome = await self.client.push_evse_status(action, [(evse_id, status)])
         except HubError as exc:
-            duration = time.monotonic() - started
             self.in_flight = False
-            await self._failed(exc, action, duration, fields, evse_id)
+            self._record_failed(exc, action, time.monotonic() - started, fields, evse_id)
+            self.outbox.store.commit_soon()
             return
+        except asyncio.CancelledError:  # abandoned at shutdown: the hub may still apply it
+            self.in_flight = False
+            self.outbox.ambiguous(evse_id)
+            self._unsettled(self.retry.push_timeout)
+            raise
         self.in_flight = False
         self._succeeded()
         self._flips.pop(evse_id, None)
-        self.outbox.acknowledged(evse_id, status, "ok", outcome.code)
-        self._emit(action, "ok", outcome.code, outcome.duration_ms / 1000)
+        if action is ActionType.DELETE:
+            self.outbox.deleted(evse_id, outcome.code)
+        else:
+            self.outbox.acknowledged(evse_id, status, outcome.code)
+        self._emit(action.value, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("push.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
                  pending=len(self.outbox), **fields)  # fmt: skip
         # The acknowledgment rides with the next group commit instead of holding up the next
         # push: losing it in a crash only means one identical re-push (insert/update recover).
         self.outbox.store.commit_soon()
 
-    async def _failed(
+    def _record_failed(
         self,
         exc: HubError,
         action: ActionType,
         duration: float,
         fields: dict[str, object],
-        evse_id: str | None,
+        evse_id: str,
     ) -> None:
         verdict = classify(exc, action.value)
-        detail = {
-            "hub_code": exc.code,
-            "http_status": exc.http_status,
-            "duration_ms": round(duration * 1000, 1),
-            "error": str(exc),
-            "additional_info": exc.additional_info,
-            **fields,
-        }
-        if evse_id is not None:
-            self.outbox.failed(evse_id, verdict.value, exc.code, exc.additional_info or str(exc))
+        ambiguous = is_ambiguous(exc)
+        detail = _detail(exc, duration, fields)
+        self.outbox.failed(evse_id, verdict.value, exc.code, exc.additional_info or str(exc))
+        if ambiguous:
+            self.outbox.ambiguous(evse_id)
+            self._flips.pop(evse_id, None)  # a 022 after this is expected, not a data error
+        deferred_before, self._last_deferred = self._last_deferred, None
         if verdict is Verdict.RETRY:
-            delay = self._back_off(exc.retry_after)
-            log.warning("push.retry", retry_in_s=round(delay, 2), failures=self._failures,
-                        **detail)  # fmt: skip
+            self._hub_failed(exc, detail, ambiguous, self.retry.push_timeout)
         elif verdict is Verdict.PAUSE:
-            self.paused_reason = f"hub answered {exc.code or exc.http_status}: {exc}"
-            self._hold_until = time.monotonic() + self.retry.pause
-            log.error("push.paused", reason=self.paused_reason, retry_in_s=self.retry.pause,
-                      pending=len(self.outbox), **detail)  # fmt: skip
-        elif verdict is Verdict.FLIP and evse_id is not None:
+            self._pause(exc, detail)
+        elif verdict is Verdict.DEFER:
+            self._last_deferred = evse_id
+            if self._hub_refuses or deferred_before not in (None, evse_id):
+                # Two different requests in a row refused for now: that is the hub. Every
+                # request waits, and none is held against its EVSE, until one succeeds.
+                self._hub_refuses = True
+                self.outbox.move_back(evse_id)
+                self._hub_failed(exc, detail, ambiguous, self.retry.push_timeout)
+            else:  # this EVSE's problem: to the back of the queue, on a backoff of its own
+                attempts = self.outbox.defer(evse_id)
+                if attempts >= self.retry.max_attempts:
+                    verdict = Verdict.PARK
+                    detail["reason"] = f"refused {attempts} times while other EVSEs went through"
+                else:
+                    wait = backoff(attempts, self.retry.initial, self.retry.cap, exc.retry_after)
+                    self.outbox.move_back(evse_id, time.monotonic() + wait)
+                    log.warning("push.deferred", retry_in_s=round(wait, 2), attempts=attempts,
+                                **detail)  # fmt: skip
+        elif verdict is Verdict.FLIP:
             flips = self._flips[evse_id] = self._flips.get(evse_id, 0) + 1
             if flips > self.retry.max_flips:
                 verdict = Verdict.PARK
+                detail["reason"] = f"022 to insert and to update ({flips} times)"
             else:
                 # 022 to update: the hub lacks the record -> insert it (and the reverse).
                 self.outbox.set_hub_holds(evse_id, action is ActionType.INSERT)
+                self.outbox.move_back(evse_id)
                 log.warning("push.flip", next_action="update" if action is ActionType.INSERT
                             else "insert", **detail)  # fmt: skip
-        if verdict is Verdict.PARK and evse_id is not None:
+        elif verdict is Verdict.ABSENT:  # a delete of a record the hub does not hold
+            self._succeeded()
+            self.outbox.deleted(evse_id, exc.code)
+            log.info("push.ok", hub_code=exc.code, pending=len(self.outbox), **fields)
+        if verdict is Verdict.PARK:
             self._flips.pop(evse_id, None)
             self.outbox.park(evse_id, exc.code)
-            log.error("push.parked", **detail)
-        self._emit(action, verdict.value, exc.code or _http(exc), duration)
-        self.outbox.store.commit_soon()
+            log.error("push.parked", attempts=self.outbox.rows[evse_id].attempts, **detail)
+        self._emit(action.value, verdict.value, exc.code or _http(exc), duration)
+
+    # -- outcomes for the whole lane -----------------------------------------------------------
+    def _hub_failed(
+        self, exc: HubError, detail: dict[str, object], ambiguous: bool, timeout: float
+    ) -> None:
+        """A hub-wide failure: hold every request for the backoff (and the settle time)."""
+        delay = self._back_off(exc.retry_after)
+        if ambiguous:
+            settle = self._unsettled(timeout)
+            delay = max(delay, settle)
+            self._hold_until = max(self._hold_until, time.monotonic() + settle)
+        log.warning("push.retry", retry_in_s=round(delay, 2), failures=self._failures,
+                    ambiguous=ambiguous, **detail)  # fmt: skip
+
+    def _unsettled(self, timeout: float) -> float:
+        """The hub may still apply a request: note until when (wall clock) and return the
+        settle time."""
+        settle = self.retry.settle if self.retry.settle is not None else timeout
+        self.unsettled_until = max(self.unsettled_until, self.clock() + settle)
+        return settle
+
+    def _pause(self, exc: HubError, detail: dict[str, object]) -> None:
+        self.paused_reason = f"hub answered {exc.code or exc.http_status}: {exc}"
+        self._hold_until = max(self._hold_until, time.monotonic() + self.retry.pause)
+        log.error("push.paused", reason=self.paused_reason, retry_in_s=self.retry.pause,
+                  pending=len(self.outbox), **detail)  # fmt: skip
 
     def _back_off(self, retry_after: float | None = None) -> float:
-        """One more consecutive failure: hold every push for the next backoff delay."""
+        """One more consecutive failure: hold every request for the next backoff delay."""
         self._failures += 1
         delay = backoff(self._failures, self.retry.initial, self.retry.cap, retry_after)
-        self._hold_until = time.monotonic() + delay
+        self._hold_until = max(self._hold_until, time.monotonic() + delay)
         return delay
 
     def _succeeded(self) -> None:
         self._failures = 0
+        self._hub_refuses = False
+        self._last_deferred = None
         if self.paused_reason is not None:
             log.info("push.resumed", after=self.paused_reason)
             self.paused_reason = None
 
-    def _emit(self, action: ActionType, outcome: str, code: str | None, duration: float) -> None:
+    def _emit(self, action: str, outcome: str, code: str | None, duration: float) -> None:
         if self.on_push is not None:
-            self.on_push(PushEvent(action.value, outcome, code, duration))
+            self.on_push(PushEvent(action, outcome, code, duration))
 
     # -- fullLoad --------------------------------------------------------------------------
     async def _full_load(self) -> None:
-        waiters, self._full_load_waiters = self._full_load_waiters, []
-        self._full_load_requested.clear()
-        try:
-            await self._send_full_load(waiters)
-        except BaseException:
-            # Not a hub answer (e.g. the state store failed after the hub accepted it): the
-            # request stays queued for the next attempt instead of leaving its callers waiting.
-            queued = self._full_load_waiters
-            self._full_load_waiters[:0] = [f for f in waiters if not f.done() and f not in queued]
-            self._full_load_requested.set()
-            raise
-
-    async def _send_full_load(self, waiters: list[asyncio.Future[int]]) -> None:
-        sent = {
-            evse_id: (cp_id, self.engine.status(evse_id))
-            for evse_id in self.engine.evse_ids()
-            if (cp_id := self.engine.charge_point_of(evse_id)) is not None
-        }
-        records = [(evse_id, status) for evse_id, (_, status) in sent.items()]
-        await self.limiter.acquire()
+        full = self.full_load
+        batch = list(full.waiters)  # requests made while it is in flight wait for the next
+        sent = self.engine.snapshot()
+        records = [(evse_id, sent[evse_id][1]) for evse_id in sorted(sent)]
+        self.limiter.take()
         started = time.monotonic()
         self.in_flight = True
         try:
-            outcome = await self.client.push_evse_status(ActionType.FULL_LOAD, records)
+            outcome = await self.client.push_evse_status(
+                ActionType.FULL_LOAD, records, timeout=self.retry.full_load_timeout
+            )
         except HubError as exc:
             self.in_flight = False
-            self._full_load_waiters[:0] = waiters  # try again after the backoff / pause
-            self._full_load_requested.set()
-            await self._failed(
-                exc, ActionType.FULL_LOAD, time.monotonic() - started,
-                {"action": "fullLoad", "records": len(records)}, None,
-            )  # fmt: skip
-            if classify(exc, "fullLoad") is Verdict.PARK:  # the hub refuses this body: give up
-                self._fail_waiters(exc)
+            self._full_load_failed(exc, batch, sent, time.monotonic() - started)
+            self.outbox.store.commit_soon()
             return
+        except asyncio.CancelledError:
+            self.in_flight = False
+            self.outbox.full_load_ambiguous(sent)
+            self._unsettled(self.retry.full_load_timeout)
+            raise
         self.in_flight = False
         self._succeeded()
-        self.outbox.full_load_done(sent)
+        self.outbox.full_load_done(sent, self.engine.snapshot())
         self.last_full_load = self.clock()
         self.outbox.store.put_meta("last_full_load", str(self.last_full_load))
-        self._emit(ActionType.FULL_LOAD, "ok", outcome.code, outcome.duration_ms / 1000)
-        log.info("fullload.ok", action="fullLoad", records=len(records), hub_code=outcome.code,
+        self._emit(FULL_LOAD, "ok", outcome.code, outcome.duration_ms / 1000)
+        log.info("fullload.ok", action=FULL_LOAD, records=len(records), hub_code=outcome.code,
                  duration_ms=round(outcome.duration_ms, 1))  # fmt: skip
+        # Raises StoreError if it cannot be kept: the waiters then wait for the retry.
         await self.outbox.store.commit()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(len(records))
+        full.resolve(batch, len(records))
 
-    def _fail_waiters(self, exc: HubError) -> None:
-        waiters, self._full_load_waiters = self._full_load_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_exception(exc)
+    def _full_load_failed(
+        self,
+        exc: HubError,
+        batch: list[asyncio.Future[int]],
+        sent: Current,
+        duration: float,
+    ) -> None:
+        full = self.full_load
+        verdict = classify(exc, FULL_LOAD)
+        ambiguous = is_ambiguous(exc)
+        detail = _detail(exc, duration, {"action": FULL_LOAD, "records": len(sent)})
+        if ambiguous:
+            self.outbox.full_load_ambiguous(sent)
+            self._flips.clear()
+        deferred_before, self._last_deferred = self._last_deferred, None
+        now = time.monotonic()
+        outcome = verdict.value
+        if verdict is Verdict.RETRY:
+            self._hub_failed(exc, detail, ambiguous, self.retry.full_load_timeout)
+        elif verdict is Verdict.PAUSE:
+            self._pause(exc, detail)
+        elif verdict is Verdict.DEFER:
+            self._last_deferred = FULL_LOAD
+            if self._hub_refuses or deferred_before not in (None, FULL_LOAD):
+                self._hub_refuses = True
+                self._hub_failed(exc, detail, ambiguous, self.retry.full_load_timeout)
+        if verdict is Verdict.PARK:  # the hub refuses this body: give up until asked again
+            outcome = "refused"
+            full.refusals += 1
+            wait = doubling(full.refusals, self.retry.initial, self.retry.cap)
+            full.not_before = now + wait
+            full.fail(batch, exc)
+            log.error("fullload.failed", retry_not_before_s=round(wait, 2), **detail)
+        else:  # retried on its own backoff, after the hold: single pushes go in between
+            full.failures += 1
+            wait = backoff(full.failures, self.retry.initial, self.retry.cap, exc.retry_after)
+            full.not_before = max(self._hold_until, now) + max(wait, self.retry.initial)
+            if verdict is Verdict.DEFER:
+                log.warning("fullload.retry", retry_in_s=round(full.not_before - now, 2),
+                            **detail)  # fmt: skip
+        self._emit(FULL_LOAD, outcome, exc.code or _http(exc), duration)
+
+
+def _detail(exc: HubError, duration: float, fields: dict[str, object]) -> dict[str, object]:
+    return {
+        "hub_code": exc.code,
+        "http_status": exc.http_status,
+        "duration_ms": round(duration * 1000, 1),
+        "error": str(exc),
+        "additional_info": exc.additional_info,
+        **fields,
+    }
 
 
 def _http(exc: HubError) -> str | None:
     return f"http_{exc.http_status}" if exc.http_status is not None else "transport"
+
+
+def _retrieved(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled():
+        fut.exception()

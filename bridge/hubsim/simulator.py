@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 Endpoint = Literal["status", "data"]
+_Summary = tuple[str | None, tuple[tuple[str, str | None], ...]]  # (ActionType, records)
 BodyValidator = Callable[[str, dict[str, Any]], None]
 
 STATUS_ROUTE = "/api/oicp/evsepush/v21/operators/{operatorID}/status-records"
@@ -76,8 +77,8 @@ class ReceivedPush:
     action: str | None  # None if the body had no usable ActionType
     records: tuple[tuple[str, str | None], ...]  # (EvseID, EvseStatus); None for data pushes
     raw: bytes  # the request body as received
-    http_status: int | None  # None: the client went away before the answer
-    code: str | None  # OICP StatusCode.Code answered, None if the answer had none
+    http_status: int | None  # None: no answer reached the client (it went away, or a drop)
+    code: str | None  # OICP StatusCode.Code of what the hub did; None if nothing was applied
 
     @property
     def body(self) -> dict[str, Any] | None:
@@ -104,6 +105,14 @@ class _Fault:
     retry_after: float | str | None = None
     code: str = ""
     seconds: float = 0.0
+    action: str | None = None  # only requests with this ActionType
+    evse_id: str | None = None  # only requests with a record of this EvseID
+
+    def matches(self, summary: _Summary) -> bool:
+        action, records = summary
+        if self.action is not None and action != self.action:
+            return False
+        return self.evse_id is None or any(evse_id == self.evse_id for evse_id, _ in records)
 
     def describe(self) -> dict[str, Any]:
         fields = {k: getattr(self, k) for k in self.__slots__ if k != "count"}
@@ -113,35 +122,98 @@ class _Fault:
 class Faults:
     """Fault injection. Each kind has one slot; setting it again replaces the previous one.
 
-    Per request: ``hang`` (sleep first), then ``fail_http`` (answer that HTTP status), else
-    ``answer_code`` (answer that OICP code). Each applied fault uses up one of its ``count``.
+    Per request: ``late`` or ``drop`` (below), ``hang`` (sleep first), then ``fail_http``
+    (answer that HTTP status), else ``answer_code`` (answer that OICP code). Each applied fault
+    uses up one of its ``count``. Every fault may be limited to requests of one ``action``
+    (e.g. ``fullLoad``) and/or with a record of one ``evse_id``; others pass untouched.
+
+    ``late`` and ``drop`` make outcomes the client cannot know: ``late`` applies the request
+    ``seconds`` after it arrived whether or not the client is still waiting (a client that
+    timed out earlier never learns that it was applied); ``drop`` closes the connection
+    without an answer, after applying the request or not.
     """
 
-    _KINDS = ("hang", "fail_http", "answer_code")
+    _KINDS = ("late", "drop", "hang", "fail_http", "answer_code")
 
     def __init__(self, simulator: HubSimulator) -> None:
         self._sim = simulator
         self._active: dict[str, _Fault] = {}
 
     def fail_http(
-        self, status: int, count: int | None = None, retry_after: float | str | None = None
+        self,
+        status: int,
+        count: int | None = None,
+        retry_after: float | str | None = None,
+        *,
+        action: str | None = None,
+        evse_id: str | None = None,
     ) -> None:
         """Answer HTTP ``status`` (with Retry-After if given) to the next ``count`` pushes."""
         if not 400 <= status <= 599:
             raise ValueError(f"fail_http needs a 4xx/5xx status, got {status}")
-        self._active["fail_http"] = _Fault(_count(count), status=status, retry_after=retry_after)
+        self._active["fail_http"] = _Fault(
+            _count(count), status=status, retry_after=retry_after, action=action, evse_id=evse_id
+        )
 
-    def answer_code(self, code: str, count: int | None = None) -> None:
+    def answer_code(
+        self,
+        code: str,
+        count: int | None = None,
+        *,
+        action: str | None = None,
+        evse_id: str | None = None,
+    ) -> None:
         """Answer OICP ``code`` (Result false; 017 as HTTP 401, 300 as HTTP 404 like Hubject)."""
         if not (len(code) == 3 and code.isdigit()) or code == "000":
             raise ValueError(f"answer_code needs a 3-digit error code, got {code!r}")
-        self._active["answer_code"] = _Fault(_count(count), code=code)
+        self._active["answer_code"] = _Fault(
+            _count(count), code=code, action=action, evse_id=evse_id
+        )
 
-    def hang(self, seconds: float, count: int | None = None) -> None:
+    def hang(
+        self,
+        seconds: float,
+        count: int | None = None,
+        *,
+        action: str | None = None,
+        evse_id: str | None = None,
+    ) -> None:
         """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts)."""
         if seconds < 0:
             raise ValueError("hang needs seconds >= 0")
-        self._active["hang"] = _Fault(_count(count), seconds=float(seconds))
+        self._active["hang"] = _Fault(
+            _count(count), seconds=float(seconds), action=action, evse_id=evse_id
+        )
+
+    def late(
+        self,
+        seconds: float,
+        count: int | None = None,
+        *,
+        action: str | None = None,
+        evse_id: str | None = None,
+    ) -> None:
+        """Apply the next ``count`` pushes ``seconds`` after they arrived, even if the client
+        gave up before; they count as in flight until then."""
+        if seconds < 0:
+            raise ValueError("late needs seconds >= 0")
+        self._active["late"] = _Fault(
+            _count(count), seconds=float(seconds), action=action, evse_id=evse_id
+        )
+
+    def drop(
+        self,
+        count: int | None = None,
+        apply: bool = True,
+        *,
+        action: str | None = None,
+        evse_id: str | None = None,
+    ) -> None:
+        """Close the connection of the next ``count`` pushes without answering, after applying
+        them (``apply``) or not."""
+        self._active["drop"] = _Fault(
+            _count(count), code="apply" if apply else "", action=action, evse_id=evse_id
+        )
 
     def forget(self, evse_id: str) -> bool:
         """Drop ``evse_id`` from the status state, as if the hub lost it; True if it was there."""
@@ -161,6 +233,8 @@ class Faults:
             "fail_http": self.fail_http,
             "answer_code": self.answer_code,
             "hang": self.hang,
+            "late": self.late,
+            "drop": self.drop,
             "forget": self.forget,
             "clear": self.clear,
         }
@@ -171,9 +245,13 @@ class Faults:
         except TypeError as exc:
             raise ValueError(f"{kind}: {exc}") from exc
 
-    def _take(self, kind: str) -> _Fault | None:
+    def _summary(self, endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
+        """What faults match on; not worked out while none is set (the benchmark's hub)."""
+        return _summary(endpoint, body) if self._active else (None, ())
+
+    def _take(self, kind: str, summary: _Summary = (None, ())) -> _Fault | None:
         fault = self._active.get(kind)
-        if fault is None:
+        if fault is None or not fault.matches(summary):
             return None
         if fault.count is not None:
             fault.count -= 1
@@ -362,36 +440,70 @@ class HubSimulator:
         return await self._handle_push(request, "data")
 
     async def _handle_push(self, request: web.Request, endpoint: Endpoint) -> web.Response:
-        arrived = time.monotonic()
-        operator = request.match_info["operatorID"]
+        # In flight from arrival until the hub is done with the request: for a late fault that
+        # is after the client gave up.
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        raw = b""
-        body: dict[str, Any] | None = None
-        answer: _Answer | None = None
+        work = _Work(time.monotonic(), endpoint, request.match_info["operatorID"])
+        handed_off = False
         try:
-            raw = await request.read()
-            body = _json_object(raw)
+            work.raw = await request.read()
+            work.body = _json_object(work.raw)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            answer = await self._answer(request, endpoint, operator, body)
-            return answer.response()
+            summary = self.faults._summary(endpoint, work.body)
+            late = self.faults._take("late", summary)
+            if late is not None:
+                delay = late.seconds - (time.monotonic() - work.arrived)
+                task = asyncio.create_task(self._late(work, request, delay))
+                handed_off = True
+                try:
+                    answer = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    work.delivered = False  # the client gave up; the hub goes on
+                    raise
+                return answer.response()
+            drop = self.faults._take("drop", summary)
+            if drop is not None and drop.code != "apply":
+                work.delivered = False
+                return _drop(request)  # nothing applied, nothing answered
+            work.answer = await self._answer(request, endpoint, work.operator, work.body)
+            if drop is not None:
+                work.delivered = False
+                return _drop(request)  # applied, but the client gets no answer
+            return work.answer.response()
+        finally:
+            if not handed_off:
+                self.in_flight -= 1
+                self._record(work)
+
+    async def _late(self, work: _Work, request: web.Request, delay: float) -> _Answer:
+        try:
+            await asyncio.sleep(max(0.0, delay))
+            work.answer = await self._answer(request, work.endpoint, work.operator, work.body)
+            return work.answer
         finally:
             self.in_flight -= 1
-            action, records = _summary(endpoint, body)
-            push = ReceivedPush(
-                time=arrived,
-                endpoint=endpoint,
-                operator_id=operator,
-                action=action,
-                records=records,
-                raw=raw,
-                http_status=answer.status if answer else None,
-                code=answer.code if answer else None,
-            )
-            self.received.append(push)
-            if self.on_push is not None:
-                self.on_push(push)
+            self._record(work)
+
+    def _record(self, work: _Work) -> None:
+        """Keep one push: what the hub did (``code``) and what the client got (``http_status``,
+        None when no answer reached it)."""
+        action, records = _summary(work.endpoint, work.body)
+        answer = work.answer
+        push = ReceivedPush(
+            time=work.arrived,
+            endpoint=work.endpoint,
+            operator_id=work.operator,
+            action=action,
+            records=records,
+            raw=work.raw,
+            http_status=answer.status if answer is not None and work.delivered else None,
+            code=answer.code if answer is not None else None,
+        )
+        self.received.append(push)
+        if self.on_push is not None:
+            self.on_push(push)
 
     async def _answer(
         self,
@@ -403,13 +515,14 @@ class HubSimulator:
         # Validate first so that schema errors are recorded even for faulted requests.
         problem = self._check_body(request, endpoint, body)
 
-        hang = self.faults._take("hang")
+        summary = self.faults._summary(endpoint, body)
+        hang = self.faults._take("hang", summary)
         if hang is not None:
             await asyncio.sleep(hang.seconds)
-        failure = self.faults._take("fail_http")
+        failure = self.faults._take("fail_http", summary)
         if failure is not None:
             return _http_failure(failure)
-        coded = self.faults._take("answer_code")
+        coded = self.faults._take("answer_code", summary)
         if coded is not None:
             return _ack(coded.code, f"simulated answer {coded.code}")
 
@@ -576,6 +689,27 @@ def _fault_body(status: int, message: str, errors: list[dict[str, Any]] | None =
     return _Answer(status, {"message": message, "validationErrors": errors or []}, None)
 
 
+@dataclass(slots=True)
+class _Work:
+    """One push request while the simulator handles it."""
+
+    arrived: float  # time.monotonic() on arrival
+    endpoint: Endpoint
+    operator: str  # from the URL path
+    raw: bytes = b""
+    body: dict[str, Any] | None = None
+    answer: _Answer | None = None
+    delivered: bool = True  # False: the client never got ``answer`` (gone, or dropped)
+
+
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection without an answer (the response is never written)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=500)
+
+
 def _http_failure(fault: _Fault) -> _Answer:
     headers = {}
     if fault.retry_after is not None:
@@ -597,9 +731,7 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _summary(
-    endpoint: Endpoint, body: dict[str, Any] | None
-) -> tuple[str | None, tuple[tuple[str, str | None], ...]]:
+def _summary(endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
     """Best-effort (ActionType, [(EvseID, EvseStatus)]) of any body, valid or not."""
     if body is None:
         return None, ()

@@ -318,10 +318,11 @@ class OcppServer:
             self.sink,
             heartbeat_interval=self.settings.heartbeat_interval,
         )
-        await self.sink.connected(cp_id, dialect.version)
-        log.info("charger.connected", charge_point_id=cp_id, protocol=dialect.version,
-                 peer=_peer(connection))  # fmt: skip
         try:
+            # Inside the try: if recording the connection fails, the finally still undoes it.
+            await self.sink.connected(cp_id, dialect.version)
+            log.info("charger.connected", charge_point_id=cp_id, protocol=dialect.version,
+                     peer=_peer(connection))  # fmt: skip
             await self._serve(connection, session)
         except ConnectionClosed:
             pass
@@ -363,6 +364,8 @@ class OcppServer:
                     delayed, logged_at = 0, now
                 await asyncio.sleep(wait)
                 in_a_row = 0
+            if self.sessions.get(session.charge_point_id) is not connection:
+                return  # replaced by a newer connection: nothing more from this one
             answer = await session.handle(frame)
             if answer is not None:
                 await connection.send(answer)

@@ -51,19 +51,23 @@ async def status_notification(session: Session, payload: dict[str, Any]) -> dict
 
 
 async def notify_event(session: Session, payload: dict[str, Any]) -> dict[str, Any]:
-    """Connector AvailabilityState events are status reports (2.0.1 H02.FR.04/06)."""
+    """AvailabilityState events of a Connector, an EVSE or the ChargingStation are status
+    reports (2.0.1 H02.FR.04/06)."""
     for event in payload["eventData"]:
         component, variable = event["component"], event["variable"]
         if variable["name"].lower() != "availabilitystate":
             continue
         name = component["name"].lower()
-        if name == "connector":
+        if name in ("connector", "evse"):
             evse = component.get("evse") or {}
             if "id" not in evse:
                 log.warning("status.ignored", charge_point_id=session.charge_point_id,
-                            reason="Connector AvailabilityState without evse.id")  # fmt: skip
+                            reason=f"{component['name']} AvailabilityState without evse.id",
+                            )  # fmt: skip
                 continue
-            evse_key, connector_id = evse["id"], evse.get("connectorId", 1)
+            # The EVSE component is the whole EVSE: connector 0 of it.
+            evse_key = evse["id"]
+            connector_id = evse.get("connectorId", 1) if name == "connector" else 0
         elif name == "chargingstation":  # the whole station, like 1.6 connector 0
             evse_key, connector_id = 0, 0
         else:

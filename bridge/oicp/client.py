@@ -103,23 +103,28 @@ class OicpClient:
             self._transport.use_ssl_context(context)
 
     async def push_evse_status(
-        self, action: ActionType, records: Sequence[tuple[str, OicpStatus]]
+        self,
+        action: ActionType,
+        records: Sequence[tuple[str, OicpStatus]],
+        *,
+        timeout: float | None = None,
     ) -> PushOutcome:
         """Send one eRoamingPushEvseStatus; raise HubTransportError or HubRejectedError.
 
-        Records that are not valid OICP (e.g. a malformed EvseID) raise pydantic's
-        ValidationError (a ValueError) before anything is sent.
+        ``timeout`` bounds the whole exchange (default ``oicp.request_timeout``). Records that
+        are not valid OICP (e.g. a malformed EvseID) raise pydantic's ValidationError (a
+        ValueError) before anything is sent.
         """
         content = self._encoder.encode(action, records)
         started = time.monotonic()
-        response = await self._post(content)
+        response = await self._post(content, timeout or self._settings.request_timeout)
         duration_ms = (time.monotonic() - started) * 1000.0
         outcome = _outcome(response, duration_ms, self._known_ack)
         self._known_ack = (response.content, outcome.acknowledgment)
         return outcome
 
-    async def _post(self, content: bytes) -> httpx.Response:
-        total = self._settings.request_timeout
+    async def _post(self, content: bytes, total: float) -> httpx.Response:
+        """POST ``content``; HubTransportError says whether the hub may have got it."""
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
             async with asyncio.timeout(total):
@@ -131,19 +136,27 @@ class OicpClient:
             response.stream = _READ
             return response
         except TimeoutError:
-            raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
+            raise HubTransportError(
+                f"timeout after {total}s (POST {self.status_url})", maybe_applied=True
+            ) from None
         except httpx.ConnectTimeout:
             raise HubTransportError(
                 f"connect timeout after {self._settings.connect_timeout}s (POST {self.status_url})"
             ) from None
-        except httpx.TimeoutException:
+        except httpx.PoolTimeout:  # never left this process
             raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
+        except httpx.TimeoutException:
+            raise HubTransportError(
+                f"timeout after {total}s (POST {self.status_url})", maybe_applied=True
+            ) from None
         except httpx.RequestError as exc:  # transport errors, undecodable answers
             message = f"{_describe(exc)} (POST {self.status_url})"
             if self.status_url.startswith("https:") and self._settings.client_cert is None:
                 # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
                 message += "; note: no client certificate configured (oicp.client_cert)"
-            raise HubTransportError(message) from exc
+            # Only a connection that never opened is sure not to have carried the request.
+            sent = not isinstance(exc, httpx.ConnectError)
+            raise HubTransportError(message, maybe_applied=sent) from exc
 
 
 def ssl_context_for(settings: OicpSettings) -> ssl.SSLContext:

@@ -354,7 +354,7 @@ def status(
     snapshot = read_snapshot(settings.state.database)
     registry = Registry.from_settings(settings)
     _add_catalog(registry, snapshot.catalog)
-    rows = {r.evse_id: r for r in snapshot.evses if not r.removed and not r.withdrawn}
+    rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
     owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}

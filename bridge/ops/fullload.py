@@ -93,6 +93,8 @@ async def send(
         if done.done() and not done.cancelled():
             done.exception()  # retrieved: the worker fails what is still waiting when it stops
         await client.aclose()
+        # A fullLoad given up on may still be applied: the bridge started next waits for it.
+        bridge.store.put_meta("hub_settles_at", str(worker.unsettled_until))
         await bridge.store.close()
         bridge.lock.release()
 

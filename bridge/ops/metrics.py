@@ -99,8 +99,10 @@ METRICS: tuple[MetricDoc, ...] = (
     ),
     MetricDoc(
         "bridge_pushes_total", "counter", ("action", "outcome", "code"),
-        "Push attempts to the hub by action (insert, update, fullLoad), outcome (ok, retry, "
-        "flip, pause, park) and OICP code (or http_NNN / transport without one).",
+        "Requests to the hub by action (insert, update, delete, fullLoad), outcome (ok; "
+        "retry: the hub failed; defer: refused for now, others go first; flip, absent, pause, "
+        "park; refused: a fullLoad the hub does not take) and OICP code (or http_NNN / "
+        "transport without one).",
     ),
     MetricDoc(
         "bridge_push_duration_seconds", "histogram", ("action",),

@@ -22,18 +22,25 @@ def evse_status(
     connectors: Iterable[OcppStatus],
     table: Mapping[OcppStatus, OicpStatus],
     station: OcppStatus | None = None,
+    evse: OcppStatus | None = None,
 ) -> OicpStatus:
     """The one OICP status of an EVSE.
 
     ``connectors``: the last OCPP status of each of its connectors that has reported one.
-    ``station``: the last status of OCPP 1.6 connector 0, if any. While it is Unavailable or
-    Faulted it decides (mapped through ``table``, so an operator override applies to it too);
-    when it returns, the connectors' own statuses show again.
+    ``station``: the last status of the whole charger (OCPP 1.6 connector 0, the 2.0.1
+    ChargingStation component), ``evse``: the last status of the whole EVSE (the 2.0.1 EVSE
+    component), if any. While one of them is Unavailable or Faulted it decides (mapped through
+    ``table``, so an operator override applies to it too); when it returns, the connectors' own
+    statuses show again.
     Occupied if any connector is in use, else Reserved, else Available, else OutOfService;
     ``Unknown`` if nothing was ever reported (or every status maps to Unknown).
     """
     if station in STATION_DOWN:
         return table[station]
+    if evse is not None:
+        if evse in STATION_DOWN:
+            return table[evse]
+        connectors = [*connectors, evse]
     mapped = {table[status] for status in connectors}
     for candidate in PRECEDENCE:
         if candidate in mapped:

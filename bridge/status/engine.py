@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bridge.status.aggregate import evse_status
+from bridge.status.aggregate import STATION_DOWN, evse_status
 from bridge.status.registry import Registry
 from bridge.status.table import OcppStatus, OicpStatus
 
-STATION = 0  # OCPP 1.6 connectorId 0 / the 2.0.1 ChargingStation component
+STATION = 0  # evse_key: OCPP 1.6 connectorId 0 / the 2.0.1 ChargingStation component
+WHOLE_EVSE = 0  # connector_id of the 2.0.1 EVSE component (the whole EVSE evse_key)
+#: Unmapped connectors whose last status is kept in memory, per charger.
+UNMAPPED_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,7 @@ class StatusReport:
 
     charge_point_id: str
     evse_key: int  # 1.6: connectorId (0 = whole charge point); 2.0.1: evseId
-    connector_id: int  # 1.6: same as evse_key; 2.0.1: connectorId within the EVSE
+    connector_id: int  # 1.6: same as evse_key; 2.0.1: connectorId within the EVSE (0: all)
     status: OcppStatus
 
 
@@ -49,6 +52,8 @@ class StatusEngine:
         self.offline_status = offline_status
         # EvseID → (evse_key, connector_id) → last OCPP status of that connector
         self._connectors: dict[str, dict[tuple[int, int], OcppStatus]] = {}
+        # EvseID → (evse_key, status) of the whole EVSE (the 2.0.1 EVSE component)
+        self._whole: dict[str, tuple[int, OcppStatus]] = {}
         self._station: dict[str, OcppStatus] = {}
         self._offline: set[str] = set()
         self._evses_of: dict[str, set[str]] = {}
@@ -73,6 +78,15 @@ class StatusEngine:
             return sorted(e for e in self._cp_of if e not in self._unshared)
         return sorted(self._cp_of)
 
+    def snapshot(self) -> dict[str, tuple[str, OicpStatus]]:
+        """Every EVSE shared with the hub → (its charge point, its current status)."""
+        unshared = self._unshared
+        return {
+            evse_id: (cp_id, self._status.get(evse_id, OicpStatus.UNKNOWN))
+            for evse_id, cp_id in self._cp_of.items()
+            if evse_id not in unshared
+        }
+
     def charge_point_of(self, evse_id: str) -> str | None:
         return self._cp_of.get(evse_id)
 
@@ -80,8 +94,26 @@ class StatusEngine:
         return sorted(self._evses_of.get(charge_point_id, ()))
 
     def connectors(self, evse_id: str) -> dict[tuple[int, int], OcppStatus]:
-        """(evse_key, connector_id) → last OCPP status, for each connector of an EVSE."""
-        return dict(sorted(self._connectors.get(evse_id, {}).items()))
+        """(evse_key, connector_id) → last OCPP status, for each connector of an EVSE
+        (connector_id 0: the whole EVSE, as a 2.0.1 EVSE component reported it)."""
+        mine = dict(self._connectors.get(evse_id, {}))
+        whole = self._whole.get(evse_id)
+        if whole is not None:
+            mine[(whole[0], WHOLE_EVSE)] = whole[1]
+        return dict(sorted(mine.items()))
+
+    def down(
+        self, charge_point_id: str, evse_id: str | None, evse_key: int
+    ) -> list[tuple[int, int]]:
+        """Which of the charger's station level (0, 0) and the whole EVSE ``evse_id`` (number
+        ``evse_key``: (evse_key, 0)) are down (Unavailable/Faulted) just now."""
+        levels = []
+        if self._station.get(charge_point_id) in STATION_DOWN:
+            levels.append((STATION, 0))
+        whole = self._whole.get(evse_id) if self._whole and evse_id is not None else None
+        if whole is not None and whole[1] in STATION_DOWN:
+            levels.append((evse_key, WHOLE_EVSE))
+        return levels
 
     def ocpp_statuses(self, evse_id: str) -> list[str]:
         """The last OCPP status of each connector of an EVSE (for logs and the API)."""
@@ -133,13 +165,21 @@ class StatusEngine:
             return None
         evse_id = self.registry.evse_id(cp_id, report.evse_key)
         if evse_id is None:
+            # Kept in memory only (never stored, never pushed) so that a catalog change that
+            # maps this connector shows its status at once; bounded per charger, since a
+            # charger may send any number.
             key = (report.evse_key, report.connector_id)
-            self._unmapped.setdefault(cp_id, {})[key] = report.status
+            unmapped = self._unmapped.setdefault(cp_id, {})
+            if key in unmapped or len(unmapped) < UNMAPPED_KEPT:
+                unmapped[key] = report.status
             return None
         self._learn(cp_id, evse_id)
-        self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
-            report.status
-        )
+        if report.connector_id == WHOLE_EVSE:
+            self._whole[evse_id] = (report.evse_key, report.status)
+        else:
+            self._connectors.setdefault(evse_id, {})[(report.evse_key, report.connector_id)] = (
+                report.status
+            )
         return evse_id
 
     def _learn(self, cp_id: str, evse_id: str) -> None:
@@ -155,8 +195,11 @@ class StatusEngine:
         cp_id = self._cp_of[evse_id]
         if cp_id in self._offline:
             return self.offline_status
-        mine = list(self._connectors.get(evse_id, {}).values())
-        return evse_status(mine, self.table, self._station.get(cp_id))
+        mine = self._connectors.get(evse_id, {}).values()
+        whole = self._whole.get(evse_id)
+        return evse_status(
+            mine, self.table, self._station.get(cp_id), whole[1] if whole is not None else None
+        )
 
     def _recompute(self, evse_ids: Iterable[str]) -> list[EvseChange]:
         changes = []

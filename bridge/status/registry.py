@@ -13,9 +13,6 @@ if TYPE_CHECKING:
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _MISSING = ""  # sentinel: cache miss (a real EvseID is never empty)
-#: EVSE numbers of an unlisted charger whose EvseIDs are checked when it connects; higher ones
-#: are checked when first reported (an EvseID of another charger is never given out).
-CHECKED_EVSES = 32
 
 
 def same_evse(evse_id: str) -> str:
@@ -37,10 +34,13 @@ class Registry:
         template: str | None = None,
         allow_unlisted: bool = False,
         max_unlisted: int = 1000,
+        template_max_evses: int = 8,
     ) -> None:
         self._chargers = {cp: dict(evses) for cp, evses in chargers.items()}
         self._operator_id = operator_id
         self._template = template if allow_unlisted else None
+        # A charger not listed names its own numbers: only 1..max become EVSEs at the hub.
+        self._template_max = template_max_evses
         self._templated: dict[tuple[str, int], str | None] = {}  # formatting + regex per message
         self._refused: set[str] = set()  # catalog: deprecated or API-fed stations
         self.max_unlisted = max_unlisted
@@ -61,6 +61,7 @@ class Registry:
             template=settings.ocpp.evse_id_template,
             allow_unlisted=settings.ocpp.allow_unlisted,
             max_unlisted=settings.ocpp.max_unlisted_chargers,
+            template_max_evses=settings.ocpp.template_max_evses,
         )
 
     def knows(self, charge_point_id: str) -> bool:
@@ -92,7 +93,7 @@ class Registry:
         """
         if charge_point_id in self._chargers or self._template is None:
             return None
-        for key in range(1, CHECKED_EVSES + 1):
+        for key in range(1, self._template_max + 1):
             candidate = self._from_template(charge_point_id, key)
             if (
                 candidate is not None
@@ -104,7 +105,7 @@ class Registry:
     def admit(self, charge_point_id: str) -> bool:
         """Whether a charger may connect as far as the cap on unlisted chargers goes.
 
-        An unlisted charger admitted takes its EvseIDs (``CHECKED_EVSES``) from then on: a
+        An unlisted charger admitted takes its EvseIDs (1 to ``template_max_evses``) from then on: a
         second ID that would get the same ones (``CP-1`` and ``CP1``) is refused.
         """
         if charge_point_id in self._chargers or charge_point_id in self._unlisted:
@@ -112,7 +113,7 @@ class Registry:
         if len(self._unlisted) >= self.max_unlisted:
             return False
         self._unlisted.add(charge_point_id)
-        for key in range(1, CHECKED_EVSES + 1):
+        for key in range(1, self._template_max + 1):
             self.evse_id(charge_point_id, key)
         return True
 
@@ -121,7 +122,7 @@ class Registry:
         listed = self._chargers.get(charge_point_id)
         if listed is not None:
             return listed.get(key)
-        if self._template is None or key < 1:
+        if self._template is None or not 1 <= key <= self._template_max:
             return None
         cached = self._templated.get((charge_point_id, key), _MISSING)
         if cached is not _MISSING:

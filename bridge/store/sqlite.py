@@ -24,10 +24,9 @@ from typing import Any
 from bridge.errors import StoreError
 from bridge.store.migrate import migrate
 
-REMOVED = "removed"  # EvseRow.parked_code of an EVSE that is no longer configured
-# EvseRow.parked_code of an EVSE that must leave the hub but may still be there: the next
-# fullLoad (or a delete push) takes it out, then it becomes REMOVED.
-WITHDRAWN = "withdrawn"
+# EvseRow.parked_code of an EVSE that is no longer shared: deleted at the hub while it may
+# hold it (hub_holds), never inserted or updated again unless it is shared anew.
+REMOVED = "removed"
 CATALOG_TABLES = ("catalog_location", "catalog_station", "catalog_template")
 
 
@@ -70,14 +69,9 @@ class EvseRow:
         return self.parked_code == REMOVED
 
     @property
-    def withdrawn(self) -> bool:
-        """It must leave the hub, which may still hold it (WITHDRAWN)."""
-        return self.parked_code == WITHDRAWN
-
-    @property
     def parked(self) -> str | None:
         """The code it is parked for; None if not parked (a removed EVSE is not parked)."""
-        return None if self.parked_code in (REMOVED, WITHDRAWN) else self.parked_code
+        return None if self.parked_code == REMOVED else self.parked_code
 
 
 @dataclass(slots=True)
@@ -198,6 +192,16 @@ class StateStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+
+    def write_meta_now(self, key: str, value: str) -> None:
+        """Write one meta value durably at once (blocking; at start-up, before any traffic)."""
+        if self._db is None:
+            raise StoreError("state database is not open")
+        try:
+            with self._write_lock:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database write failed: {exc}") from exc
 
     @property
     def is_open(self) -> bool:

@@ -1,0 +1,114 @@
+"""The one lane to the hub: what goes next is one decision.
+
+:func:`next_step` looks at the lane's state alone: a hold (backoff after a hub-wide failure, the
+settle time after an ambiguous outcome, a pause after a configuration error), the requested
+fullLoad and its own backoff, the outbox's next EVSE and the rate limit. It answers *wait until
+...*, *send the fullLoad* or *send this EVSE's record*; the push worker carries it out. Every
+hub service that shares the lane (and whatever decides whether this replica may use it at all)
+belongs here, as one more input of the same decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.delivery.outbox import Outbox
+from bridge.oicp.models import ActionType
+from bridge.store.sqlite import EvseRow
+
+
+class Limiter(Protocol):
+    """A rate limit the lane consults before each request (bridge.ratelimit.SlidingWindow)."""
+
+    def free_at(self, now: float | None = None) -> float: ...
+
+    def take(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to send before the monotonic ``until`` (None: until something changes)."""
+
+    until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendFullLoad:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    row: EvseRow
+    action: ActionType
+
+
+Step = Wait | SendFullLoad | SendRecord
+
+
+class FullLoadRequests:
+    """Who is waiting for a fullLoad, and when the next attempt may go."""
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[int]] = []
+        self.not_before = 0.0  # monotonic
+        self.failures = 0  # consecutive failed attempts (retryable)
+        self.refusals = 0  # consecutive refusals (the hub does not take this body)
+
+    @property
+    def requested(self) -> bool:
+        if any(f.done() for f in self.waiters):  # answered or given up by their callers
+            self.waiters = [f for f in self.waiters if not f.done()]
+        return bool(self.waiters)
+
+    def resolve(self, batch: list[asyncio.Future[int]], records: int) -> None:
+        for fut in batch:
+            if not fut.done():
+                fut.set_result(records)
+        self.waiters = [f for f in self.waiters if f not in batch]
+        self.failures = self.refusals = 0
+
+    def fail(self, batch: list[asyncio.Future[int]], exc: BaseException) -> None:
+        for fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
+        self.waiters = [f for f in self.waiters if f not in batch]
+
+
+def next_step(
+    *,
+    hold_until: float,
+    full_load: FullLoadRequests,
+    outbox: Outbox,
+    limiter: Limiter,
+    now: float,
+) -> Step:
+    """What the lane does next at monotonic ``now``. Changes nothing, except that the outbox
+    moves EVSEs whose own backoff is over back into the queue."""
+    if now < hold_until:
+        return Wait(hold_until)
+    requested = full_load.requested
+    full_due = requested and now >= full_load.not_before
+    row = None if full_due else outbox.head(now)
+    if not full_due and row is None:
+        return Wait(_earliest(full_load.not_before if requested else None, outbox.next_due()))
+    free = limiter.free_at(now)
+    if free > now:
+        return Wait(free)
+    if full_due or row is None:
+        return SendFullLoad()
+    return SendRecord(row, action_for(row))
+
+
+def action_for(row: EvseRow) -> ActionType:
+    """Delete what is no longer configured; update what the hub may hold; insert the rest."""
+    if row.removed:
+        return ActionType.DELETE
+    return ActionType.UPDATE if row.hub_holds else ActionType.INSERT
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
