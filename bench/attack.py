@@ -109,7 +109,7 @@ async def total(ops_port: int, name: str) -> float:
 
 def write_bridge_config(workdir: Path, hub_port: int, name: str, tls: dict[str, str] | None,
                         sizes: AttackSizes) -> tuple[Path, int]:  # fmt: skip
-    from bridge.ocpp.auth import hash_password
+    from bridge.passwords import hash_password
 
     digest = hash_password(PASSWORD)
     state = Path(tempfile.mkdtemp(prefix=f"attack-{name}-", dir=workdir))

@@ -307,7 +307,7 @@ def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 @functools.cache
 def password_hash(password: str, cost: int | None) -> str:
     """One scrypt hash shared by every simulated charger (as `oicp-bridge hash-password` makes)."""
-    from bridge.ocpp.auth import DEFAULT_N, hash_password
+    from bridge.passwords import DEFAULT_N, hash_password
 
     return hash_password(password, n=DEFAULT_N if cost is None else 1 << cost)
 

@@ -34,13 +34,13 @@ from bridge.errors import ConfigError, DatabaseLockedError
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.live import LiveCatalog
-from bridge.ocpp.auth import hash_password
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
+from bridge.passwords import hash_password
 from bridge.ratelimit import PacedWindow
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry

@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         help="send each charger a RemoteStartTransaction / RequestStartTransaction this long "
         "after its BootNotification",
     )  # fmt: skip
-    from bridge.ocpp.auth import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
+    from bridge.passwords import DEFAULT_COST, MAX_COST, MIN_COST, MIN_PASSWORD_LENGTH
 
     hp = sub.add_parser(
         "hash-password",
@@ -270,7 +270,7 @@ def _api_token(name: str, scope: str) -> int:
 def _hash_password(*, hex_input: bool, cost: int) -> int:
     import getpass
 
-    from bridge.ocpp.auth import hash_password, password_problem
+    from bridge.passwords import hash_password, password_problem
 
     if sys.stdin.isatty():
         text = getpass.getpass("Charger password: ")

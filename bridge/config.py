@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from bridge.catalog.facts import OperatorFacts
 from bridge.errors import ConfigError
+from bridge.passwords import PasswordHash
 from bridge.status.table import OcppStatus, OicpStatus
 
 # Patterns from the OICP 2.3 OpenAPI (components EvseID / OperatorID).
@@ -586,8 +587,6 @@ class ChargerSettings(_Model):
     @classmethod
     def _hash_format(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from bridge.ocpp.auth import PasswordHash  # the format lives with its checker
-
             PasswordHash.parse(value.get_secret_value())  # the message never quotes the value
         return value
 
@@ -773,31 +772,39 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _registry_consistent(self) -> Settings:
+    def _consistent(self) -> Settings:
+        """Checks across sections; every problem is reported, not only the first."""
+        _raise_all(
+            [*self._registry_consistent(), *self._security_consistent(), *self._proxy_consistent()]
+        )
+        return self
+
+    def _registry_consistent(self) -> list[str]:
         op = self.oicp.operator_id
+        problems: list[str] = []
         seen: dict[str, str] = {}
         for cp_id, charger in self.chargers.items():
             for key, evse_id in charger.evses.items():
                 if not evse_belongs_to(evse_id, op):
-                    raise ValueError(
+                    problems.append(
                         f"chargers.{cp_id}.evses.{key}: EvseID {evse_id!r} does not carry the "
                         f"operator prefix {op!r} (the hub would answer 018)"
                     )
                 other = seen.setdefault(evse_id, cp_id)
                 if other != cp_id:
-                    raise ValueError(
+                    problems.append(
                         f"chargers.{cp_id}.evses.{key}: EvseID {evse_id!r} is also used by "
                         f"charger {other!r}"
                     )
         if self.ocpp.allow_unlisted and not self.ocpp.evse_id_template:
-            raise ValueError("ocpp.allow_unlisted needs ocpp.evse_id_template")
-        return self
+            problems.append("ocpp.allow_unlisted needs ocpp.evse_id_template")
+        return problems
 
-    @model_validator(mode="after")
-    def _security_consistent(self) -> Settings:
+    def _security_consistent(self) -> list[str]:
         sec = self.ocpp.security
+        problems: list[str] = []
         if self.ocpp.allow_unlisted and sec.profile in (1, 2) and not self._checked_upstream(None):
-            raise ValueError(
+            problems.append(
                 f"ocpp.allow_unlisted: unlisted chargers have no password, so they cannot log in "
                 f"with security profile {sec.profile}; use profile 3 or list them"
             )
@@ -805,33 +812,33 @@ class Settings(BaseSettings):
             profile = sec.profile if charger.security_profile is None else charger.security_profile
             where = f"chargers.{cp_id}.security_profile"
             if profile >= 2 and sec.tls_cert is None:
-                raise ValueError(f"{where}: profile {profile} needs ocpp.security.tls_cert (wss)")
+                problems.append(f"{where}: profile {profile} needs ocpp.security.tls_cert (wss)")
             if profile == 3 and sec.charger_ca is None:
-                raise ValueError(f"{where}: profile 3 needs ocpp.security.charger_ca")
+                problems.append(f"{where}: profile 3 needs ocpp.security.charger_ca")
             if (
                 profile in (1, 2)
                 and charger.password_hash is None
                 and not charger.password_hash_file
                 and not self._checked_upstream(cp_id)
             ):
-                raise ValueError(
+                problems.append(
                     f"chargers.{cp_id}.password_hash: security profile {profile} needs a password "
                     "hash (`oicp-bridge hash-password`), password_hash_file or "
                     f"BRIDGE_CHARGERS__{cp_id}__PASSWORD_HASH"
                 )
-        return self
+        return problems
 
-    @model_validator(mode="after")
-    def _proxy_consistent(self) -> Settings:
+    def _proxy_consistent(self) -> list[str]:
         ocpp, upstream = self.ocpp, self.ocpp.upstream
         proxied = [cp for cp, c in self.chargers.items() if charger_mode(ocpp, c) == "proxy"]
         if not proxied and ocpp.mode != "proxy":
-            return self
+            return []
+        problems: list[str] = []
         if upstream.url is None:
             which = "ocpp.mode is proxy" if ocpp.mode == "proxy" else f"{proxied[0]} is proxied"
-            raise ValueError(f"ocpp.upstream.url: the CSMS URL is needed ({which})")
+            problems.append(f"ocpp.upstream.url: the CSMS URL is needed ({which})")
         if upstream.connect_timeout >= ocpp.security.handshake_timeout:
-            raise ValueError(
+            problems.append(
                 f"ocpp.upstream.connect_timeout: {upstream.connect_timeout:g} s must be below "
                 f"ocpp.security.handshake_timeout ({ocpp.security.handshake_timeout:g} s), "
                 "within which the charger's handshake must be answered"
@@ -840,17 +847,17 @@ class Settings(BaseSettings):
             for cp_id in proxied:
                 charger = self.chargers[cp_id]
                 if charger.upstream_password is None and charger.upstream_password_file is None:
-                    raise ValueError(
+                    problems.append(
                         f"chargers.{cp_id}.upstream_password: ocpp.upstream.credentials is "
                         "per_charger, so this proxied charger needs upstream_password, "
                         f"upstream_password_file or BRIDGE_CHARGERS__{cp_id}__UPSTREAM_PASSWORD"
                     )
             if ocpp.allow_unlisted and ocpp.mode == "proxy":
-                raise ValueError(
+                problems.append(
                     "ocpp.allow_unlisted: unlisted chargers have no upstream_password, so they "
                     "cannot be proxied with ocpp.upstream.credentials per_charger"
                 )
-        return self
+        return problems
 
     def _checked_upstream(self, charge_point_id: str | None) -> bool:
         """Whether the CSMS, not the bridge, checks this charger's password (None: unlisted)."""
@@ -925,17 +932,29 @@ def load_settings(path: Path | str | None, **overrides: Any) -> Settings:
         _yaml_path.reset(token)
 
 
+def _raise_all(problems: list[str]) -> None:
+    """One ValueError for every problem a model-level check found (one per line); each line
+    names its own setting, and ``_config_error`` splits them again."""
+    if problems:
+        raise ValueError(_PROBLEM_SEPARATOR.join(problems))
+
+
+_PROBLEM_SEPARATOR = "\n"
+
+
 def _config_error(exc: ValidationError) -> ConfigError:
     """Every problem pydantic found, each with the setting it is about."""
     problems: list[tuple[str, str]] = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"]) or "config"
-        msg = str(error["msg"]).removeprefix("Value error, ")
-        named = _NAMES_ITS_SETTING.match(msg)
-        if named is not None:  # model checks name the setting they are about themselves
-            field, msg = named.group(1), named.group(2)
-        if (field, msg) not in problems:
-            problems.append((field, msg))
+        text = str(error["msg"]).removeprefix("Value error, ")
+        for line in text.split(_PROBLEM_SEPARATOR):  # a model check may report several
+            where, msg = field, line
+            named = _NAMES_ITS_SETTING.match(line)
+            if named is not None:  # model checks name the setting they are about themselves
+                where, msg = named.group(1), named.group(2)
+            if (where, msg) not in problems:
+                problems.append((where, msg))
     (field, msg), *more = problems
     return ConfigError(field, msg, more=more)
 

@@ -138,3 +138,24 @@ def test_a_model_check_names_the_setting_it_is_about(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert info.value.problems == [("ocpp.allow_unlisted", "needs ocpp.evse_id_template")]
+
+
+def test_checks_across_settings_report_every_problem(tmp_path: Path) -> None:
+    """Two EvseIDs of another operator and a charger whose profile needs TLS: all named."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        'oicp: {operator_id: "DE*ABC"}\n'
+        "chargers:\n"
+        '  CP1: {evses: {1: "DE*XYZ*E1*1", 2: "DE*XYZ*E1*2"}}\n'
+        '  CP2: {evses: {1: "DE*ABC*E2*1"}, security_profile: 2}\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    fields = [field for field, _ in info.value.problems]
+    assert fields == [
+        "chargers.CP1.evses.1",
+        "chargers.CP1.evses.2",
+        "chargers.CP2.security_profile",
+        "chargers.CP2.password_hash",
+    ]
+    assert "operator prefix 'DE*ABC'" in dict(info.value.problems)["chargers.CP1.evses.2"]

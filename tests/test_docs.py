@@ -266,7 +266,7 @@ def test_make_chargers_simulates_the_example_registry() -> None:
 
 def test_example_configuration() -> None:
     """The example binds the unauthenticated ops port to loopback and shows real hash syntax."""
-    from bridge.ocpp.auth import DEFAULT_COST
+    from bridge.passwords import DEFAULT_COST
 
     text = (ROOT / "config" / "bridge.example.yaml").read_text(encoding="utf-8")
     example = load_settings(ROOT / "config" / "bridge.example.yaml")

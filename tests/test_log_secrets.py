@@ -24,7 +24,7 @@ import websockets
 from websockets.exceptions import InvalidHandshake
 
 from bridge.hubsim import HubSimulator
-from bridge.ocpp.auth import hash_password
+from bridge.passwords import hash_password
 
 PASSWORD = "CP16-very-secret-password-4711"
 FILE_PASSWORD = "password-from-a-mounted-file"

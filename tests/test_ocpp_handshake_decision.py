@@ -6,8 +6,9 @@ import asyncio
 from http import HTTPStatus
 
 from bridge.config import ChargerSettings, OcppSecuritySettings
-from bridge.ocpp.auth import Authenticator, hash_password
+from bridge.ocpp.auth import Authenticator
 from bridge.ocpp.handshake import Attempt, Handshake
+from bridge.passwords import hash_password
 from bridge.status.registry import Registry
 
 PASSWORD = "sixteen characters or more"

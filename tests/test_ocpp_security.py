@@ -31,17 +31,14 @@ from bridge.config import ChargerSettings, OcppSecuritySettings, load_settings
 from bridge.errors import ConfigError
 from bridge.hubsim import HubSimulator
 from bridge.ocpp.auth import (
-    DEFAULT_N,
     Authenticator,
     CheckQueue,
     Failure,
     FailureThrottle,
-    PasswordHash,
     check_client_cert,
-    hash_password,
     parse_basic,
-    password_problem,
 )
+from bridge.passwords import DEFAULT_N, PasswordHash, hash_password, password_problem
 from bridge.ratelimit import TokenBucket
 from tests.conftest import Events, eventually, pushes
 

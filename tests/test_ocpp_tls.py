@@ -406,7 +406,7 @@ async def test_metric_shows_the_certificate_being_served_not_the_file(
 
 async def test_crl_with_mixed_profiles(make_bridge: MakeBridge, pki: Pki) -> None:
     """Global profile 2 (password over TLS), CP201 on profile 3 with a revoked certificate."""
-    from bridge.ocpp.auth import hash_password
+    from bridge.passwords import hash_password
 
     pki.write_crl("CP201")
     password = "a-long-random-charger-secret"

@@ -28,7 +28,7 @@ from bridge.config import load_settings
 from bridge.devtools.csms_sim import CsmsSimulator
 from bridge.errors import ConfigError
 from bridge.hubsim import HubSimulator
-from bridge.ocpp.auth import hash_password
+from bridge.passwords import hash_password
 from tests.conftest import CHARGERS, Events, eventually, pushes
 from tests.proxied import proxy_ocpp, session_charger
 

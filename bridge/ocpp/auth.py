@@ -28,7 +28,7 @@ import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,23 +36,20 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bridge.errors import ConfigError
+from bridge.passwords import (
+    DEFAULT_N,
+    DEFAULT_P,
+    DEFAULT_R,
+    MIN_PASSWORD_LENGTH,
+    SCHEME,
+    PasswordHash,
+)
 
 if TYPE_CHECKING:
     from bridge.config import ChargerSettings, OcppSecuritySettings
 
 log = structlog.get_logger("bridge.ocpp")
 
-SCHEME = "scrypt"
-# Cost = log2(N). 10: ~1.5 ms and 1 MiB per check on one core, so 10,000 chargers logging in
-# again after a restart need ~15 s of CPU instead of ~5 min at 14, the former default.
-DEFAULT_COST, MIN_COST, MAX_COST = 10, 10, 20
-DEFAULT_N, DEFAULT_R, DEFAULT_P = 1 << DEFAULT_COST, 8, 1
-# OCPP: a 1.6 AuthorizationKey is 16-20 random bytes, a 2.0.1 BasicAuthPassword 16-40 characters.
-MIN_PASSWORD_LENGTH = 16
-_DKLEN = 32
-_SALT_BYTES = 16
-_MIN_MEMORY = 2**20  # 128·N·r bytes: refuse hashes cheaper than N = 2^10, r = 8 (1 MiB)
-_MAX_N = 1 << MAX_COST  # refuse hashes that would need more than 1 GiB per check
 _CHECKS_IN_PARALLEL = 2  # hashlib.scrypt releases the GIL: two threads use two cores
 _NOMINAL_CHECK_S = 0.0015  # a default-cost check, until checks have been timed
 _QUEUE_SHARE = 0.5  # of handshake_timeout a login may wait for its password check
@@ -80,117 +77,6 @@ class Failure(StrEnum):
     UNLISTED_LIMIT = "unlisted_limit"  # ocpp.max_unlisted_chargers reached
     BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
     UPSTREAM_REFUSED = "upstream_refused"  # proxy: the CSMS answered 401, 403 or 404
-
-
-# -- passwords ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PasswordHash:
-    """A parsed ``scrypt:N:r:p:salt:digest`` (salt and digest URL-safe base64, unpadded)."""
-
-    n: int
-    r: int
-    p: int
-    salt: bytes = field(repr=False)
-    digest: bytes = field(repr=False)
-
-    @classmethod
-    def parse(cls, text: str) -> PasswordHash:
-        """Raise ValueError (never quoting ``text``) unless it is a hash we can check."""
-        parts = text.strip().split(":")
-        if len(parts) != 6 or parts[0] != SCHEME:
-            raise ValueError(f"not a password hash: expected {SCHEME}:N:r:p:salt:digest")
-        try:
-            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-            salt, digest = _b64decode(parts[4]), _b64decode(parts[5])
-        except (ValueError, binascii.Error):
-            raise ValueError("malformed password hash (N, r, p, salt or digest)") from None
-        if n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= 64 or not 1 <= p <= 16:
-            raise ValueError("password hash parameters out of range (N power of 2 ≤ 2^20)")
-        if _too_cheap(n, r):
-            raise ValueError("password hash too cheap (scrypt needs 128·N·r ≥ 1 MiB)")
-        if len(salt) < 8 or len(digest) < 16:
-            raise ValueError("password hash salt or digest too short")
-        return cls(n, r, p, salt, digest)
-
-    @property
-    def work(self) -> int:
-        """Relative cost of one check (scrypt time grows with N·r·p)."""
-        return self.n * self.r * self.p
-
-    def derive(self, password: bytes) -> bytes:
-        return hashlib.scrypt(
-            password,
-            salt=self.salt,
-            n=self.n,
-            r=self.r,
-            p=self.p,
-            maxmem=_maxmem(self.n, self.r, self.p),
-            dklen=len(self.digest),
-        )
-
-    def verify(self, password: bytes) -> bool:
-        return hmac.compare_digest(self.derive(password), self.digest)
-
-    def timed_verify(self, password: bytes) -> tuple[bool, float]:
-        """``verify`` and the seconds it took (run in a worker thread)."""
-        started = time.perf_counter()
-        return self.verify(password), time.perf_counter() - started
-
-    def __str__(self) -> str:
-        return ":".join(
-            (SCHEME, str(self.n), str(self.r), str(self.p), _b64(self.salt), _b64(self.digest))
-        )
-
-
-def hash_password(
-    password: bytes | str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P
-) -> str:
-    """A new salted hash of ``password`` (str is taken as UTF-8).
-
-    The length rule (``password_problem``) is for new charger passwords and is applied by
-    ``oicp-bridge hash-password``; this function only refuses a cost below the floor.
-    """
-    if _too_cheap(n, r):
-        raise ValueError("scrypt cost too low (needs 128·N·r ≥ 1 MiB)")
-    secret = password.encode("utf-8") if isinstance(password, str) else password
-    salted = PasswordHash(n, r, p, os.urandom(_SALT_BYTES), bytes(_DKLEN))
-    return str(replace(salted, digest=salted.derive(secret)))
-
-
-def _too_cheap(n: int, r: int) -> bool:
-    return 128 * n * r < _MIN_MEMORY  # scrypt's memory: below 1 MiB it is not memory-hard
-
-
-def password_problem(password: str | bytes) -> str | None:
-    """Why ``password`` must not become a charger password (None: it may).
-
-    Characters for text, bytes for a binary 1.6 AuthorizationKey. Only the length can be
-    checked here; that the password is random is up to whoever makes it (docs/security.md,
-    "Charger passwords").
-    """
-    unit = "characters" if isinstance(password, str) else "bytes"
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return (
-            f"the password has {len(password)} {unit}; charger passwords need at least "
-            f"{MIN_PASSWORD_LENGTH} random {unit} (OCPP: BasicAuthPassword 16-40 characters, "
-            f"AuthorizationKey 16-20 bytes). Set a new random one on the charger, e.g. from "
-            f"`openssl rand -hex 20`"
-        )
-    return None
-
-
-def _maxmem(n: int, r: int, p: int) -> int:
-    return 128 * n * r * (p + 1) + 2**20
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    if not text or not text.isascii():
-        raise ValueError("empty or non-ASCII base64")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def parse_basic(values: list[str]) -> tuple[str, bytes] | None:
@@ -285,7 +171,7 @@ class Authenticator:
         # cost most hashes have (old and new hashes may differ).
         costs = Counter((h.n, h.r, h.p) for h in self._hashes.values())
         n, r, p = costs.most_common(1)[0][0] if costs else (DEFAULT_N, DEFAULT_R, DEFAULT_P)
-        self._decoy = PasswordHash(n, r, p, os.urandom(_SALT_BYTES), os.urandom(_DKLEN))
+        self._decoy = PasswordHash.decoy(n, r, p)
         # After one successful scrypt check a reconnect is checked against a keyed digest
         # (random per process), so flapping chargers do not cost a scrypt run each time.
         self._cache_key = os.urandom(32)

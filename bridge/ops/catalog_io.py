@@ -66,7 +66,7 @@ def import_file(
     err: IO[str] = sys.stderr,
 ) -> int:
     from bridge.app import Bridge
-    from bridge.ocpp.auth import hash_password
+    from bridge.passwords import hash_password
 
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
