@@ -201,7 +201,8 @@ class Bridge:
                 self.engine, self.outbox, self.worker, base_url=s.oicp.base_url,
                 operator_id=s.oicp.operator_id, last_full_load=self.last_full_load,
             ),
-            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp),
+            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp,
+                                     elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
         )  # fmt: skip
 
@@ -240,6 +241,14 @@ class Bridge:
             outbox=self.outbox, ingest=self.ingest, live=self.live, worker=lambda: self.worker,
             ops_url=lambda: self.ops_server.api_url if self.ops_server is not None else None,
         )  # fmt: skip
+
+    def _not_leader(self) -> str | None:
+        """Why this replica does not send to the hub (None: it does)."""
+        if self.replica is None or self.replica.lease.is_leader:
+            return None
+        holder, url = self.replica.leader_hint
+        where = f"{holder} ({url})" if holder and url else holder or "none right now"
+        return f"this replica is not the push leader; ask the leader: {where}"
 
     def _taken_over(self, charge_point_id: str, replica: str) -> None:
         """The charger connected again on another replica: the newest connection wins."""

@@ -13,14 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import websockets
 
+from bridge.api.tokens import hash_token
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.simulator import ReceivedPush
 from bridge.status.table import OcppStatus
-from tests.conftest import OPERATOR, eventually
+from tests.conftest import AUTH, OPERATOR, WRITE_TOKEN, eventually
 from tests.procs import BridgeProcess, RawCharger, write_config
 from tests.test_durability import (
     FLEET,
@@ -40,7 +42,12 @@ PUSH_TIMEOUT = 0.8
 
 
 def replica_config(
-    tmp_path: Path, hub: HubSimulator, url: str, name: str, link: DatabaseLink | None = None
+    tmp_path: Path,
+    hub: HubSimulator,
+    url: str,
+    name: str,
+    link: DatabaseLink | None = None,
+    **extra: dict[str, Any],
 ) -> Path:
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
@@ -56,17 +63,24 @@ def replica_config(
         "ops": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "INFO"},
         "chargers": FLEET,
+        "api": {"tokens": [{"name": "ops", "hash": hash_token(WRITE_TOKEN), "scope": "write"}]},
     }  # fmt: skip
+    for key, value in extra.items():
+        settings[key] = {**settings.get(key, {}), **value}
     return write_config(folder / "bridge.yaml", settings)
 
 
 class Replicas:
-    def __init__(self, tmp_path: Path, hub: HubSimulator, url: str) -> None:
+    def __init__(
+        self, tmp_path: Path, hub: HubSimulator, url: str, **extra: dict[str, Any]
+    ) -> None:
         self.tmp_path, self.hub, self.url = tmp_path, hub, url
+        self.extra = extra
         self.procs: dict[str, BridgeProcess] = {}
 
     async def start(self, name: str, link: DatabaseLink | None = None) -> BridgeProcess:
-        proc = BridgeProcess(replica_config(self.tmp_path, self.hub, self.url, name, link))
+        config = replica_config(self.tmp_path, self.hub, self.url, name, link, **self.extra)
+        proc = BridgeProcess(config)
         self.procs[name] = await proc.start()
         return proc
 
@@ -343,5 +357,72 @@ async def test_presence_across_replicas(tmp_path: Path, hub: HubSimulator, postg
         await eventually(lambda: hub.state.get("DE*ABC*E1*1") == "Available", within=10)
         assert a.named("charger.taken_over")
         await second.close()
+    finally:
+        await replicas.close()
+
+
+async def test_the_ops_port_shows_roles_and_only_the_leader_sends_a_fullload(
+    tmp_path: Path, hub: HubSimulator, postgres: str
+) -> None:
+    replicas = Replicas(tmp_path, hub, postgres)
+    try:
+        for name in ("r1", "r2"):
+            await replicas.start(name)
+        leader = await replicas.leader()
+        follower = next(n for n in replicas.procs if n != leader)
+        async with httpx.AsyncClient() as http:
+
+            def ops(name: str) -> str:
+                return f"http://127.0.0.1:{replicas.procs[name].ops_port}"
+
+            roles = {}
+            for name in replicas.procs:
+                ready = await http.get(ops(name) + "/readyz")
+                assert ready.status_code == 200  # followers take chargers: ready too
+                roles[name] = ready.json()["role"]
+            assert roles == {leader: "leader", follower: "follower"}
+            metrics = (await http.get(ops(follower) + "/metrics")).text
+            assert 'bridge_replica_role{role="follower"} 1.0' in metrics
+            details = (await http.get(ops(leader) + "/healthz")).json()["details"]["replica"]
+            assert details["role"] == "leader" and details["epoch"] >= 1
+
+            async def refused() -> bool:
+                answer = await http.post(ops(follower) + "/api/v2/fullload", headers=AUTH)
+                return answer.status_code == 409 and leader in answer.json()["status_message"]
+
+            deadline = time.monotonic() + 10  # the follower learns the leader's name
+            while not await refused():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            sent = await http.post(ops(leader) + "/api/v2/fullload?wait=10", headers=AUTH)
+            assert sent.json()["data"]["state"] == "accepted"
+        assert [p.action for p in hub.received] == ["fullLoad"]
+    finally:
+        await replicas.close()
+
+
+async def test_offline_is_decided_once_across_replicas(
+    tmp_path: Path, hub: HubSimulator, postgres: str
+) -> None:
+    """A charger that moves to another replica within the grace is not declared offline; the
+    chargers of a replica that died go offline after the grace all the same."""
+    replicas = Replicas(tmp_path, hub, postgres, ocpp={"offline_grace": 1.5},
+                        replication={"replica_timeout": 2.5})  # fmt: skip
+    try:
+        a = await replicas.start("r1")
+        assert await replicas.leader() == "r1"
+        b = await replicas.start("r2")
+        moving = await RawCharger.connect(a.ocpp_port, "CP1")
+        await moving.status(1, "Charging")
+        await eventually(lambda: hub.state.get("DE*ABC*E1*1") == "Occupied", within=10)
+        await moving.close()
+        moving = await RawCharger.connect(b.ocpp_port, "CP1")  # on the follower now
+        await moving.status(2, "Available")
+        await asyncio.sleep(2.5)  # past the grace
+        assert "Unknown" not in [s for e, s in hub.state.items() if e.startswith("DE*ABC*E1*")]
+        assert not a.named("charger.offline")
+        assert await b.kill() == -9  # the follower holding CP1 dies
+        await eventually(lambda: hub.state.get("DE*ABC*E1*1") == "Unknown", within=15)
+        assert a.named("replica.charger_orphaned") and a.named("charger.offline")
     finally:
         await replicas.close()

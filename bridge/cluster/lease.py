@@ -55,6 +55,7 @@ class Lease:
         acquire_interval: float,
         on_elected: Callable[[Grant], Awaitable[None]],
         on_lost: Callable[[str], None],
+        on_change: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cluster = cluster
@@ -63,12 +64,14 @@ class Lease:
         self.renew_interval = ttl / 4
         self.on_elected = on_elected
         self.on_lost = on_lost
+        self.on_change = on_change  # the lease was taken, renewed or lost: the lane decides again
         self.monotonic = monotonic
         self.role = Role.FOLLOWER
         self.epoch: int | None = None
         self.failovers = 0  # times this replica took the lease from another holder
         self.elections = 0
         self._valid_until = -math.inf  # monotonic, by our clock
+        self._reserved_until = -math.inf  # a long request (a fullLoad) runs until then
         self._changed = asyncio.Event()
         self._stop = False
 
@@ -81,9 +84,11 @@ class Lease:
         with a longer term now if needed. False: not the leader, or the database said no."""
         if self.role is not Role.LEADER:
             return False
-        if self._valid_until - self.monotonic() > seconds:
+        now = self.monotonic()
+        self._reserved_until = max(self._reserved_until, now + seconds)
+        if self._valid_until - now > seconds:
             return True
-        return await self._renew(max(self.ttl, seconds + self.ttl / 2))
+        return await self._renew(self.ttl)
 
     @property
     def is_leader(self) -> bool:
@@ -139,12 +144,16 @@ class Lease:
             await self._give_up()
             return
         self.role = Role.LEADER
+        self.on_change()
 
     async def _renew(self, ttl: float) -> bool:
         epoch = self.epoch
         if epoch is None:
             return False
         sent = self.monotonic()
+        # Never shorter than the request in flight needs (a regular renewal during a fullLoad
+        # must not cut the lease that covers it).
+        ttl = max(ttl, self._reserved_until - sent + self.ttl / 2)
         try:
             # A database that does not answer must not hold the step-down back.
             async with asyncio.timeout(max(0.05, self._valid_until - sent)):
@@ -159,8 +168,11 @@ class Lease:
         if not ours:
             self.step_down("the lease was taken by another replica")
             return False
-        if self.role is Role.LEADER and self.epoch == epoch:
-            self._valid_until = max(self._valid_until, sent + ttl * (1 - DRIFT))
+        if self.epoch == epoch:
+            # The database's expiry is now this renewal's (even if shorter than before): the
+            # view by our clock follows it, counted from when the renewal was sent.
+            self._valid_until = sent + ttl * (1 - DRIFT)
+            self.on_change()
         return True
 
     def step_down(self, reason: str) -> None:

@@ -65,7 +65,7 @@ class ReplicaNode:
         self.cluster = Cluster(store.url, replica_id=store.replica_id, where=store.where)
         self.lease = Lease(
             self.cluster, ttl=ttl, acquire_interval=acquire_interval,
-            on_elected=self._elected, on_lost=self._lost,
+            on_elected=self._elected, on_lost=self._lost, on_change=self._lease_changed,
         )  # fmt: skip
         self.replica_timeout = replica_timeout
         self.settle = settle
@@ -74,6 +74,8 @@ class ReplicaNode:
         self._ops_url = ops_url
         self.watermark = store.feed_from
         self.followed = 0  # rows of other replicas applied (metrics)
+        #: The push leader as last seen (replica, its API URL), for "ask the leader" answers.
+        self.leader_hint: tuple[str | None, str | None] = (None, None)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._feed_lock = asyncio.Lock()
@@ -91,8 +93,17 @@ class ReplicaNode:
     def tasks(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)
 
+    def _lease_changed(self) -> None:
+        worker = self._worker()
+        if worker is not None:
+            worker.wake()
+
     async def start(self) -> None:
         await self.cluster.heartbeat(self.role.value, self._ops_url())
+        # Chargers this replica's name held before (a previous process of it, killed): nobody
+        # holds them now; the leader's grace starts from here.
+        for cp_id in await self.cluster.release_chargers():
+            self.ingest.swept(cp_id, self.ingest.clock())
         self.cluster.listen(self._wake, self._listen_failed)
         self._tasks = [
             asyncio.create_task(self.lease.run(), name="leader-lease"),
@@ -156,6 +167,7 @@ class ReplicaNode:
             await asyncio.sleep(self.lease.renew_interval)
             try:
                 await self.cluster.heartbeat(self.role.value, self._ops_url())
+                self.leader_hint = await self.cluster.leader()
                 if self.lease.is_leader:
                     for cp_id in await self.cluster.sweep(self.replica_timeout):
                         log.warning("replica.charger_orphaned", charge_point_id=cp_id,

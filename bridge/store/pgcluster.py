@@ -186,6 +186,20 @@ class Cluster:
         result: tuple[str | None, int, float | None] = await self._run(work)
         return result
 
+    async def leader(self) -> tuple[str | None, str | None]:
+        """The lease holder while its lease runs (by the database's clock), and its API URL."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, str | None]:
+            cur = await conn.execute(
+                "SELECT l.holder, r.ops_url FROM lease l LEFT JOIN replica r ON "
+                f"r.replica_id = l.holder WHERE l.name = 'push' AND l.expires_at > {NOW}"
+            )
+            row = await cur.fetchone()
+            return (None, None) if row is None else (row[0], row[1])
+
+        result: tuple[str | None, str | None] = await self._run(work)
+        return result
+
     # -- replicas --------------------------------------------------------------------------
     async def heartbeat(self, role: str, ops_url: str | None) -> None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -214,6 +228,25 @@ class Cluster:
             return [ReplicaInfo(*r) for r in await cur.fetchall()]
 
         result: list[ReplicaInfo] = await self._run(work)
+        return result
+
+    async def release_chargers(self) -> list[str]:
+        """At start: the chargers this replica's name still holds in the database (a killed
+        process of the same name) are disconnected as of now."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+            cur = await conn.execute(
+                f"UPDATE charge_point SET connected = 0, disconnected_at = {NOW}, "
+                f"txid = {TXID}, written_by = %s WHERE replica = %s AND connected = 1 "
+                "RETURNING charge_point_id",
+                (self.replica_id, self.replica_id),
+            )
+            found = [str(r[0]) for r in await cur.fetchall()]
+            if found:
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.replica_id))
+            return found
+
+        result: list[str] = await self._run(work)
         return result
 
     async def sweep(self, timeout: float) -> list[str]:
