@@ -221,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if settings.state.postgres:
                 raise BridgeError(
                     "with a PostgreSQL state database only the replicas' push leader sends to "
-                    "the hub: ask a running replica's API (POST /api/v2/fullload), or wait for "
-                    "the daily fullLoad"
+                    "the hub: ask the leader's API (POST /api/v2/commands/fullload), or wait "
+                    "for the daily fullLoad"
                 )
             return asyncio.run(fullload.send(settings, wait=args.wait))
         if args.command == "catalog":

@@ -42,13 +42,13 @@ class Clock:
         return self.now
 
 
-async def leading(db: Database, clock: Clock, lost: list[str]) -> Lease:
+async def leading(db: Database, clock: Clock, lost: list[str], ttl: float = 6) -> Lease:
     elected: list[Grant] = []
 
     async def on_elected(grant: Grant) -> None:
         elected.append(grant)
 
-    lease = Lease(db, ttl=6, acquire_interval=0.5, on_elected=on_elected,  # type: ignore[arg-type]
+    lease = Lease(db, ttl=ttl, acquire_interval=0.5, on_elected=on_elected,  # type: ignore[arg-type]
                   on_lost=lost.append, monotonic=clock)  # fmt: skip
     await lease._try_acquire()
     assert lease.role is Role.LEADER and elected[0].in_flight == "DE*ABC*E1*1"
@@ -64,18 +64,21 @@ async def test_the_lease_is_counted_from_when_the_renewal_was_sent() -> None:
     assert lease.lease_until() == pytest.approx(104 + 6 * (1 - DRIFT))
 
 
-async def test_a_long_request_extends_the_lease_and_a_later_renewal_cannot_cut_it() -> None:
+@pytest.mark.parametrize("ttl", [1.0, 2.0, 6.0])
+async def test_a_long_request_extends_the_lease_and_a_later_renewal_cannot_cut_it(
+    ttl: float,
+) -> None:
     db, clock, lost = Database(), Clock(), []
-    lease = await leading(db, clock, lost)
+    lease = await leading(db, clock, lost, ttl)
     assert await lease.reserve(120)  # a fullLoad with a 120 s timeout
     assert lease.lease_until() - clock.now > 120
     clock.now += 1
-    assert await lease._renew(6)  # the regular renewal during the fullLoad
+    assert await lease._renew(ttl)  # the regular renewal during the fullLoad
     assert db.terms[-1] >= 119 and lease.lease_until() - clock.now > 119
     clock.now += 125  # the fullLoad is long over: renewals are short again...
-    assert await lease._renew(6)
+    assert await lease._renew(ttl)
     # ...and so is this replica's view of the lease (never longer than the database's).
-    assert lease.lease_until() == pytest.approx(clock.now + 6 * (1 - DRIFT))
+    assert lease.lease_until() == pytest.approx(clock.now + ttl * (1 - DRIFT))
 
 
 async def test_a_leader_whose_renewals_fail_stops_before_its_lease_expires() -> None:

@@ -387,14 +387,14 @@ async def test_the_ops_port_shows_roles_and_only_the_leader_sends_a_fullload(
             assert details["role"] == "leader" and details["epoch"] >= 1
 
             async def refused() -> bool:
-                answer = await http.post(ops(follower) + "/api/v2/fullload", headers=AUTH)
+                answer = await http.post(ops(follower) + "/api/v2/commands/fullload", headers=AUTH)
                 return answer.status_code == 409 and leader in answer.json()["status_message"]
 
             deadline = time.monotonic() + 10  # the follower learns the leader's name
             while not await refused():
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
-            sent = await http.post(ops(leader) + "/api/v2/fullload?wait=10", headers=AUTH)
+            sent = await http.post(ops(leader) + "/api/v2/commands/fullload?wait=10", headers=AUTH)
             assert sent.json()["data"]["state"] == "accepted"
         assert [p.action for p in hub.received] == ["fullLoad"]
     finally:

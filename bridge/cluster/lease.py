@@ -153,7 +153,7 @@ class Lease:
         sent = self.monotonic()
         # Never shorter than the request in flight needs (a regular renewal during a fullLoad
         # must not cut the lease that covers it).
-        ttl = max(ttl, self._reserved_until - sent + self.ttl / 2)
+        ttl = max(ttl, (self._reserved_until - sent) / (1 - DRIFT) + self.ttl / 2)
         try:
             # A database that does not answer must not hold the step-down back.
             async with asyncio.timeout(max(0.05, self._valid_until - sent)):
