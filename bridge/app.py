@@ -139,7 +139,6 @@ class Bridge:
         self.metrics = BridgeMetrics()
         self.metrics.watch(self)
         self.ingest.on_status = self.metrics.observe_status
-        self.ingest.on_taken = self._taken_over
         self.ocpp.on_auth_failure = self.metrics.observe_auth_failure
         self.ocpp.admission.on_refused = self.metrics.observe_connection_refused
         self.ops_server: OpsServer | None = None
@@ -240,6 +239,7 @@ class Bridge:
             replica_timeout=r.replica_timeout, settle=settle, engine=self.engine,
             outbox=self.outbox, ingest=self.ingest, live=self.live, worker=lambda: self.worker,
             ops_url=lambda: self.ops_server.api_url if self.ops_server is not None else None,
+            close=self._taken_over,
         )  # fmt: skip
 
     def _not_leader(self) -> str | None:

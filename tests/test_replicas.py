@@ -426,3 +426,29 @@ async def test_offline_is_decided_once_across_replicas(
         assert a.named("replica.charger_orphaned") and a.named("charger.offline")
     finally:
         await replicas.close()
+
+
+async def test_a_station_created_on_a_follower_is_in_force_on_the_leader(
+    tmp_path: Path, hub: HubSimulator, postgres: str
+) -> None:
+    """The management API of any replica: the others follow the catalog at once."""
+    from tests.test_catalog_api import LOCATION, station
+
+    replicas = Replicas(tmp_path, hub, postgres)
+    try:
+        for name in ("r1", "r2"):
+            await replicas.start(name)
+        leader = await replicas.leader()
+        follower = next(n for n in replicas.procs if n != leader)
+        base = f"http://127.0.0.1:{replicas.procs[follower].ops_port}/api/v2"
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as api:
+            assert (await api.post("/locations", json=LOCATION)).json()["status_code"] == 1000
+            created = await api.post("/chargestations", json=station("CP-NEW"))
+            assert created.json()["status_code"] == 1000, created.text
+        await eventually(lambda: bool(replicas.procs[leader].named("catalog.followed")), 10)
+        charger = await RawCharger.connect(replicas.procs[leader].ocpp_port, "CP-NEW")
+        await charger.status(1, "Charging")  # known to the leader's registry: accepted, mapped
+        await eventually(lambda: hub.state.get("DE*ABC*E900*1") == "Occupied", within=10)
+        await charger.close()
+    finally:
+        await replicas.close()

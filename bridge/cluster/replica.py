@@ -59,6 +59,7 @@ class ReplicaNode:
         live: Catalog,
         worker: Callable[[], PushWorker | None],
         ops_url: Callable[[], str | None],
+        close: Callable[[str, str], None] = lambda cp, replica: None,
     ) -> None:
         self.store = store
         self.replica_id = store.replica_id
@@ -72,6 +73,8 @@ class ReplicaNode:
         self.engine, self.outbox, self.ingest, self.live = engine, outbox, ingest, live
         self._worker = worker
         self._ops_url = ops_url
+        self._close = close  # closes a charger's connection here: (charge point, new replica)
+        self._checks: set[asyncio.Task[None]] = set()
         self.watermark = store.feed_from
         self.followed = 0  # rows of other replicas applied (metrics)
         #: The push leader as last seen (replica, its API URL), for "ask the leader" answers.
@@ -84,6 +87,7 @@ class ReplicaNode:
         )
         ingest.replica_id = self.replica_id
         ingest.decides_offline = False  # until this replica leads
+        ingest.on_taken = self._claimed
 
     @property
     def role(self) -> Role:
@@ -157,6 +161,25 @@ class ReplicaNode:
             for evse in changes.evses:
                 self.outbox.follow(evse)
         self.followed += len(changes.connectors) + len(changes.charge_points)
+
+    def _claimed(self, charge_point_id: str, replica: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._check_claim(charge_point_id))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_claim(self, charge_point_id: str) -> None:
+        """Another replica claims a charger connected here. Once our own claim is committed,
+        the row holds the newest claim (a claim always overwrites): if it is not ours, the
+        charger connected there after it connected here, and this connection is closed."""
+        try:
+            await self.store.commit()
+            holder, connected = await self.cluster.holder_of(charge_point_id)
+        except StoreError as exc:
+            log.warning("replica.feed_failed", error=str(exc))
+            return
+        if connected and holder is not None and holder != self.replica_id:
+            self.ingest.taken_by(charge_point_id, holder)
+            self._close(charge_point_id, holder)
 
     def _listen_failed(self, exc: BaseException) -> None:
         log.warning("replica.listen_failed", error=str(exc))

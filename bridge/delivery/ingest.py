@@ -30,7 +30,17 @@ from bridge.store.base import ChargePointRow, ConnectorRow, StagedStore
 log = structlog.get_logger("bridge.ingest")
 
 Slot = tuple[str, int, int]  # (charge point, evse_key, connector_id)
-_UNMAPPED_LOGGED_MAX = 10_000  # (charger, number) pairs remembered for "logged once"
+_UNMAPPED_LOGGED_MAX = 10_000
+#: The charge point columns another replica's write tells this one.
+PRESENCE = (
+    "protocol",
+    "connected",
+    "offline",
+    "last_seen",
+    "disconnected_at",
+    "boot",
+    "replica",
+)  # (charger, number) pairs remembered for "logged once"
 
 
 class Ingest:
@@ -61,8 +71,8 @@ class Ingest:
         #: Whether this process decides that a charger went offline (the grace timers): the
         #: one process, or the push leader of replicas (one decider, no flapping).
         self.decides_offline = True
-        #: Called with (charge point, replica) when another replica took a charger that has a
-        #: connection here: the newest connection wins, this one is to be closed.
+        #: Called with (charge point, replica) when another replica claims a charger that has a
+        #: connection here; the database decides which claim is newer (see remote_presence).
         self.on_taken: Callable[[str, str], None] | None = None
 
     def restore(self, rows: list[ChargePointRow], connectors: Iterable[ConnectorRow] = ()) -> None:
@@ -115,20 +125,16 @@ class Ingest:
     def remote_presence(self, row: ChargePointRow) -> None:
         """A charger's presence as another replica wrote it."""
         cp_id = row.charge_point_id
+        if self._connections.get(cp_id):
+            # Connected here. A claim by another replica may be newer, or older than ours and
+            # read before ours was committed: the caller asks the database, which holds the
+            # newest claim, and closes this connection only if it lost (taken_by).
+            if row.connected and row.replica != self.replica_id and self.on_taken is not None:
+                self.on_taken(cp_id, row.replica or "?")
+            return
         mine = self._row(cp_id)
-        taken = row.connected and row.replica != self.replica_id
-        for name in (
-            "protocol",
-            "connected",
-            "offline",
-            "last_seen",
-            "disconnected_at",
-            "boot",
-            "replica",
-        ):
-            setattr(mine, name, getattr(row, name))  # fmt: skip
-        if taken and self._connections.get(cp_id) and self.on_taken is not None:
-            self.on_taken(cp_id, row.replica or "?")
+        for name in PRESENCE:
+            setattr(mine, name, getattr(row, name))
         self._changed(self.engine.set_offline(cp_id, row.offline))
         if self.decides_offline:
             if row.connected or row.offline:
@@ -136,6 +142,13 @@ class Ingest:
             elif cp_id not in self._grace and not self._connections.get(cp_id):
                 gone = self.clock() - (row.disconnected_at or self.clock())
                 self._start_grace(cp_id, max(0.0, self.offline_grace - gone))
+
+    def taken_by(self, charge_point_id: str, replica: str) -> None:
+        """The database confirms: another replica holds this charger's newest connection (the
+        one here is being closed, and its end must not be written over the other's)."""
+        row = self._row(charge_point_id)
+        row.connected, row.replica = True, replica
+        self._cancel_grace(charge_point_id)
 
     def swept(self, charge_point_id: str, disconnected_at: float) -> None:
         """The leader found this charger's replica dead: disconnected as of then."""

@@ -230,6 +230,20 @@ class Cluster:
         result: list[ReplicaInfo] = await self._run(work)
         return result
 
+    async def holder_of(self, charge_point_id: str) -> tuple[str | None, bool]:
+        """(the replica whose claim is the newest, whether it is connected) as committed."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, bool]:
+            cur = await conn.execute(
+                "SELECT replica, connected FROM charge_point WHERE charge_point_id = %s",
+                (charge_point_id,),
+            )
+            row = await cur.fetchone()
+            return (None, False) if row is None else (row[0], bool(row[1]))
+
+        result: tuple[str | None, bool] = await self._run(work)
+        return result
+
     async def release_chargers(self) -> list[str]:
         """At start: the chargers this replica's name still holds in the database (a killed
         process of the same name) are disconnected as of now."""
