@@ -445,7 +445,12 @@ async def test_a_station_created_on_a_follower_is_in_force_on_the_leader(
             assert (await api.post("/locations", json=LOCATION)).json()["status_code"] == 1000
             created = await api.post("/chargestations", json=station("CP-NEW"))
             assert created.json()["status_code"] == 1000, created.text
-        await eventually(lambda: bool(replicas.procs[leader].named("catalog.followed")), 10)
+
+        def followed() -> bool:
+            events = replicas.procs[leader].named("catalog.followed")
+            return any("station:CP-NEW:v1" in e["objects"] for e in events)
+
+        await eventually(followed, within=10)
         charger = await RawCharger.connect(replicas.procs[leader].ocpp_port, "CP-NEW")
         await charger.status(1, "Charging")  # known to the leader's registry: accepted, mapped
         await eventually(lambda: hub.state.get("DE*ABC*E900*1") == "Occupied", within=10)
