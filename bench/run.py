@@ -52,6 +52,8 @@ OPERATOR = "DE*ABC"
 EVSES_PER_CHARGER = 2
 HUB_DRAIN_TIMEOUT = 300.0
 PR_SET_PDEATHSIG = 1
+#: Server kinds other than bridge and baseline: a bridge on this state URL (bench/replicas.py).
+STATE_URLS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,13 @@ def password_hash(password: str, cost: int | None) -> str:
     return hash_password(password, n=DEFAULT_N if cost is None else 1 << cost)
 
 
-def bridge_config(cfg: Config, hub_port: int, chargers: int, rate_limit: float | None) -> Path:
+def bridge_config(
+    cfg: Config,
+    hub_port: int,
+    chargers: int,
+    rate_limit: float | None,
+    state_url: str | None = None,
+) -> Path:
     from bridge.config import Settings
 
     port = free_port()
@@ -337,6 +345,8 @@ def bridge_config(cfg: Config, hub_port: int, chargers: int, rate_limit: float |
         digest = password_hash(cfg.password, cfg.auth_cost)
         for charger in tree["chargers"].values():
             charger["password_hash"] = digest
+    if state_url is not None:  # PostgreSQL (bench/replicas.py makes a database per run)
+        tree["state"]["url"] = state_url
     if rate_limit is not None:
         tree["delivery"] = {"rate_limit_per_minute": rate_limit}
     if "ops" in Settings.model_fields:  # the ops port: keep it, but on a free loopback port
@@ -359,7 +369,8 @@ async def start_server(
         if cfg.password is not None:
             argv.append("--auth")
     else:
-        path = bridge_config(cfg, hub_port, chargers, rate_limit)
+        state_url = STATE_URLS.get(kind)
+        path = bridge_config(cfg, hub_port, chargers, rate_limit, state_url)
         port = yaml.safe_load(path.read_text())["ocpp"]["port"]
         if cfg.bridge_tweaks:
             argv = [PY, "-m", "bench.variants", *[f"--{t}" for t in cfg.bridge_tweaks], "--"]
@@ -515,7 +526,7 @@ async def run_with(
 ) -> tuple[Server, Generators]:
     cfg = ctx.cfg
     assert ctx.hub is not None
-    if kind == "bridge":
+    if kind.startswith("bridge"):
         await ctx.hub.reset()
     server = await start_server(cfg, kind, tag, hub_port=ctx.hub.port, chargers=chargers,
                                 rate_limit=rate_limit)  # fmt: skip

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -24,6 +24,7 @@ from bridge.api.tokens import Tokens
 from bridge.catalog.catalog import Catalog
 from bridge.catalog.rules import SetUp
 from bridge.certs import days_until, log_certificate
+from bridge.cluster.replica import ReplicaNode, default_replica_id
 from bridge.config import Settings
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
@@ -45,7 +46,8 @@ from bridge.ratelimit import PacedWindow
 from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
-from bridge.store.sqlite import StateStore
+from bridge.store import make_store
+from bridge.store.postgres import PostgresStore
 
 log = structlog.get_logger("bridge")
 
@@ -98,11 +100,10 @@ class Bridge:
     def __init__(self, settings: Settings, *, client: PushClient | None = None) -> None:
         self.settings = settings
         self.lock = DatabaseLock(settings.state.database)
-        self.store = StateStore(
-            settings.state.database,
-            group_commit_ms=settings.state.group_commit_ms,
-            synchronous=settings.state.synchronous,
-        )
+        self.replica_id = settings.replication.replica_id or default_replica_id()
+        self.store = make_store(settings.state, replica_id=self.replica_id)
+        #: Replicas on PostgreSQL: this one's lease and change feed (None: SQLite, one process).
+        self.replica: ReplicaNode | None = None
         self.table = effective_table(settings.status.overrides)
         self.registry = Registry.from_settings(settings)
         self.engine = StatusEngine(
@@ -112,6 +113,9 @@ class Bridge:
         self.ingest = Ingest(
             self.engine, self.outbox, self.store, offline_grace=settings.ocpp.offline_grace
         )
+        if self.store.shared:
+            self.ingest.replica_id = self.replica_id
+            self.ingest.decides_offline = False  # until this replica leads
         self.hub_sim: HubSimulator | None = None
         #: When the OICP client certificate loaded at start expires (None: none/unknown).
         self.client_cert_not_after: datetime | None = None
@@ -155,8 +159,12 @@ class Bridge:
         return self.worker.last_full_load if self.worker is not None else self._restored_full_load
 
     def open_state(self) -> None:
-        """Take the database lock and load the durable state (blocking; at start-up)."""
-        self.lock.acquire()
+        """Take the database lock and load the durable state (blocking; at start-up).
+
+        SQLite: one bridge per file, kept by a file lock. PostgreSQL: any number of replicas;
+        the push lease keeps the lane to one of them."""
+        if not self.store.shared:
+            self.lock.acquire()
         self.load_state()
 
     def load_state(self) -> None:
@@ -178,7 +186,7 @@ class Bridge:
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
         self.ingest.restore(snapshot.charge_points, snapshot.connectors)
-        log.info("state.loaded", database=str(self.store.path), evses=len(snapshot.evses),
+        log.info("state.loaded", database=self.store.where, evses=len(snapshot.evses),
                  connectors=len(snapshot.connectors), pending=len(self.outbox),
                  stations=len(self.catalog.stations), schema=self.store.migration,
                  reconciled=len(reconciled))  # fmt: skip
@@ -192,7 +200,8 @@ class Bridge:
                 self.engine, self.outbox, self.worker, base_url=s.oicp.base_url,
                 operator_id=s.oicp.operator_id, last_full_load=self.last_full_load,
             ),
-            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp),
+            full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp,
+                                     elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
         )  # fmt: skip
 
@@ -207,12 +216,58 @@ class Bridge:
             retry=RetrySettings(
                 initial=d.retry_initial, cap=d.retry_max, pause=d.pause_retry,
                 max_attempts=d.max_attempts, settle=d.settle_time,
-                push_timeout=s.oicp.request_timeout, full_load_timeout=s.fullload.request_timeout,
+                # Replicas: a push must end well within the lease (bridge.cluster.lease).
+                push_timeout=s.replication.push_timeout if self.store.shared
+                else s.oicp.request_timeout,
+                full_load_timeout=s.fullload.request_timeout,
             ),
         )  # fmt: skip
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
+        if self.replica is not None:
+            self.worker.gate = self.replica.lease
         return self.worker
+
+    def _make_replica(self) -> ReplicaNode | None:
+        s = self.settings
+        if not isinstance(self.store, PostgresStore):
+            return None
+        r = s.replication
+        settle = s.delivery.settle_time if s.delivery.settle_time is not None else r.push_timeout
+        return ReplicaNode(
+            self.store, ttl=r.lease_ttl, acquire_interval=r.acquire_interval,
+            replica_timeout=r.replica_timeout, settle=settle, engine=self.engine,
+            outbox=self.outbox, ingest=self.ingest, live=self.live, worker=lambda: self.worker,
+            ops_url=lambda: self.ops_server.api_url if self.ops_server is not None else None,
+            close=self._taken_over,
+        )  # fmt: skip
+
+    def _not_leader(self) -> str | None:
+        """Why this replica does not send to the hub (None: it does)."""
+        if self.replica is None or self.replica.lease.is_leader:
+            return None
+        holder, url = self.replica.leader_hint
+        where = f"{holder} ({url})" if holder and url else holder or "none right now"
+        return f"this replica is not the push leader; ask the leader: {where}"
+
+    def _taken_over(self, charge_point_id: str, replica: str) -> None:
+        """The charger connected again on another replica: the newest connection wins."""
+        if self.ocpp.disconnect(charge_point_id, f"connected to replica {replica}"):
+            log.info("charger.taken_over", charge_point_id=charge_point_id, replica=replica)
+
+    @property
+    def role(self) -> str:
+        """single (SQLite, one process), or this replica's: leader or follower."""
+        return "single" if self.replica is None else self.replica.role.value
+
+    def replication_status(self) -> dict[str, Any]:
+        """What the ops port shows of this replica."""
+        if self.replica is None:
+            return {"mode": "single", "role": "single"}
+        lease = self.replica.lease
+        return {"mode": "replicated", "replica": self.replica_id, "role": lease.role.value,
+                "epoch": lease.epoch, "elections": lease.elections,
+                "failovers": lease.failovers}  # fmt: skip
 
     def check_client_cert(self) -> None:
         """Log (warn under 30 days) and keep how long the hub client certificate is valid."""
@@ -223,7 +278,7 @@ class Bridge:
 
     def _api_file(self) -> Path:
         """Where the running bridge leaves its API's URL for the CLI (``oicp-bridge fullload``)."""
-        return api_url_file(self.settings.state.database)
+        return api_url_file(self.settings.state.database)  # this replica's, on its own disk
 
     @property
     def client_cert_days_left(self) -> float | None:
@@ -259,12 +314,19 @@ class Bridge:
         self._client = client
         if isinstance(client, OicpClient):
             self._watch_hub_tls(client)
+        self.replica = self._make_replica()
         worker = self.make_worker(client)
-        self._resume_lane(worker)
+        if self.replica is None:
+            self._resume_lane(worker)
+        else:  # the lease's in-flight marker tells the next leader what the clean-stop flag did
+            await self.replica.start()
+            self._tasks += self.replica.tasks
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
         if s.fullload.enabled:
+            leads = (lambda: True) if self.replica is None else (lambda: self.role == "leader")
             self._tasks.append(asyncio.create_task(
-                run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone)),
+                run_daily_full_load(worker, s.fullload.time, ZoneInfo(s.fullload.timezone),
+                                    leads=leads),
                 name="fullload-scheduler",
             ))  # fmt: skip
         try:
@@ -277,10 +339,12 @@ class Bridge:
                 "another port",
             ) from exc
         self.accepting = True
-        self.ingest.start_grace_for_all()
+        if self.replica is None:  # replicas: the leader decides (take_offline_decisions)
+            self.ingest.start_grace_for_all()
         log.info("bridge.started", ocpp_port=self.ocpp.port, hub=s.oicp.base_url,
                  operator_id=s.oicp.operator_id, chargers=len(s.chargers),
-                 evses=len(self.engine.evse_ids()),
+                 evses=len(self.engine.evse_ids()), role=self.role,
+                 replica=self.replica_id if self.replica is not None else None,
                  ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
 
     def _watch_hub_tls(self, client: OicpClient) -> None:
@@ -325,7 +389,8 @@ class Bridge:
         self.ingest.close()
         if self.worker is not None:
             self.worker.stop()
-        scheduler = [t for t in self._tasks if t.get_name() != "push-worker"]
+        scheduler = [t for t in self._tasks if t.get_name() != "push-worker"
+                     and (self.replica is None or t not in self.replica.tasks)]  # fmt: skip
         for task in scheduler:
             task.cancel()
         pushing = [t for t in self._tasks if t.get_name() == "push-worker"]
@@ -334,8 +399,11 @@ class Bridge:
             for task in late:  # the push stays pending and is sent after the next start
                 task.cancel()
                 log.warning("bridge.push_abandoned", reason="shutdown timeout")
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.worker is not None and self.store.is_open:
+        await asyncio.gather(*scheduler, *pushing, return_exceptions=True)
+        if self.replica is not None:
+            await self.store.commit()  # the last acknowledgments, fenced, before the lease goes
+            await self.replica.stop()
+        if self.replica is None and self.worker is not None and self.store.is_open:
             self.store.put_meta("hub_settles_at", str(self.worker.unsettled_until))
             self.store.put_meta("clean_stop", "1")
         await self.store.close()

@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fl.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
     fl.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
+    mg = with_config(sub.add_parser(
+        "migrate",
+        help="bring the state database to this bridge's schema (or --check it)",
+        description="Apply the schema migrations this bridge needs to the state database "
+        "(SQLite or PostgreSQL); a start does the same by itself. --check only tells: exit "
+        "status 0 when current, 1 when behind or made by a newer bridge.",
+    ))  # fmt: skip
+    mg.add_argument("--check", action="store_true", help="only tell whether it is current")
     cat = sub.add_parser("catalog", help="export or import the charge-station catalog")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
     with_config(cat_sub.add_parser("export", help="print the catalog as JSON"))
@@ -196,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log.level, settings.log.format.value, stream=log_stream)
         if args.command == "run":
             return asyncio.run(_run(settings))
+        if args.command == "migrate":
+            from bridge.ops import migrate_cmd
+
+            return migrate_cmd.run(settings, check=args.check)
         if args.command == "fullload":
             from bridge.ops import fullload, remote
 
@@ -206,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return remote.full_load(url, token, dry_run=args.dry_run, ca=args.api_ca)
             if args.dry_run:
                 return fullload.dry_run(settings)
+            if settings.state.postgres:
+                raise BridgeError(
+                    "with a PostgreSQL state database only the replicas' push leader sends to "
+                    "the hub: ask the leader's API (POST /api/v2/commands/fullload), or wait "
+                    "for the daily fullLoad"
+                )
             return asyncio.run(fullload.send(settings, wait=args.wait))
         if args.command == "catalog":
             from bridge.ops import catalog_io

@@ -38,6 +38,11 @@ class DatabaseLockedError(StoreError):
     """Another bridge process holds the state database (one bridge per database)."""
 
 
+class NotLeaderError(StoreError):
+    """This replica does not hold the push lease (any more): it must not send to the hub, and
+    the database refused its write of the hub-side state (fenced by the lease's epoch)."""
+
+
 class OcppCallError(BridgeError):
     """An incoming OCPP CALL is answered with a CALLERROR carrying this code."""
 

@@ -22,7 +22,7 @@ from bridge.catalog.model import LocationBody, StationBody, TemplateBody, utc_no
 from bridge.errors import ConfigError
 from bridge.status.engine import EvseChange
 from bridge.status.table import OCPI_TO_OICP, OcpiStatus, OicpStatus
-from bridge.store.sqlite import CatalogRow
+from bridge.store.base import CatalogRow
 
 log = structlog.get_logger("bridge.catalog")
 
@@ -157,6 +157,29 @@ class LiveCatalog:
         """Registry, credentials and engine from the whole catalog (at start)."""
         for entry in self.catalog.stations.values():
             self._configure(entry)
+
+    def apply_remote(self, rows: Sequence[CatalogRow]) -> int:
+        """Catalog objects another replica stored: put into force here as if changed here
+        (registry, credentials, engine, the hub's set), without writing them again. Only
+        newer versions count (a row read twice changes nothing). Returns how many did."""
+        changes = []
+        for row in rows:
+            kind = _KINDS[row.table]
+            before = self.catalog.table(kind).get(row.id)  # type: ignore[arg-type]
+            if before is not None and before.version >= row.version:
+                continue
+            body = _MODELS[kind].model_validate_json(row.body)
+            password_hash = row.extra[1] if kind == "station" else None
+            after = Entry(body, Source(row.source), row.version, password_hash)
+            changes.append(Change(kind, before, after))  # type: ignore[arg-type]
+        self.catalog.apply(changes)
+        for change in changes:
+            if change.kind == "station":
+                self._station_changed(change)
+        if changes:
+            objects = [f"{c.kind}:{c.id}:v{c.after.version}" for c in changes[:20]]
+            log.info("catalog.followed", changes=len(changes), objects=objects)
+        return len(changes)
 
     # -- changes ---------------------------------------------------------------------------
     async def commit(self, changes: Sequence[Change], *, actor: str) -> None:

@@ -213,7 +213,8 @@ def test_dockerfile_command_user_healthcheck_and_ports() -> None:
 
 def test_compose_runs_the_image_command_with_a_named_state_volume() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"bridge", "hub-sim", "chargers"}
+    assert set(services) == {"bridge", "hub-sim", "chargers", "postgres", "replicated-hub-sim",
+                             "replica-a", "replica-b", "load-balancer"}  # fmt: skip
     bridge = services["bridge"]
     assert bridge["command"] == RUN_COMMAND
     mounts = {m.split(":")[1]: m.split(":")[0] for m in bridge["volumes"]}

@@ -36,7 +36,9 @@ FLEET = {f"CP{n}": {"evses": {1: f"DE*ABC*E{n}*1", 2: f"DE*ABC*E{n}*2"}} for n i
 VERSION = {"CP1": "1.6", "CP2": "2.0.1", "CP3": "1.6", "CP4": "2.0.1"}
 
 
-def process_config(tmp_path: Path, hub: HubSimulator, **extra: Any) -> Path:
+def process_config(
+    tmp_path: Path, hub: HubSimulator, backend: dict[str, Any] | None = None, **extra: Any
+) -> Path:
     settings: dict[str, Any] = {
         "ocpp": {"host": "127.0.0.1", "port": 0, "offline_grace": 600},
         "oicp": {"base_url": hub.base_url, "operator_id": OPERATOR, "request_timeout": 0.5},
@@ -53,6 +55,10 @@ def process_config(tmp_path: Path, hub: HubSimulator, **extra: Any) -> Path:
         "log": {"level": "INFO"},
         "chargers": FLEET,
     }
+    if backend is not None and "url" in backend:  # one process on PostgreSQL: a short lease
+        settings["state"] = {**backend, "database": tmp_path / "state.db"}
+        settings["replication"] = {"lease_ttl": 2, "acquire_interval": 0.2, "push_timeout": 0.5,
+                                   "replica_timeout": 6}  # fmt: skip
     for key, value in extra.items():
         settings[key] = {**settings.get(key, {}), **value}
     return write_config(tmp_path / "bridge.yaml", settings)
@@ -149,8 +155,10 @@ async def test_hub_outage_during_burst_loses_nothing_and_coalesces(
 
 
 @pytest.mark.slow
-async def test_sigkill_during_burst_then_restart(tmp_path: Path, hub: HubSimulator) -> None:
-    config = process_config(tmp_path, hub)
+async def test_sigkill_during_burst_then_restart(
+    tmp_path: Path, hub: HubSimulator, backend: dict[str, Any]
+) -> None:
+    config = process_config(tmp_path, hub, backend)
     hub.latency = 0.01  # keep a queue so the kill finds pushes pending
     first = await BridgeProcess(config).start()
     fleet = Fleet()
@@ -173,9 +181,9 @@ async def test_sigkill_during_burst_then_restart(tmp_path: Path, hub: HubSimulat
 
 @pytest.mark.slow
 async def test_sigterm_during_traffic_exits_0_and_resumes_without_duplicates(
-    tmp_path: Path, hub: HubSimulator
+    tmp_path: Path, hub: HubSimulator, backend: dict[str, Any]
 ) -> None:
-    config = process_config(tmp_path, hub)
+    config = process_config(tmp_path, hub, backend)
     hub.latency = 0.01
     first = await BridgeProcess(config).start()
     fleet = Fleet()

@@ -179,6 +179,24 @@ def test_migrations_run_on_postgresql() -> None:
         ).stdout.split()  # fmt: skip
         assert tables == sorted(["alembic_version", "catalog_location", "catalog_station",
                                  "catalog_template", "charge_point", "connector", "evse",
-                                 "meta"])  # fmt: skip
+                                 "lease", "meta", "replica"])  # fmt: skip
     finally:
         subprocess.run([*base, "-d", "test", "-c", f"DROP DATABASE IF EXISTS {name}"])
+
+
+def test_postgresql_is_migrated_online_once_and_can_go_back(postgres: str) -> None:
+    """The start's own path on PostgreSQL: upgrade, nothing on a second start, downgrade to
+    the baseline and up again (a failed release rolled back)."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from bridge.store.migrate import migrate_url, revision_of, sqlalchemy_url
+
+    assert migrate_url(postgres, "db") == f"upgraded from empty to {HEAD}"
+    assert migrate_url(postgres, "db") == "current"
+    engine = create_engine(sqlalchemy_url(postgres))
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection=connection), BASELINE)
+    engine.dispose()
+    assert revision_of(postgres, "db") == BASELINE
+    assert migrate_url(postgres, "db") == f"upgraded from {BASELINE} to {HEAD}"

@@ -71,6 +71,7 @@ async def test_healthz_and_readyz_when_all_is_well(bridge: Bridge) -> None:
     }  # fmt: skip
     # No request to the hub yet since the start: nothing known about it.
     assert details == {
+        "replica": {"mode": "single", "role": "single"},
         "hub": {"reachable": None, "paused": None, "consecutive_failures": 0,
                 "last_success_at": None, "last_failure_at": None, "last_error": None},
         "push": {"pending": 0, "oldest_pending_age_s": 0.0, "parked": 0, "in_flight": False,
@@ -82,6 +83,7 @@ async def test_healthz_and_readyz_when_all_is_well(bridge: Bridge) -> None:
         "ready": True,
         "checks": {"ocpp_listening": True, "state_store": True, "tasks": True},
         "reasons": [],
+        "role": "single",
     }
 
 

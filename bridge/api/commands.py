@@ -14,7 +14,7 @@ from bridge.api.envelope import envelope
 from bridge.api.paging import boolean, integer, single
 from bridge.config import OicpSettings
 from bridge.delivery.worker import PushWorker
-from bridge.errors import HubError
+from bridge.errors import HubError, NotLeaderError
 from bridge.oicp.models import ActionType, build_status_request
 from bridge.status.engine import StatusEngine
 
@@ -23,16 +23,26 @@ class WorkerFullLoad:
     """FullLoadControl of a running bridge: the push worker sends it between two pushes."""
 
     def __init__(
-        self, worker: Callable[[], PushWorker | None], engine: StatusEngine, oicp: OicpSettings
+        self,
+        worker: Callable[[], PushWorker | None],
+        engine: StatusEngine,
+        oicp: OicpSettings,
+        *,
+        elsewhere: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._worker = worker
         self.engine = engine
         self.oicp = oicp
+        #: Replicas: why this one does not send (it is not the push leader), else None.
+        self.elsewhere = elsewhere
 
     def preview(self) -> dict[str, Any]:
         return full_load_body(self.engine, self.oicp)
 
     def request(self) -> asyncio.Future[int]:
+        why = self.elsewhere()
+        if why is not None:
+            raise NotLeaderError(why)
         worker = self._worker()
         if worker is None:
             raise RuntimeError("the push worker is not running")
@@ -66,7 +76,10 @@ async def full_load(ctx: ApiContext, request: web.Request) -> web.Response:
         records = len(body["OperatorEvseStatus"]["EvseStatusRecord"])
         return envelope(FullLoadResult(state="preview", records=records, body=body).model_dump())
     wait = min(integer(values, "wait", 30, 0), 300)
-    done = ctx.full_load.request()
+    try:
+        done = ctx.full_load.request()
+    except NotLeaderError as exc:  # replicas: only the push leader sends to the hub
+        return envelope(None, 2000, str(exc), http_status=409)
     try:
         count = await asyncio.wait_for(asyncio.shield(done), timeout=wait)
     except TimeoutError:

@@ -14,7 +14,7 @@ from bridge.config import ApiSettings
 from bridge.delivery.outbox import Outbox
 from bridge.live import LiveCatalog
 from bridge.status.engine import StatusEngine
-from bridge.store.sqlite import ChargePointRow
+from bridge.store.base import ChargePointRow
 
 
 class FullLoadControl(Protocol):

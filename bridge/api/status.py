@@ -18,7 +18,7 @@ from bridge.api.paging import PAGING, boolean, choice, page, paged, single
 from bridge.errors import OpsRequestError
 from bridge.ocpp.rpc import PROTOCOLS
 from bridge.status.table import OICP_STATUSES, OcppStatus
-from bridge.store.sqlite import ChargePointRow, EvseRow
+from bridge.store.base import ChargePointRow, EvseRow
 
 if TYPE_CHECKING:
     from bridge.api.context import ApiContext

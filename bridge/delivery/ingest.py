@@ -25,12 +25,22 @@ from bridge.delivery.outbox import Outbox
 from bridge.status.aggregate import STATION_DOWN
 from bridge.status.engine import STATION, EvseChange, StatusEngine, StatusReport
 from bridge.status.table import OcppStatus
-from bridge.store.sqlite import ChargePointRow, ConnectorRow, StateStore
+from bridge.store.base import ChargePointRow, ConnectorRow, StagedStore
 
 log = structlog.get_logger("bridge.ingest")
 
 Slot = tuple[str, int, int]  # (charge point, evse_key, connector_id)
-_UNMAPPED_LOGGED_MAX = 10_000  # (charger, number) pairs remembered for "logged once"
+_UNMAPPED_LOGGED_MAX = 10_000
+#: The charge point columns another replica's write tells this one.
+PRESENCE = (
+    "protocol",
+    "connected",
+    "offline",
+    "last_seen",
+    "disconnected_at",
+    "boot",
+    "replica",
+)  # (charger, number) pairs remembered for "logged once"
 
 
 class Ingest:
@@ -38,7 +48,7 @@ class Ingest:
         self,
         engine: StatusEngine,
         outbox: Outbox,
-        store: StateStore,
+        store: StagedStore,
         *,
         offline_grace: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -56,10 +66,21 @@ class Ingest:
         self._background: set[asyncio.Task[None]] = set()
         # metrics hook: (charge point, protocol version, OCPP status)
         self.on_status: Callable[[str, str, OcppStatus], None] | None = None
+        #: This replica's name when replicas share the database (None: the one process).
+        self.replica_id: str | None = None
+        #: Whether this process decides that a charger went offline (the grace timers): the
+        #: one process, or the push leader of replicas (one decider, no flapping).
+        self.decides_offline = True
+        #: Called with (charge point, replica) when another replica claims a charger that has a
+        #: connection here; the database decides which claim is newer (see remote_presence).
+        self.on_taken: Callable[[str, str], None] | None = None
 
     def restore(self, rows: list[ChargePointRow], connectors: Iterable[ConnectorRow] = ()) -> None:
         for row in rows:
-            row.connected = False  # nobody is connected to a process that just started
+            if self.replica_id is None or row.replica == self.replica_id:
+                # Nobody is connected to a process that just started. (Replicas: a charger
+                # held by another stays connected; a dead one's are swept by the leader.)
+                row.connected = False
             self.charge_points[row.charge_point_id] = row
         for c in connectors:
             self._reported[(c.charge_point_id, c.evse_key, c.connector_id)] = report_time(
@@ -71,6 +92,71 @@ class Ingest:
         for cp_id, row in self.charge_points.items():
             if not row.offline:
                 self._start_grace(cp_id)
+
+    def take_offline_decisions(self) -> None:
+        """This replica became the one that decides (the push leader): every charger that no
+        replica holds gets what is left of its grace, counted from its disconnection."""
+        self.decides_offline = True
+        now = self.clock()
+        for cp_id, row in self.charge_points.items():
+            if row.connected or row.offline or self._connections.get(cp_id):
+                continue
+            gone = now - row.disconnected_at if row.disconnected_at is not None else 0.0
+            self._start_grace(cp_id, max(0.0, self.offline_grace - gone))
+
+    def leave_offline_decisions(self) -> None:
+        """Another replica decides from now on."""
+        self.decides_offline = False
+        self.close()
+
+    # -- what other replicas wrote -------------------------------------------------------------
+    def remote_status(self, c: ConnectorRow) -> None:
+        """A connector status another replica stored: the engine follows (and so the outbox)."""
+        slot = (c.charge_point_id, c.evse_key, c.connector_id)
+        at = report_time(c.reported_at, c.received_at)
+        held = self._reported.get(slot)
+        if held is not None and at < held:
+            return
+        self._reported[slot] = at
+        status = OcppStatus(c.ocpp_status)
+        changes = self.engine.apply(StatusReport(*slot, status))[1]
+        self._changed(changes)
+
+    def remote_presence(self, row: ChargePointRow) -> None:
+        """A charger's presence as another replica wrote it."""
+        cp_id = row.charge_point_id
+        if self._connections.get(cp_id):
+            # Connected here. A claim by another replica may be newer, or older than ours and
+            # read before ours was committed: the caller asks the database, which holds the
+            # newest claim, and closes this connection only if it lost (taken_by).
+            if row.connected and row.replica != self.replica_id and self.on_taken is not None:
+                self.on_taken(cp_id, row.replica or "?")
+            return
+        mine = self._row(cp_id)
+        for name in PRESENCE:
+            setattr(mine, name, getattr(row, name))
+        self._changed(self.engine.set_offline(cp_id, row.offline))
+        if self.decides_offline:
+            if row.connected or row.offline:
+                self._cancel_grace(cp_id)
+            elif cp_id not in self._grace and not self._connections.get(cp_id):
+                gone = self.clock() - (row.disconnected_at or self.clock())
+                self._start_grace(cp_id, max(0.0, self.offline_grace - gone))
+
+    def taken_by(self, charge_point_id: str, replica: str) -> None:
+        """The database confirms: another replica holds this charger's newest connection (the
+        one here is being closed, and its end must not be written over the other's)."""
+        row = self._row(charge_point_id)
+        row.connected, row.replica = True, replica
+        self._cancel_grace(charge_point_id)
+
+    def swept(self, charge_point_id: str, disconnected_at: float) -> None:
+        """The leader found this charger's replica dead: disconnected as of then."""
+        row = self._row(charge_point_id)
+        row.connected, row.disconnected_at = False, disconnected_at
+        if self.decides_offline and not row.offline:
+            gone = self.clock() - disconnected_at
+            self._start_grace(charge_point_id, max(0.0, self.offline_grace - gone))
 
     # -- status ----------------------------------------------------------------------------
     async def status(
@@ -170,6 +256,7 @@ class Ingest:
         self._cancel_grace(charge_point_id)
         row = self._row(charge_point_id)
         row.protocol, row.connected, row.last_seen, row.disconnected_at = protocol, True, now, None
+        row.replica = self.replica_id
         if row.offline:
             row.offline = False
             changes = self.engine.set_offline(charge_point_id, False)
@@ -185,6 +272,8 @@ class Ingest:
             return
         self._connections.pop(charge_point_id, None)
         row = self._row(charge_point_id)
+        if row.replica != self.replica_id:
+            return  # another replica holds the charger now (it connected there since)
         row.connected, row.disconnected_at = False, self.clock()
         self.store.put_charge_point(row)
         self._start_grace(charge_point_id)
@@ -223,12 +312,15 @@ class Ingest:
             row = self.charge_points[charge_point_id] = ChargePointRow(charge_point_id)
         return row
 
-    def _start_grace(self, charge_point_id: str) -> None:
+    def _start_grace(self, charge_point_id: str, delay: float | None = None) -> None:
         self._cancel_grace(charge_point_id)
+        if not self.decides_offline:
+            return
         loop = asyncio.get_running_loop()
         mine: list[asyncio.TimerHandle] = []
         handle = loop.call_later(
-            self.offline_grace, lambda: self._grace_over(charge_point_id, mine[0])
+            self.offline_grace if delay is None else delay,
+            lambda: self._grace_over(charge_point_id, mine[0]),
         )
         mine.append(handle)
         self._grace[charge_point_id] = handle
@@ -247,6 +339,8 @@ class Ingest:
         if self._connections.get(charge_point_id):
             return
         row = self._row(charge_point_id)
+        if row.connected:
+            return  # held by another replica
         row.offline = True
         self.store.put_charge_point(row)
         changes = self.engine.set_offline(charge_point_id, True)

@@ -4,19 +4,21 @@
 settle time after an ambiguous outcome, a pause after a configuration error), the requested
 fullLoad and its own backoff, the outbox's next EVSE and the rate limit. It answers *wait until
 ...*, *send the fullLoad* or *send this EVSE's record*; the push worker carries it out. Every
-hub service that shares the lane (and whatever decides whether this replica may use it at all)
-belongs here, as one more input of the same decision.
+hub service that shares the lane belongs here, as one more input of the same decision; so
+does whether this replica may use the lane at all (the push lease of replicas: not the leader,
+or a lease that would not outlive the request → wait).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.delivery.outbox import Outbox
 from bridge.oicp.models import ActionType
-from bridge.store.sqlite import EvseRow
+from bridge.store.base import EvseRow
 
 
 class Limiter(Protocol):
@@ -84,9 +86,19 @@ def next_step(
     outbox: Outbox,
     limiter: Limiter,
     now: float,
+    lease_until: float = math.inf,
+    request_timeout: float = 0.0,
 ) -> Step:
     """What the lane does next at monotonic ``now``. Changes nothing, except that the outbox
-    moves EVSEs whose own backoff is over back into the queue."""
+    moves EVSEs whose own backoff is over back into the queue.
+
+    ``lease_until``: until when this replica may use the lane by its own clock (inf: the one
+    process of a SQLite database; -inf: not the leader). A request goes out only while the
+    lease outlives its timeout (``request_timeout``; a fullLoad's longer lease is the worker's
+    to reserve); otherwise the lane waits until the lease is renewed or taken (that wakes it).
+    """
+    if lease_until - now <= request_timeout:
+        return Wait(None)
     if now < hold_until:
         return Wait(hold_until)
     requested = full_load.requested

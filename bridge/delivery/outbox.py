@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from bridge.status.engine import EvseChange
 from bridge.status.table import OicpStatus
-from bridge.store.sqlite import REMOVED, EvseRow, StateStore
+from bridge.store.base import REMOVED, EvseRow, StagedStore
 
 #: EvseID → (charge point, current status) of every EVSE the bridge knows (configured or
 #: learned from a template): what the engine computes.
@@ -34,7 +34,7 @@ Current = Mapping[str, tuple[str, OicpStatus]]
 class Outbox:
     def __init__(
         self,
-        store: StateStore,
+        store: StagedStore,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -57,6 +57,35 @@ class Outbox:
                 self._pending[row.evse_id] = None
         if self._pending:
             self.changed.set()
+
+    def reload(self, rows: Iterable[EvseRow]) -> None:
+        """Start again from ``rows`` (a replica that becomes the push leader: the database holds
+        what the previous leader learnt of the hub)."""
+        self.rows.clear()
+        self._pending.clear()
+        self._waiting.clear()
+        self._wake_ups.clear()
+        self.restore(rows)
+
+    def follow(self, row: EvseRow) -> None:
+        """What the leader wrote of an EVSE's hub-side state (a follower's view, for reads)."""
+        mine = self.rows.get(row.evse_id)
+        if mine is None:
+            self.rows[row.evse_id] = row
+            return
+        for name in (
+            "hub_status",
+            "hub_holds",
+            "hub_acked_at",
+            "pending_since",
+            "attempts",
+            "last_outcome",
+            "last_code",
+            "last_info",
+            "last_push_at",
+            "parked_code",
+        ):
+            setattr(mine, name, getattr(row, name))  # fmt: skip
 
     def reconcile(self, current: Current) -> list[str]:
         """At start: bring every row in line with what the bridge computes now.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -26,8 +27,11 @@ def next_run(now: datetime, at: time, zone: ZoneInfo) -> datetime:
     raise AssertionError("unreachable: a day always has the time")
 
 
-async def run_daily_full_load(worker: PushWorker, at: time, zone: ZoneInfo) -> None:
-    """Ask the worker for one fullLoad a day (sent between pushes).
+async def run_daily_full_load(
+    worker: PushWorker, at: time, zone: ZoneInfo, *, leads: Callable[[], bool] = lambda: True
+) -> None:
+    """Ask the worker for one fullLoad a day (sent between pushes), if this process leads
+    the lane then (replicas: only the push leader sends it).
 
     It does not wait for the answer: a fullLoad the hub keeps failing is retried by the worker
     while the days go on; a refused one (``fullload.failed``) waits for the next day.
@@ -38,7 +42,10 @@ async def run_daily_full_load(worker: PushWorker, at: time, zone: ZoneInfo) -> N
         log.info("fullload.scheduled", due=due.isoformat(), local_time=at.isoformat("minutes"),
                  timezone=zone.key)  # fmt: skip
         await asyncio.sleep((due - now).total_seconds())
-        worker.request_full_load().add_done_callback(_done)
+        if leads():
+            worker.request_full_load().add_done_callback(_done)
+        else:
+            log.info("fullload.skipped", reason="this replica is not the push leader")
 
 
 def _done(fut: asyncio.Future[int]) -> None:

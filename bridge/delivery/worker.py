@@ -21,6 +21,7 @@ After a request, failures are told apart by what they concern:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,16 +39,38 @@ from bridge.delivery.lane import (
 )
 from bridge.delivery.outbox import Current, Outbox
 from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
-from bridge.errors import HubError
+from bridge.errors import HubError, NotLeaderError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
 from bridge.status.engine import StatusEngine
 from bridge.status.table import OicpStatus
-from bridge.store.sqlite import EvseRow
+from bridge.store.base import EvseRow
 
 log = structlog.get_logger("bridge.push")
 
 FULL_LOAD = "fullLoad"  # the target of a fullLoad request (EvseIDs are the others)
+
+
+class Gate(Protocol):
+    """Whether this process may use the lane (``bridge.cluster.lease``)."""
+
+    def lease_until(self) -> float:
+        """Monotonic time until which this process holds the lane (-inf: it does not)."""
+        ...
+
+    async def reserve(self, seconds: float) -> bool:
+        """Make the lease outlive a request of ``seconds`` from now; False: it cannot."""
+        ...
+
+
+class AlwaysLeader:
+    """The one process of a SQLite database: the lane is always its own."""
+
+    def lease_until(self) -> float:
+        return math.inf
+
+    async def reserve(self, seconds: float) -> bool:
+        return True
 
 
 class PushClient(Protocol):
@@ -92,7 +115,9 @@ class PushWorker:
         limiter: Limiter,
         retry: RetrySettings | None = None,
         clock: Callable[[], float] = time.time,
+        gate: Gate | None = None,
     ) -> None:
+        self.gate: Gate = gate or AlwaysLeader()
         self.outbox = outbox
         self.engine = engine
         self.client = client
@@ -119,8 +144,24 @@ class PushWorker:
         """What the lane does next at monotonic ``now`` (see :func:`lane.next_step`)."""
         return next_step(
             hold_until=self._hold_until, full_load=self.full_load, outbox=self.outbox,
-            limiter=self.limiter, now=now,
+            limiter=self.limiter, now=now, lease_until=self.gate.lease_until(),
+            request_timeout=self.retry.push_timeout,
         )  # fmt: skip
+
+    def reset(self) -> None:
+        """Forget the lane's transient state (a replica that becomes the leader starts from
+        what the database says, not from what it knew when it last led)."""
+        self._failures = 0
+        self._hold_until = 0.0
+        self._flips.clear()
+        self._last_deferred = None
+        self._hub_refuses = False
+        self.paused_reason = None
+        self.full_load.not_before = 0.0
+
+    def wake(self) -> None:
+        """Decide again now (the lease was renewed, taken or lost)."""
+        self.outbox.changed.set()
 
     @property
     def idle(self) -> bool:
@@ -140,6 +181,8 @@ class PushWorker:
                     await self._full_load()
                 else:
                     await self._push(step.row, step.action)
+            except NotLeaderError:
+                self.in_flight = False  # deposed before sending: the gate is closed now
             except Exception:
                 # A bug or a failing state store must not end pushing for good: log it, back
                 # off like a hub failure, and go on. Nothing was acknowledged, so nothing is lost.
@@ -178,9 +221,19 @@ class PushWorker:
             pass
 
     # -- one record ------------------------------------------------------------------------
+    async def _sending(self, target: str, timeout: float) -> bool:
+        """Durable (and fenced) "``target`` is in flight" before it goes out; then whether the
+        lease still outlives the request (the write took a moment)."""
+        await self.outbox.store.sending(target)
+        return self.gate.lease_until() - time.monotonic() > timeout
+
     async def _push(self, row: EvseRow, action: ActionType) -> None:
         evse_id = row.evse_id
         status = OicpStatus(row.status)
+        if not await self._sending(evse_id, self.retry.push_timeout):
+            return  # decide again: the lane now waits for the lease
+        if self.outbox.rows.get(evse_id) is not row or OicpStatus(row.status) is not status:
+            return  # changed while the marker was written: decide again
         self.limiter.take()
         fields: dict[str, object] = {
             "charge_point_id": row.charge_point_id,
@@ -192,10 +245,14 @@ class PushWorker:
         started = time.monotonic()
         self.in_flight = True
         try:
-            outcome = await self.client.push_evse_status(action, [(evse_id, status)])
+            outcome = await self.client.push_evse_status(
+                action, [(evse_id, status)], timeout=self.retry.push_timeout
+            )
         except HubError as exc:
             self.in_flight = False
             self._record_failed(exc, action, time.monotonic() - started, fields, evse_id)
+            if not is_ambiguous(exc):
+                self.outbox.store.put_in_flight(None)
             self.outbox.store.commit_soon()
             return
         except asyncio.CancelledError:  # abandoned at shutdown: the hub may still apply it
@@ -215,6 +272,8 @@ class PushWorker:
                  pending=len(self.outbox), **fields)  # fmt: skip
         # The acknowledgment rides with the next group commit instead of holding up the next
         # push: losing it in a crash only means one identical re-push (insert/update recover).
+        # (Replicas: the next push's in-flight marker commits it first, fenced.)
+        self.outbox.store.put_in_flight(None)
         self.outbox.store.commit_soon()
 
     def _record_failed(
@@ -324,6 +383,10 @@ class PushWorker:
     # -- fullLoad --------------------------------------------------------------------------
     async def _full_load(self) -> None:
         full = self.full_load
+        timeout = self.retry.full_load_timeout
+        if not await self.gate.reserve(timeout) or not await self._sending(FULL_LOAD, timeout):
+            full.not_before = time.monotonic() + self.retry.initial
+            return  # the lease cannot cover it now: single pushes go on, it is tried again
         batch = list(full.waiters)  # requests made while it is in flight wait for the next
         sent = self.engine.snapshot()
         records = [(evse_id, sent[evse_id][1]) for evse_id in sorted(sent)]
@@ -337,6 +400,8 @@ class PushWorker:
         except HubError as exc:
             self.in_flight = False
             self._full_load_failed(exc, batch, sent, time.monotonic() - started)
+            if not is_ambiguous(exc):
+                self.outbox.store.put_in_flight(None)
             self.outbox.store.commit_soon()
             return
         except asyncio.CancelledError:
@@ -349,6 +414,7 @@ class PushWorker:
         self.outbox.full_load_done(sent, self.engine.snapshot())
         self.last_full_load = self.clock()
         self.outbox.store.put_meta("last_full_load", str(self.last_full_load))
+        self.outbox.store.put_in_flight(None)
         self._emit(FULL_LOAD, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("fullload.ok", action=FULL_LOAD, records=len(records), hub_code=outcome.code,
                  duration_ms=round(outcome.duration_ms, 1))  # fmt: skip

@@ -25,7 +25,8 @@ from bridge.config import Settings, load_settings
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from bridge.status.registry import Registry
 from bridge.status.table import OICP_STATUSES
-from bridge.store.sqlite import CatalogRow, read_snapshot
+from bridge.store.base import CatalogRow
+from bridge.store.sqlite import read_snapshot
 
 __all__ = [
     "Check",
@@ -301,7 +302,7 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
                                               for c in s.chargers.values()) else "")),
         ("ops port", f"http://{s.ops.host}:{s.ops.port}" if s.ops.enabled else "disabled"),
         ("API", _api_summary(settings)),
-        ("state database", str(s.state.database)),
+        ("state database", s.state.where),
         (
             "fullLoad",
             f"daily at {s.fullload.time.isoformat('minutes')} {s.fullload.timezone}"
@@ -351,7 +352,13 @@ def status(
     out: IO[str] = sys.stdout,
 ) -> int:
     """Print every EVSE from the state database (raises StoreError if there is none)."""
-    snapshot = read_snapshot(settings.state.database)
+    state = settings.state
+    if state.postgres and state.url is not None:
+        from bridge.store.postgres import read_snapshot_url
+
+        snapshot = read_snapshot_url(state.url, state.where)
+    else:
+        snapshot = read_snapshot(state.database)
     registry = Registry.from_settings(settings)
     _add_catalog(registry, snapshot.catalog)
     rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
@@ -389,7 +396,7 @@ def status(
         return EXIT_OK
     print(_table(items), file=out)
     pending = sum(1 for i in items if i["pending_since"] is not None)
-    print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.database})", file=out)
+    print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.where})", file=out)
     return EXIT_OK
 
 

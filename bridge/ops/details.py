@@ -38,10 +38,13 @@ class DetailSource(Protocol):
     @property
     def last_full_load(self) -> float | None: ...
 
+    def replication_status(self) -> dict[str, Any]: ...
+
 
 def health_details(bridge: DetailSource) -> dict[str, Any]:
     hub, worker, outbox = bridge.hub, bridge.worker, bridge.outbox
     return {
+        "replica": bridge.replication_status(),
         "hub": {
             "reachable": hub.reachable,
             "paused": worker.paused_reason if worker is not None else None,

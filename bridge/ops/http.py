@@ -233,7 +233,9 @@ class OpsServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         health = readiness(self.probe)
-        return web.json_response(health.body("ready"), status=200 if health.ok else 503)
+        # Followers are ready (they take chargers); the role says which one pushes.
+        body = {**health.body("ready"), "role": self.probe.replication_status()["role"]}
+        return web.json_response(body, status=200 if health.ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render(request.headers.get("Accept"))

@@ -60,6 +60,8 @@ class Watched(Protocol):
     @property
     def client_cert_days_left(self) -> float | None: ...
 
+    def replication_status(self) -> dict[str, Any]: ...
+
 
 __all__ = ["METRICS", "BridgeMetrics", "MetricDoc"]
 
@@ -107,6 +109,20 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "bridge_push_duration_seconds", "histogram", ("action",),
         "Duration of push requests to the hub, successful or not.",
+    ),
+    MetricDoc(
+        "bridge_replica_role", "gauge", ("role",),
+        "1 for this process's role: single (SQLite, one process), leader (the replica that "
+        "pushes to the hub) or follower (takes chargers, never calls the hub).",
+    ),
+    MetricDoc(
+        "bridge_leader_elections_total", "counter", (),
+        "Times this replica took the push lease (at start, or after another leader).",
+    ),
+    MetricDoc(
+        "bridge_leader_failovers_total", "counter", (),
+        "Times this replica took the push lease over from another replica whose lease had "
+        "expired (a crash or a cut from the database; a clean stop hands it on without one).",
     ),
     MetricDoc(
         "bridge_push_pending", "gauge", (),
@@ -284,6 +300,16 @@ class _LiveCollector:
             by_status[status] = by_status.get(status, 0) + 1
         yield _gauge("bridge_evses", [((s,), float(n)) for s, n in by_status.items()])
 
+        status = b.replication_status()
+        yield _gauge(
+            "bridge_replica_role",
+            [((r,), 1.0 if status["role"] == r else 0.0) for r in ("single", "leader", "follower")],
+        )
+        for name in ("elections", "failovers"):
+            doc = _DOC[f"bridge_leader_{name}_total"]
+            family = CounterMetricFamily(doc.name.removesuffix("_total"), doc.help)
+            family.add_metric([], float(status.get(name, 0)))
+            yield family
         yield _gauge("bridge_push_pending", [((), float(len(b.outbox)))])
         yield _gauge(
             "bridge_push_oldest_pending_age_seconds", [((), b.outbox.oldest_pending_age())]

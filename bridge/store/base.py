@@ -1,0 +1,329 @@
+"""What both state backends share: the rows, and staging with group commit.
+
+Writers ``put_*`` rows (keyed, so a second put of the same row before the commit replaces the
+first) and then ``await commit()``: it returns once everything put so far is durable. Commits
+are batched over ``group_commit_ms`` so thousands of StatusNotifications a second cost a few
+fsyncs, not thousands. Everything staged before a commit is written in one transaction (a
+catalog change and its outbox rows, a status report and the EVSE change it caused).
+
+A backend (``bridge.store.sqlite``, ``bridge.store.postgres``) only says how one batch is
+written (:meth:`StagedStore._write`) and how the state is read at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any
+
+from bridge.errors import StoreError
+
+# EvseRow.parked_code of an EVSE that is no longer shared: deleted at the hub while it may
+# hold it (hub_holds), never inserted or updated again unless it is shared anew.
+REMOVED = "removed"
+CATALOG_TABLES = ("catalog_location", "catalog_station", "catalog_template")
+CATALOG_EXTRA = {"catalog_station": ("location_id", "password_hash")}
+
+
+@dataclass(slots=True)
+class ConnectorRow:
+    charge_point_id: str
+    evse_key: int
+    connector_id: int
+    ocpp_status: str
+    error_code: str | None
+    reported_at: str | None
+    received_at: float
+
+
+@dataclass(slots=True)
+class EvseRow:
+    """Delivery state of one EVSE. ``pending_since`` is set while the hub lacks ``status``.
+
+    ``parked_code``: the hub's code that set the EVSE aside, or REMOVED for an EVSE no longer
+    configured (removed from the hub by a fullLoad, never pushed again).
+    """
+
+    evse_id: str
+    charge_point_id: str
+    status: str
+    changed_at: float | None = None
+    hub_status: str | None = None
+    hub_holds: bool = False
+    hub_acked_at: float | None = None
+    pending_since: float | None = None
+    attempts: int = 0
+    last_outcome: str | None = None
+    last_code: str | None = None
+    last_info: str | None = None
+    last_push_at: float | None = None
+    parked_code: str | None = None
+
+    @property
+    def removed(self) -> bool:
+        return self.parked_code == REMOVED
+
+    @property
+    def parked(self) -> str | None:
+        """The code it is parked for; None if not parked (a removed EVSE is not parked)."""
+        return None if self.parked_code == REMOVED else self.parked_code
+
+
+@dataclass(slots=True)
+class ChargePointRow:
+    charge_point_id: str
+    protocol: str | None = None
+    connected: bool = False
+    offline: bool = False
+    last_seen: float | None = None
+    disconnected_at: float | None = None
+    boot: str | None = None  # JSON of the last BootNotification
+    #: The replica whose connection this is (PostgreSQL; None on SQLite, the one process).
+    replica: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    """One catalog object as stored: key, the object as JSON, provenance, version, time.
+
+    ``extra`` are the table's own columns between ``id`` and ``body`` (catalog_station:
+    location_id, password_hash).
+    """
+
+    table: str
+    id: str
+    body: str
+    source: str
+    version: int
+    last_updated: str
+    extra: tuple[str | None, ...] = ()
+
+
+@dataclass(slots=True)
+class Snapshot:
+    connectors: list[ConnectorRow]
+    evses: list[EvseRow]
+    charge_points: list[ChargePointRow]
+    meta: dict[str, str]
+    catalog: list[CatalogRow] = field(default_factory=list)
+
+
+Row = tuple[Any, ...]
+
+
+def _snapshot(cls: type[Any]) -> Any:
+    """A flat tuple of a row's fields in column order: an immutable copy, cheap to take."""
+    return attrgetter(*(f.name for f in fields(cls)))
+
+
+connector_tuple = _snapshot(ConnectorRow)
+evse_tuple = _snapshot(EvseRow)
+cp_tuple = _snapshot(ChargePointRow)
+
+
+def evse_row(r: Row) -> EvseRow:
+    row = EvseRow(*r)
+    row.hub_holds = bool(row.hub_holds)
+    return row
+
+
+def cp_row(r: Row) -> ChargePointRow:
+    row = ChargePointRow(*r)
+    row.connected = bool(row.connected)
+    row.offline = bool(row.offline)
+    return row
+
+
+def catalog_columns(table: str) -> list[str]:
+    return ["id", *CATALOG_EXTRA.get(table, ()), "body", "source", "version", "last_updated"]
+
+
+def catalog_row(table: str, r: Row) -> CatalogRow:
+    n = len(CATALOG_EXTRA.get(table, ()))
+    return CatalogRow(table, r[0], r[1 + n], r[2 + n], int(r[3 + n]), r[4 + n],
+                      tuple(r[1 : 1 + n]))  # fmt: skip
+
+
+def catalog_params(row: CatalogRow) -> Row:
+    return (row.id, *row.extra, row.body, row.source, row.version, row.last_updated)
+
+
+#: Staged value of the in-flight marker meaning "clear it" (the request got its answer).
+CLEAR = ""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything staged for one transaction."""
+
+    connectors: list[Row]
+    evses: list[Row]
+    charge_points: list[Row]
+    meta: list[tuple[str, str]]
+    catalog: list[CatalogRow]
+    #: The hub request in flight as the leader records it (PostgreSQL: EvseID or "fullLoad";
+    #: CLEAR once answered; None: unchanged).
+    in_flight: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.connectors or self.evses or self.charge_points or self.meta
+                    or self.catalog or self.in_flight is not None)  # fmt: skip
+
+
+class StagedStore(ABC):
+    """Staging and group commit; the backend writes batches. Use from one event loop."""
+
+    #: Whether several processes may share this database (then EVSE rows are fenced).
+    shared = False
+
+    def __init__(self, *, group_commit_ms: float = 2.0) -> None:
+        self.group_commit_s = group_commit_ms / 1000
+        # Staged rows as tuples (snapshots taken at put time), keyed so a later put replaces.
+        self._connectors: dict[tuple[str, int, int], Row] = {}
+        self._evses: dict[str, Row] = {}
+        self._cps: dict[str, Row] = {}
+        self._meta: dict[str, str] = {}
+        self._catalog: dict[tuple[str, str], CatalogRow] = {}
+        self._in_flight: str | None = None
+        self._batch: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.migration: str | None = None  # what opening did to the schema (for the log)
+
+    # -- lifecycle (backend) ---------------------------------------------------------------
+    @abstractmethod
+    def open(self) -> Snapshot:
+        """Open (creating and migrating if needed) and read everything; blocking, at start."""
+
+    @property
+    @abstractmethod
+    def is_open(self) -> bool: ...
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The database, for logs and messages (no password)."""
+
+    @abstractmethod
+    def write_meta_now(self, key: str, value: str) -> None:
+        """Write one meta value durably at once (blocking; at start-up, before any traffic)."""
+
+    @abstractmethod
+    async def _write(self, batch: Batch) -> None:
+        """Write one batch in one transaction (raise StoreError if it cannot be)."""
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    @abstractmethod
+    def close_unwritten(self) -> None:
+        """Close without writing what is staged (read-only use next to a running bridge)."""
+
+    async def close(self) -> None:
+        """Commit what is outstanding and close."""
+        if not self.is_open:
+            return
+        await self.commit()
+        if self._flusher is not None:
+            await self._flusher
+        await self._close()
+
+    # -- writes ----------------------------------------------------------------------------
+    def put_connector(self, row: ConnectorRow) -> None:
+        self._connectors[(row.charge_point_id, row.evse_key, row.connector_id)] = connector_tuple(
+            row
+        )
+
+    def put_evse(self, row: EvseRow) -> None:
+        # Rows are mutable objects owned by the outbox; the tuple is a snapshot, so a later
+        # in-memory change cannot slip into a batch that is being written.
+        self._evses[row.evse_id] = evse_tuple(row)
+
+    def put_charge_point(self, row: ChargePointRow) -> None:
+        self._cps[row.charge_point_id] = cp_tuple(row)
+
+    def put_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+
+    def put_catalog(self, row: CatalogRow) -> None:
+        """Stage a catalog object; it is written in the same transaction as what is staged
+        with it (e.g. the outbox rows of the same change)."""
+        self._catalog[(row.table, row.id)] = row
+
+    def put_in_flight(self, target: str | None) -> None:
+        """Record the hub request now in flight (None: none). Only a shared database keeps
+        it: the next leader must know which EVSE's hub status is unknown."""
+        if self.shared:
+            self._in_flight = CLEAR if target is None else target
+
+    async def sending(self, target: str) -> None:
+        """Make everything staged durable together with "a request for ``target`` is in
+        flight", before that request goes out; fenced on a shared database (raises
+        :class:`bridge.errors.NotLeaderError` if this replica is no longer the leader).
+
+        On a database of one process there is nothing to tell a successor: no write."""
+        if self.shared:
+            self.put_in_flight(target)
+            await self.commit()
+            self.check_fence()
+
+    def check_fence(self) -> None:  # noqa: B027  (a no-op unless the database is shared)
+        """Raise NotLeaderError if the last fenced write was refused (shared database)."""
+
+    async def commit(self) -> None:
+        """Return when every row put so far is durable (raises StoreError if it cannot be)."""
+        await asyncio.shield(self._next_batch())
+
+    def commit_soon(self) -> None:
+        """Have everything put so far written with the next batch, without waiting for it."""
+        if self.is_open:
+            self._next_batch()
+
+    def _next_batch(self) -> asyncio.Future[None]:
+        if not self.is_open:
+            raise StoreError("state database is not open")
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
+        return self._batch
+
+    def _take(self) -> Batch:
+        batch = Batch(
+            list(self._connectors.values()), list(self._evses.values()),
+            list(self._cps.values()), list(self._meta.items()), list(self._catalog.values()),
+            self._in_flight,
+        )  # fmt: skip
+        self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
+        self._catalog, self._in_flight = {}, None
+        return batch
+
+    async def _flush_loop(self) -> None:
+        while self._batch is not None:
+            if self.group_commit_s:
+                await asyncio.sleep(self.group_commit_s)  # let more writers join this batch
+            waiters, self._batch = self._batch, None
+            batch = self._take()
+            try:
+                await self._write(batch)
+            except StoreError as exc:
+                self._requeue(batch)  # nothing accepted is dropped: the next commit retries
+                waiters.set_exception(exc)
+                waiters.exception()  # retrieved here; waiters re-raise it
+            else:
+                waiters.set_result(None)
+
+    def _requeue(self, batch: Batch) -> None:
+        for c in batch.connectors:
+            self._connectors.setdefault((c[0], c[1], c[2]), c)
+        for e in batch.evses:
+            self._evses.setdefault(e[0], e)
+        if self._in_flight is None:
+            self._in_flight = batch.in_flight
+        for cp in batch.charge_points:
+            self._cps.setdefault(cp[0], cp)
+        for key, value in batch.meta:
+            self._meta.setdefault(key, value)
+        for row in batch.catalog:
+            self._catalog.setdefault((row.table, row.id), row)
