@@ -15,7 +15,7 @@ from bridge.catalog.catalog import Catalog
 from bridge.catalog.checks import check_record, split_street
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody
-from bridge.catalog.quality import COUNTED, assess, assess_evse, report, summarise
+from bridge.catalog.quality import CODES, COUNTED, assess, assess_evse, report, summarise
 from bridge.catalog.rules import SetUp
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -58,7 +58,9 @@ def codes(
     body: StationBody, loc: LocationBody | None = None, facts: OperatorFacts = FACTS
 ) -> set[str]:
     result = assess_evse(body.evses[0], body, loc or location(), facts)
-    return {f.code for f in result.findings}
+    found = {f.code for f in result.findings}
+    assert found <= set(CODES)  # the API's code filter knows each
+    return found
 
 
 # -- the guide's example: its two data mistakes are flagged ---------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
@@ -38,7 +38,7 @@ from bridge.catalog.model import EvseBody, LocationBody, StationBody
 from bridge.catalog.oicp_terms import OICP_POWER_TYPES, oicp_plug, standard_current
 from bridge.status.table import OcpiStatus
 
-__all__ = ["COUNTED", "EvseQuality", "Finding", "Report", "Severity", "Summary", "assess"]
+__all__ = ["CODES", "COUNTED", "EvseQuality", "Finding", "Report", "Severity", "Summary", "assess"]
 
 #: Counted fields → what they become at the hub. Operator facts and plugs are required by
 #: OICP: missing, they are also an error finding (the hub refuses the record).
@@ -66,6 +66,12 @@ _REQUIRED_FACTS = (
     "authentication_modes",
     "calibration_law",
 )
+#: Every finding code, for filters (``bridge.catalog.checks`` makes the consistency ones).
+CODES = ("ac_on_dc_plug", "coordinates_out_of_range", "coordinates_outside_country",
+         "coordinates_swapped", "coordinates_zero", "dc_on_ac_plug", "house_number_missing",
+         "location_missing", "no_oicp_plug", "no_oicp_power_type", "oicp_limit",
+         "postal_code_empty", "power_mismatch", "required_missing", "street_too_short",
+         "voltage_line_to_line")  # fmt: skip
 PENALTY = {Severity.WARNING: 10, Severity.ERROR: 25}
 WORST = 10  # EVSEs listed in the summary
 
@@ -82,7 +88,7 @@ class EvseQuality(BaseModel):
     completeness: int = Field(ge=0, le=100, description="percent of the counted fields present")
     missing: list[str] = Field(description="Counted fields without a value.")
     findings: list[Finding]
-    last_updated: Any = Field(None, exclude=True)  # for date_from/date_to paging only
+    last_updated: datetime | None = Field(None, description="The EVSE's last change.")
 
 
 class WorstEvse(BaseModel):
