@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from bridge.app import Bridge
-from bridge.cli import main
 from bridge.config import Settings
 from bridge.ops.quality import data_quality
 from tests.conftest import AUTH, READ_AUTH
@@ -134,17 +136,66 @@ async def test_command_reads_the_state_database(
     assert data_quality(settings, fail_under=mean, out=io.StringIO()) == 0
 
 
-def test_command_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line(tmp_path: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(
         f"state: {{database: {tmp_path / 'state.db'}}}\n"
         "oicp: {operator_id: 'DE*ABC'}\n"
         "chargers: {CP1: {evses: {1: 'DE*ABC*E1*1'}}}\n"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "bridge", "data-quality", "-c", str(config), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
     # A station of the configuration file has no location and no plugs: errors, score 0.
-    assert main(["data-quality", "-c", str(config), "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
+    done = run("--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
     assert document["evses"][0]["evse_id"] == "DE*ABC*E1*1"
     assert {f["code"] for f in document["evses"][0]["findings"]} >= {"location_missing"}
-    assert main(["data-quality", "-c", str(config), "--fail-under", "50"]) == 1
-    assert "below --fail-under 50" in capsys.readouterr().err
+    done = run("--fail-under", "50")
+    assert done.returncode == 1 and "below --fail-under 50" in done.stderr
+    assert "1 EVSEs, 1 with findings" in done.stdout
+
+
+# -- values the hub would refuse are refused at the API, the field named --------------------------
+async def test_values_the_hub_would_refuse_are_refused_by_field(
+    make_bridge: Callable[..., Awaitable[Bridge]],
+) -> None:
+    bridge, base = await start(make_bridge)
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH) as api:
+        for change, words in [
+            ({"name": "N" * 151}, ["name", "150", "ChargingStationNames"]),
+            ({"address": "B 12"}, ["address", "shorter than 2", "Street"]),
+            ({"address": "   "}, ["address", "blank"]),
+            ({"city": " "}, ["city", "blank"]),
+        ]:  # fmt: skip
+            message = await refused(api.post("/locations", json={**LOCATION, **change}))
+            assert all(w in message for w in words), (change, message)
+        assert not bridge.catalog.locations
+        await ok(api.post("/locations", json={**LOCATION, "name": "N" * 150}))
+        assert "address" in await refused(api.patch("/locations/LOC-1", json={"address": "X"}))
+
+        two_phase = station("CP-2P", evse_id="DE*ABC*E902*1")
+        two_phase["evses"][0]["connectors"] = [{**CONNECTOR, "power_type": "AC_2_PHASE",
+                                                "max_electric_power": 14720}]  # fmt: skip
+        message = await refused(api.post("/chargestations", json=two_phase))
+        assert "evses[0].connectors[0].power_type" in message and "AC_2_PHASE" in message
+        gbt = station("CP-GB", evse_id="DE*ABC*E903*1")
+        gbt["evses"][0]["connectors"] = [{**CONNECTOR, "standard": "GBT_AC"}]
+        message = await refused(api.post("/chargestations", json=gbt))
+        assert "evses[0].connectors:" in message and "GBT_AC" in message
+        # In stock the station is not shared yet: accepted, and refused on the way to the hub.
+        await ok(api.post("/chargestations", json={**gbt, "deployment_state": "stock"}))
+        message = await refused(
+            api.patch("/chargestations/CP-GB", json={"deployment_state": "production"})
+        )
+        assert "evses[0].connectors" in message
+        assert bridge.catalog.stations["CP-GB"].body.deployment_state.value == "stock"
+        # One connector with an OICP plug is enough (the other is reported, not refused).
+        gbt["evses"][0]["connectors"].append({**CONNECTOR, "id": "2"})
+        await ok(api.put("/chargestations/CP-GB", json=gbt))
+        data, _ = await ok(api.get("/data-quality", params={"station_id": "CP-GB"}))
+        assert {f["code"] for f in data["evses"][0]["findings"]} == {"no_oicp_plug"}
