@@ -173,7 +173,7 @@ def check_coordinates(
     ]
 
 
-_HOUSE_LAST = re.compile(r"^(?P<street>.*?)[\s,]+(?P<num>\d[0-9A-Za-z/\-]{0,9}(?:\s?[A-Za-z])?)$")
+_HOUSE_LAST = re.compile(r"^(?P<street>.*?)[\s,]+(?P<num>\d[0-9A-Za-z/\-]{0,7}(?:\s?[A-Za-z])?)$")
 _HOUSE_FIRST = re.compile(r"^(?P<num>\d[0-9A-Za-z/\-]{0,9}),?\s+(?P<street>.*)$")
 
 
