@@ -104,9 +104,15 @@ async def test_fixing_the_data_clears_the_findings(
     _, base = await start(make_bridge)
     async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH) as api:
         await fill(api)
+        before, _ = await ok(api.get("/data-quality", params={"station_id": "CP-B"}))
+        assert len(before["evses"][0]["findings"]) == 4  # kept per station until it changes
         await ok(api.patch("/locations/LOC-2", json={
             "postal_code": "10115",
             "coordinates": {"latitude": "52.520008", "longitude": "13.404954"}}))  # fmt: skip
+        # A change of its location alone is seen at once.
+        data, _ = await ok(api.get("/data-quality", params={"station_id": "CP-B"}))
+        assert {f["code"] for f in data["evses"][0]["findings"]} == {
+            "voltage_line_to_line", "power_mismatch"}  # fmt: skip
         await ok(api.patch("/chargestations/CP-B", json={"evses": [
             {"uid": "CP-B-1", "evse_id": "DE*ABC*E901*1", "ocpp_ids": [1], "floor_level": "0",
              "capabilities": ["RFID_READER"], "connectors": [CONNECTOR]}]}))  # fmt: skip

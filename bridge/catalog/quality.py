@@ -14,7 +14,7 @@ error, never below 0: an EVSE with every field and no finding scores 100.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, Field
@@ -256,22 +256,33 @@ def _connector_findings(evse: EvseBody) -> list[Finding]:
 
 
 # -- the catalog ----------------------------------------------------------------------------------
-def evses_of(catalog: Catalog) -> Iterator[tuple[EvseBody, StationBody, LocationBody | None]]:
-    """Every EVSE the report covers: not REMOVED, of a station in stock or production (stock
-    is checked before it goes live), in station id order."""
+def stations_of(catalog: Catalog) -> list[tuple[StationBody, LocationBody | None]]:
+    """The stations the report covers, with their locations: in stock or production (stock is
+    checked before it goes live), in station id order. Bodies are never changed in place
+    (every write replaces them), so this list may be assessed outside the event loop."""
+    out = []
     for station_id in catalog.ids("station"):
         station = catalog.stations[station_id].body
         if station.deployment_state is DeploymentState.DEPRECATED:
             continue
         entry = catalog.locations.get(station.location_id or "")
-        location = entry.body if entry is not None else None
-        for evse in station.evses:
-            if evse.status != OcpiStatus.REMOVED:
-                yield evse, station, location
+        out.append((station, entry.body if entry is not None else None))
+    return out
+
+
+def assess_station(
+    station: StationBody, location: LocationBody | None, defaults: OperatorFacts
+) -> list[EvseQuality]:
+    """Every EVSE of the station that is not REMOVED."""
+    return [
+        assess_evse(evse, station, location, defaults)
+        for evse in station.evses
+        if evse.status != OcpiStatus.REMOVED
+    ]
 
 
 def assess(catalog: Catalog, defaults: OperatorFacts) -> list[EvseQuality]:
-    return [assess_evse(e, s, loc, defaults) for e, s, loc in evses_of(catalog)]
+    return [i for s, loc in stations_of(catalog) for i in assess_station(s, loc, defaults)]
 
 
 def summarise(items: Iterable[EvseQuality]) -> Summary:
