@@ -48,3 +48,5 @@ class ApiContext:
     hash_password: Callable[[str], str]  # password → scrypt hash (runs in a thread)
     #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.
     station_cache: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    #: Station id → (its body, its location's, the defaults, its EVSEs' data-quality report).
+    quality_cache: dict[str, tuple[Any, Any, Any, list[Any]]] = field(default_factory=dict)

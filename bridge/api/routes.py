@@ -14,7 +14,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from bridge.api import manage
+from bridge.api import manage, quality
 from bridge.api.commands import FullLoadResult, full_load
 from bridge.api.context import ApiContext
 from bridge.api.envelope import (
@@ -27,11 +27,13 @@ from bridge.api.envelope import (
 )
 from bridge.api.manage import COLLECTIONS, BatchItem, BatchResult, Collection
 from bridge.api.paging import PAGING
+from bridge.api.quality import data_quality
 from bridge.api.status import PREFIX as V1
 from bridge.api.status import StatusApi
 from bridge.api.tokens import Client
 from bridge.catalog import model
 from bridge.catalog.model import Evse, EvsePatch
+from bridge.catalog.quality import Report
 from bridge.errors import CatalogError, OpsRequestError
 
 log = structlog.get_logger("bridge.api")
@@ -113,6 +115,9 @@ def routes() -> list[Route]:
         Route("PATCH", evse, manage.patch_evse, "Change one EVSE; the status feed of "
               "status_source api stations (If-Match: the station's ETag)", "write",
               body=EvsePatch, data=model.Station, tag="stations"),
+        Route("GET", f"{V2}/data-quality", data_quality, "Data-quality report: per EVSE "
+              "the missing fields, consistency findings and score, with a summary (paged EVSEs)",
+              data=Report, query=quality.QUERY, tag="quality"),
         Route("POST", f"{V2}/commands/fullload", full_load,
               "Send a status fullLoad now through the push lane (dry_run=true: show the body)",
               "read", data=FullLoadResult, query=("dry_run", "wait"), tag="commands"),

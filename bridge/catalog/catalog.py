@@ -29,7 +29,14 @@ from bridge.catalog.model import (
     StationPatch,
     TemplateBody,
 )
-from bridge.catalog.rules import SetUp, bad, check_station, template_evse_id, valid_evse_id
+from bridge.catalog.rules import (
+    SetUp,
+    bad,
+    check_location,
+    check_station,
+    template_evse_id,
+    valid_evse_id,
+)
 from bridge.errors import CatalogError
 from bridge.status.table import OcpiStatus
 
@@ -137,6 +144,7 @@ class Catalog:
     ) -> list[Change]:  # fmt: skip
         before = self.locations.get(body.id)
         self._writable("location", before, source, create_only)
+        check_location(body)
         if before is not None and content(before.body) == content(body):
             return []
         after = Entry(body.model_copy(update={"last_updated": now}), source, _next(before))
