@@ -80,6 +80,6 @@ def _state(ctx: ApiContext, name: str, state: Any) -> NetworkPushState:
     held = [a["evse_id"] for a in view["assignments"] if a["state"] == "held"]
     return NetworkPushState(
         network=name, state=state,
-        body=ctx.networks.body(name) if state in ("preview", "pending") else None,
+        body=ctx.networks.assignment(network) if state in ("preview", "pending") else None,
         held=held, unassigned=view["unassigned"], last_error=view["last_error"],
     )  # fmt: skip

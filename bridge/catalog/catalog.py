@@ -29,7 +29,7 @@ from bridge.catalog.model import (
     StationPatch,
     TemplateBody,
 )
-from bridge.catalog.networks import NetworkBody, NetworkPatch, check_network
+from bridge.catalog.networks import READ_ONLY, NetworkBody, NetworkPatch, check_network
 from bridge.catalog.rules import SetUp, bad, check_station, template_evse_id, valid_evse_id
 from bridge.errors import CatalogError
 from bridge.status.table import OcpiStatus
@@ -175,7 +175,7 @@ class Catalog:
             body, before.body if before is not None else None, stations=self.stations,
             evse_owner=self.evse_owner, setup=self.setup, hub_assigned=hub_assigned or {},
         )  # fmt: skip
-        body = body.model_copy(update={"force": None})
+        body = body.model_copy(update=READ_ONLY)
         if before is not None and content(before.body) == content(body):
             return []
         after = Entry(body.model_copy(update={"last_updated": now}), source, _next(before))

@@ -63,6 +63,20 @@ class GroupBody(_Body):
     evses: list[EvseId] = Field(default_factory=list, description="EvseIDs in this group.")
 
 
+class EvseAssignment(_Body):
+    """One EVSE of a network: the group it should be in and what the hub acknowledged."""
+
+    evse_id: str
+    group: str | None = Field(description="The group it is in here (None: in no group).")
+    hub_group: str | None = Field(description="The group the hub acknowledged (None: none).")
+    hub_acknowledged_at: datetime | None = None
+    state: str = Field(
+        description="acknowledged (the hub has it so) | pending (to be sent) | held (the hub "
+        "does not know the EVSE yet) | unassigned (in no group: priced at zero) | fixed (the "
+        "active network keeps the hub's group)"
+    )
+
+
 class NetworkBody(_Body):
     """An EVSE network of the Hubject portal and the groups its EVSEs are assigned to."""
 
@@ -85,6 +99,14 @@ class NetworkBody(_Body):
         json_schema_extra={"writeOnly": True},
     )
     last_updated: datetime | None = read_only("Set by the bridge.")
+    source: str | None = read_only("api or file.")
+    unassigned: list[str] | None = read_only(
+        "EVSEs of the network in no group: the hub prices them at zero."
+    )
+    assignments: list[EvseAssignment] | None = read_only(
+        "Per EVSE: its group here, the group the hub acknowledged, what happens next."
+    )
+    last_error: str | None = read_only("The hub's last refusal of this network's assignment.")
 
 
 class NetworkPatch(_Body):
@@ -96,33 +118,16 @@ class NetworkPatch(_Body):
     last_updated: datetime | None = read_only("Ignored.")
 
 
-class EvseAssignment(_Body):
-    """One EVSE of a network: the group it should be in and what the hub acknowledged."""
-
-    evse_id: str
-    group: str | None = Field(description="The group it is in here (None: in no group).")
-    hub_group: str | None = Field(description="The group the hub acknowledged (None: none).")
-    hub_acknowledged_at: datetime | None = None
-    state: str = Field(
-        description="acknowledged (the hub has it so) | pending (to be sent) | held (the hub "
-        "does not know the EVSE yet) | unassigned (in no group: priced at zero) | fixed (the "
-        "active network keeps the hub's group)"
-    )
-
-
 class Network(NetworkBody):
     """A network as read: plus the EVSEs in no group and the hub's view per EVSE."""
 
-    source: str | None = read_only("api or file.")
-    unassigned: list[str] = Field(
-        default_factory=list,
-        description="EVSEs of the network in no group: the hub prices them at zero.",
-    )
-    assignments: list[EvseAssignment] = Field(default_factory=list)
-    last_error: str | None = read_only("The hub's last refusal of this network's assignment.")
-
 
 # -- what a network holds -------------------------------------------------------------------------
+#: Fields of a read network that a write ignores (a GET body can be PUT again).
+READ_ONLY = {"force": None, "source": None, "unassigned": None, "assignments": None,
+             "last_error": None}  # fmt: skip
+
+
 def desired(body: NetworkBody) -> dict[str, str]:
     """EvseID → group name, as the network says."""
     return {evse_id: group.name for group in body.groups for evse_id in group.evses}

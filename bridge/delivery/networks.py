@@ -119,21 +119,26 @@ class NetworkPushes:
         return self._bodies().get(name)
 
     def _body(self, network: NetworkBody) -> dict[str, Any] | None:
-        """The eRoamingEVSEAssignment body this network needs sent now (None: nothing)."""
+        """The body the lane sends now: None if nothing is due, or if the hub refused exactly
+        this body (it waits until the network changes, or :meth:`retry_now`)."""
+        body = self.assignment(network)
+        lane = self.lanes.get(network.id)
+        if body is not None and lane is not None and lane.refused == _key(body):
+            return None
+        return body
+
+    def assignment(self, network: NetworkBody) -> dict[str, Any] | None:
+        """The eRoamingEVSEAssignment body this network needs sent (None: nothing)."""
         plan = self.plan(network)
         if not plan:
             return None
         groups: dict[str, list[str]] = {}
         for evse_id, group in plan.items():
             groups.setdefault(group, []).append(evse_id)
-        body = {"NetworkName": network.id, "GroupsAssignments": [
+        return {"NetworkName": network.id, "GroupsAssignments": [
             {"GroupName": g.name, "Evses": groups[g.name]}
             for g in network.groups if g.name in groups
         ]}  # fmt: skip
-        lane = self.lanes.get(network.id)
-        if lane is not None and lane.refused == _key(body):
-            return None  # refused as it is: wait until the network changes
-        return body
 
     def plan(self, network: NetworkBody) -> dict[str, str]:
         """EvseID → group to send now (in the network's group order)."""
