@@ -189,6 +189,7 @@ async def test_bad_input_names_the_field_and_applies_nothing(
 
 
 async def test_price_zero_guard_in_api_metric_check_config_and_start(
+    *,
     api: httpx.AsyncClient,
     bridge: Bridge,
     make_bridge: Callable[..., Awaitable[Bridge]],
