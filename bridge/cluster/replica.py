@@ -210,6 +210,8 @@ class ReplicaNode:
         worker = self._worker()
         if worker is not None:
             worker.reset()
+            if worker.networks is not None:  # what the hub assigned, as the last leader left it
+                worker.networks[0].restore(await self.cluster.assignments())
         if grant.in_flight:
             if worker is not None:
                 worker.hold(self.settle)

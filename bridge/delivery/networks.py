@@ -84,17 +84,30 @@ class NetworkPushes:
     #: Called when something to send may have appeared (wakes the lane).
     wake: Callable[[], None] | None = None
     _cache: dict[str, dict[str, Any] | None] | None = None
+    _grouped: set[str] | None = None  # every EVSE in a group of some network
 
     def restore(self, rows: Iterable[AssignmentRow]) -> None:
+        """What the hub acknowledged, as stored (at start; a new leader: replacing it all)."""
+        self.acked.clear()
         for row in rows:
             self.acked.setdefault(row.network, {})[row.evse_id] = (row.group_name, row.acked_at)
         self._cache = None
 
     def changed(self) -> None:
         """A network, a station or the hub's knowledge of an EVSE changed: decide again."""
-        self._cache = None
+        self._cache = self._grouped = None
         if self.wake is not None:
             self.wake()
+
+    def hub_learned(self, evse_id: str) -> None:
+        """The hub's knowledge of this EVSE changed (a record inserted, deleted, a fullLoad):
+        decide again only if a network groups it (thousands of first inserts at a cold start
+        must not recompute every network each time)."""
+        if self._grouped is None:
+            self._grouped = {e for entry in self.catalog.networks.values()
+                             for e in desired(entry.body)}  # fmt: skip
+        if evse_id in self._grouped:
+            self._cache = None
 
     # -- the lane's questions ----------------------------------------------------------------
     def _bodies(self) -> dict[str, dict[str, Any] | None]:

@@ -276,7 +276,7 @@ class PushWorker:
         else:
             self.outbox.acknowledged(evse_id, status, outcome.code)
         if action is not ActionType.UPDATE and self.networks is not None:
-            self.networks[0].changed()  # the hub's knowledge of this EVSE changed
+            self.networks[0].hub_learned(evse_id)
         self._emit(action.value, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("push.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
                  pending=len(self.outbox), **fields)  # fmt: skip

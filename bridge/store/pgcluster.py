@@ -27,6 +27,7 @@ import psycopg
 from bridge.errors import StoreError
 from bridge.store.base import (
     CATALOG_TABLES,
+    AssignmentRow,
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
@@ -37,6 +38,7 @@ from bridge.store.base import (
     evse_row,
 )
 from bridge.store.postgres import (
+    ASSIGNMENT_COLUMNS,
     CHANNEL,
     CONNECTOR_COLUMNS,
     CP_COLUMNS,
@@ -328,6 +330,18 @@ class Cluster:
             return [evse_row(r) for r in await cur.fetchall()]
 
         result: list[EvseRow] = await self._run(work)
+        return result
+
+    async def assignments(self) -> list[AssignmentRow]:
+        """What the hub acknowledged of the EVSE networks, as committed now (a new leader)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[AssignmentRow]:
+            cur = await conn.execute(
+                f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment"
+            )
+            return [AssignmentRow(*r) for r in await cur.fetchall()]
+
+        result: list[AssignmentRow] = await self._run(work)
         return result
 
     def listen(self, wake: asyncio.Event, on_error: Callable[[BaseException], None]) -> None:
