@@ -364,3 +364,40 @@ async def test_hub_simulator_validates_assignments(hub: HubSimulator) -> None:
         assert listed["DE*ABC"][NET]["groups"] == {E1: "B", E2: "A"}
         plural = await client.post(NETWORK_PATH + "s", json=echo | {"NetworkName": "Other"})
         assert plural.status_code == 200
+
+
+async def test_networks_in_catalog_files(
+    api: httpx.AsyncClient, bridge: Bridge, tmp_path: Path
+) -> None:
+    from io import StringIO
+
+    from bridge.ops import catalog_io
+
+    await ok(api.post("/networks", json=network(Fast=[E1])))
+    await bridge.stop()
+    out = StringIO()
+    assert await asyncio.to_thread(catalog_io.export, bridge.settings, out) == 0
+    document = json.loads(out.getvalue())
+    assert document["networks"] == [{"id": NET, "state": "draft", "station_ids": [], "evses": [],
+                                     "groups": [{"name": "Fast", "evses": [E1]}],
+                                     "last_updated": document["networks"][0]["last_updated"],
+                                     "source": "api"}]  # fmt: skip
+    path = tmp_path / "catalog.json"
+    document["networks"][0]["groups"] = [{"name": "Fast", "evses": [E1]},
+                                         {"name": "Slow", "evses": [E1, E2]}]  # fmt: skip
+    path.write_text(json.dumps(document))
+    err = StringIO()
+    code = await asyncio.to_thread(catalog_io.import_file, bridge.settings, path, dry_run=False,
+                                   out=StringIO(), err=err)  # fmt: skip
+    assert code == 2 and "networks[0]" in err.getvalue() and "groups[1].evses[0]" in err.getvalue()
+    document["networks"][0]["groups"] = [{"name": "Fast", "evses": [E2]},
+                                         {"name": "Slow", "evses": [E1]}]  # fmt: skip
+    path.write_text(json.dumps(document))
+    shown = StringIO()
+    code = await asyncio.to_thread(catalog_io.import_file, bridge.settings, path, dry_run=False,
+                                   out=shown)  # fmt: skip
+    assert code == 0 and f"change network {NET}: groups" in shown.getvalue()
+    check = Bridge(bridge.settings)
+    check.load_state()
+    assert [g.evses for g in check.catalog.networks[NET].body.groups] == [[E2], [E1]]
+    check.store.close_unwritten()
