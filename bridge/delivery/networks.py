@@ -83,6 +83,11 @@ class NetworkPushes:
     lanes: dict[str, _Lane] = field(default_factory=dict)
     #: Called when something to send may have appeared (wakes the lane).
     wake: Callable[[], None] | None = None
+    #: A grouped EVSE became known to the hub: recompute at this monotonic time (batched, see
+    #: :meth:`hub_learned`).
+    learned_at: float | None = None
+    #: How long first acknowledgments are gathered before the networks are recomputed.
+    batch_s: float = 0.5
     _cache: dict[str, dict[str, Any] | None] | None = None
     _grouped: set[str] | None = None  # every EVSE in a group of some network
 
@@ -100,24 +105,28 @@ class NetworkPushes:
             self.wake()
 
     def hub_learned(self, evse_id: str) -> None:
-        """The hub's knowledge of this EVSE changed (a record inserted, deleted, a fullLoad):
-        decide again only if a network groups it (thousands of first inserts at a cold start
-        must not recompute every network each time)."""
+        """The hub's knowledge of this EVSE changed (a record inserted or deleted). Only if a
+        network groups it, and batched over ``batch_s``: at a cold start thousands of first
+        inserts must not each recompute every network (ms per 10,000 grouped EVSEs)."""
         if self._grouped is None:
             self._grouped = {e for entry in self.catalog.networks.values()
                              for e in desired(entry.body)}  # fmt: skip
-        if evse_id in self._grouped:
-            self._cache = None
+        if evse_id in self._grouped and self.learned_at is None:
+            self.learned_at = time.monotonic() + self.batch_s
 
     # -- the lane's questions ----------------------------------------------------------------
-    def _bodies(self) -> dict[str, dict[str, Any] | None]:
+    def _bodies(self, now: float | None = None) -> dict[str, dict[str, Any] | None]:
+        if self.learned_at is not None and (now if now is not None else time.monotonic()) >= (
+            self.learned_at
+        ):
+            self._cache, self.learned_at = None, None
         if self._cache is None:
             self._cache = {name: self._body(entry.body)
                            for name, entry in self.catalog.networks.items()}  # fmt: skip
         return self._cache
 
     def due(self, now: float) -> str | None:
-        for name, body in self._bodies().items():
+        for name, body in self._bodies(now).items():
             lane = self.lanes.get(name)
             if body is not None and (lane is None or now >= lane.not_before):
                 return name
@@ -126,6 +135,8 @@ class NetworkPushes:
     def next_due(self) -> float | None:
         times = [self.lanes[n].not_before for n, b in self._bodies().items()
                  if b is not None and n in self.lanes]  # fmt: skip
+        if self.learned_at is not None:
+            times.append(self.learned_at)
         return min(times) if times else None
 
     def body(self, name: str) -> dict[str, Any] | None:
