@@ -108,6 +108,13 @@ async def test_draft_network_is_sent_whole_on_every_change(
     sent = len(assignments(hub))
     await ok(api.put(f"/networks/{NET}", json=read))  # as read: unchanged
     assert len(assignments(hub)) == sent
+    # Out of the network here: the service cannot unassign it, the API says so.
+    read = await ok(api.patch(f"/networks/{NET}", json={"groups": [
+        {"name": "Slow lane", "evses": [E2]}]}))  # fmt: skip
+    assert {a["evse_id"]: a["state"] for a in read["assignments"]} == {
+        E1: "hub_only", E2: "acknowledged"}  # fmt: skip
+    await ok(api.post("/commands/networks/push"))
+    assert len(assignments(hub)) == sent  # nothing due
     assert hub.max_in_flight == 1  # one lane: never two requests at once
 
 

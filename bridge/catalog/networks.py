@@ -73,7 +73,8 @@ class EvseAssignment(_Body):
     state: str = Field(
         description="acknowledged (the hub has it so) | pending (to be sent) | held (the hub "
         "does not know the EVSE yet) | unassigned (in no group: priced at zero) | fixed (the "
-        "active network keeps the hub's group)"
+        "active network keeps the hub's group) | hub_only (no longer in the network here; the hub "
+        "keeps the group it acknowledged: change it in the Hubject portal)"
     )
 
 

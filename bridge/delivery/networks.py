@@ -229,6 +229,8 @@ class NetworkPushes:
             hub_group, at = acked.get(evse_id, (None, None))
             if group is None and evse_id in loose:
                 state = "unassigned"
+            elif group is None:  # left the network here; the service cannot unassign it
+                state = "hub_only"
             elif evse_id in to_send:
                 state = "pending"
             elif group is not None and not self.hub.knows(evse_id) and hub_group is None:
