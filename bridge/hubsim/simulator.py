@@ -326,6 +326,7 @@ class HubSimulator:
             raise RuntimeError("hub simulator already started")
         if self.state_file is not None:
             self._status, self._data = self.state_file.load()
+            self.networks.networks = self.state_file.networks
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(STATUS_ROUTE, self._on_status)
         app.router.add_post(DATA_ROUTE, self._on_data)
@@ -369,7 +370,7 @@ class HubSimulator:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         if self.state_file is not None and runner is not None:
-            self.state_file.save(self._status, self._data)
+            self.state_file.save(self._status, self._data, self.networks.networks)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -431,8 +432,8 @@ class HubSimulator:
             "schema_errors": list(self.schema_errors),
         }
 
-    def _records(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self._status, self._data
+    def _records(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return self._status, self._data, self.networks.networks
 
     def _forget(self, evse_id: str) -> bool:
         found = False
