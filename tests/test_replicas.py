@@ -483,6 +483,20 @@ async def test_network_assignments_only_from_the_leader_and_not_again_after_fail
                          {"DE*ABC*E1*1": "AC"}, within=10)  # fmt: skip
         assert replicas.procs[leader].named("network.ok")
         assert not replicas.procs[follower].named("network.ok")
+        # The follower follows what the hub acknowledged: its API refuses to move the EVSE
+        # once the network is active.
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as api:
+            for _ in range(100):
+                read = (await api.get("/networks/Net")).json()["data"]
+                if read["assignments"][0]["hub_group"] == "AC":
+                    break
+                await asyncio.sleep(0.05)
+            assert read["assignments"][0]["state"] == "acknowledged"
+            active = await api.patch("/networks/Net", json={"state": "active"})
+            assert active.json()["status_code"] == 1000, active.text
+            moved = await api.patch("/networks/Net", json={"groups": [
+                {"name": "DC", "evses": ["DE*ABC*E1*1"]}]})  # fmt: skip
+            assert moved.json()["status_code"] == 2001 and "active" in moved.text
         await charger.close()
         await replicas.procs[leader].terminate()
         await eventually(lambda: replicas.leaders() == [follower], within=15)

@@ -160,6 +160,9 @@ class ReplicaNode:
         else:
             for evse in changes.evses:
                 self.outbox.follow(evse)
+            worker = self._worker()
+            if changes.assignments and worker is not None and worker.networks is not None:
+                worker.networks[0].follow(changes.assignments)
         self.followed += len(changes.connectors) + len(changes.charge_points)
 
     def _claimed(self, charge_point_id: str, replica: str) -> None:

@@ -98,6 +98,12 @@ class NetworkPushes:
             self.acked.setdefault(row.network, {})[row.evse_id] = (row.group_name, row.acked_at)
         self._cache = None
 
+    def follow(self, rows: Iterable[AssignmentRow]) -> None:
+        """What the leader recorded as acknowledged (a follower: its API checks against it)."""
+        for row in rows:
+            self.acked.setdefault(row.network, {})[row.evse_id] = (row.group_name, row.acked_at)
+        self._cache = None
+
     def changed(self) -> None:
         """A network, a station or the hub's knowledge of an EVSE changed: decide again."""
         self._cache = self._grouped = None

@@ -68,9 +68,11 @@ class Changes:
     charge_points: list[ChargePointRow] = field(default_factory=list)
     evses: list[EvseRow] = field(default_factory=list)
     catalog: list[CatalogRow] = field(default_factory=list)
+    assignments: list[AssignmentRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.connectors or self.charge_points or self.evses or self.catalog)
+        return bool(self.connectors or self.charge_points or self.evses or self.catalog
+                    or self.assignments)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +319,11 @@ class Cluster:
                         (since, me),
                     )
                     found.catalog += [catalog_row(table, r) for r in await cur.fetchall()]
+                cur = await conn.execute(
+                    f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment {where}",
+                    (since, me),
+                )
+                found.assignments = [AssignmentRow(*r) for r in await cur.fetchall()]
             return found, watermark
 
         result: tuple[Changes, int] = await self._run(work)

@@ -77,12 +77,7 @@ CP_SQL = _upsert(
 )  # fmt: skip
 CATALOG_SQL = {t: _upsert(t, catalog_columns(t), "id") for t in CATALOG_TABLES}
 ASSIGNMENT_COLUMNS = ("network", "evse_id", "group_name", "acked_at")
-ASSIGNMENT_SQL = (
-    "INSERT INTO network_assignment (network, evse_id, group_name, acked_at, written_by) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (network, evse_id) DO UPDATE SET "
-    "group_name = excluded.group_name, acked_at = excluded.acked_at, "
-    "written_by = excluded.written_by"
-)
+ASSIGNMENT_SQL = _upsert("network_assignment", ASSIGNMENT_COLUMNS, "network, evse_id")
 META_SQL = ("INSERT INTO meta (key, value) VALUES (%s, %s) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")  # fmt: skip
 FENCE_SQL = "SELECT 1 FROM lease WHERE name = 'push' AND holder = %s AND epoch = %s FOR UPDATE"

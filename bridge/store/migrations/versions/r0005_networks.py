@@ -39,11 +39,14 @@ def upgrade() -> None:
         sa.Column("evse_id", sa.Text(), primary_key=True),
         sa.Column("group_name", sa.Text(), nullable=False),
         sa.Column("acked_at", REAL),
+        sa.Column("txid", sa.BigInteger()),
         sa.Column("written_by", sa.Text()),
     )
+    op.create_index("network_assignment_txid", "network_assignment", ["txid"])
 
 
 def downgrade() -> None:
+    op.drop_index("network_assignment_txid", "network_assignment")
     op.drop_table("network_assignment")
     op.drop_index("catalog_network_txid", "catalog_network")
     op.drop_table("catalog_network")
