@@ -28,6 +28,7 @@ from bridge.cluster.replica import ReplicaNode, default_replica_id
 from bridge.config import Settings
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
+from bridge.delivery.networks import NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
@@ -38,6 +39,7 @@ from bridge.live import LiveCatalog
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
+from bridge.oicp.networks import NetworkClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
@@ -133,6 +135,13 @@ class Bridge:
             self.catalog, self.store, registry=self.registry, engine=self.engine,
             hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
         )  # fmt: skip
+        # Network assignments go to the hub only for EVSEs it knows. Today that is an EVSE
+        # whose status it acknowledged; with EVSE data pushes, one whose data it acknowledged.
+        self.networks = NetworkPushes(
+            self.catalog, StatusAcknowledged(self.outbox.rows), self.store,
+            initial=settings.delivery.retry_initial, cap=settings.delivery.retry_max,
+        )  # fmt: skip
+        self.live.on_networks = self.networks.changed
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         # Ops: metrics counted through the components' hooks, state read at scrape time.
@@ -179,6 +188,7 @@ class Bridge:
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        self.networks.restore(snapshot.assignments)
         # The configuration may have changed since (EvseIDs, overrides, removed EVSEs): what
         # the hub should show is recomputed, and every difference is queued.
         reconciled = self.outbox.reconcile(self.engine.snapshot())
@@ -203,6 +213,7 @@ class Bridge:
             full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp,
                                      elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
+            networks=self.networks,
         )  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:
@@ -224,6 +235,9 @@ class Bridge:
         )  # fmt: skip
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
+        if hasattr(client, "post"):  # the hub client (a test's stand-in may lack the service)
+            self.worker.networks = (self.networks, NetworkClient(s.oicp, client))  # type: ignore[arg-type]
+            self.networks.wake = self.worker.wake
         if self.replica is not None:
             self.worker.gate = self.replica.lease
         return self.worker
@@ -290,6 +304,10 @@ class Bridge:
         s = self.settings
         log_table(self.table, s.status.overrides)
         self.open_state()
+        for network, evses in self.networks.without_group().items():
+            log.warning("network.evses_without_group", network=network, count=len(evses),
+                        evses=evses[:20], risk="the hub prices EVSEs in no group at zero "
+                        "once the service offer is active")  # fmt: skip
         if s.hub_sim.embedded:
             state_file = s.hub_sim.state_file
             self.hub_sim = HubSimulator(

@@ -106,6 +106,19 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-under", type=float, metavar="SCORE",
         help="exit status 1 when the mean score (0-100) is below SCORE",
     )  # fmt: skip
+    nw = sub.add_parser("networks", help="EVSE networks: send the group assignments now")
+    nw_sub = nw.add_subparsers(dest="networks_command", required=True, metavar="COMMAND")
+    np_ = with_config(nw_sub.add_parser(
+        "push",
+        help="send every EVSE network's due group assignment now (or print it)",
+        description="Ask the running bridge to send the EVSE networks' group assignments "
+        "(eRoamingEVSEAssignment) now through its push lane, forgetting earlier refusals "
+        "(token in BRIDGE_API_TOKEN or --token-file). --dry-run prints the bodies; without a "
+        "running bridge it reads the state database.",
+    ))  # fmt: skip
+    np_.add_argument("--dry-run", action="store_true", help="print the bodies, send nothing")
+    np_.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
+    np_.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
     mg = with_config(sub.add_parser(
         "migrate",
         help="bring the state database to this bridge's schema (or --check it)",
@@ -239,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "for the daily fullLoad"
                 )
             return asyncio.run(fullload.send(settings, wait=args.wait))
+        if args.command == "networks":
+            from bridge.ops import networks_cmd
+
+            return networks_cmd.push(settings, dry_run=args.dry_run, token_file=args.token_file,
+                                     ca=args.api_ca)  # fmt: skip
         if args.command == "catalog":
             from bridge.ops import catalog_io
 

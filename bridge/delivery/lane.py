@@ -2,8 +2,9 @@
 
 :func:`next_step` looks at the lane's state alone: a hold (backoff after a hub-wide failure, the
 settle time after an ambiguous outcome, a pause after a configuration error), the requested
-fullLoad and its own backoff, the outbox's next EVSE and the rate limit. It answers *wait until
-...*, *send the fullLoad* or *send this EVSE's record*; the push worker carries it out. Every
+fullLoad and its own backoff, a network whose group assignment is due, the outbox's next EVSE
+and the rate limit. It answers *wait until ...*, *send the fullLoad*, *send this network's
+assignment* or *send this EVSE's record*; the push worker carries it out. Every
 hub service that shares the lane belongs here, as one more input of the same decision; so
 does whether this replica may use the lane at all (the push lease of replicas: not the leader,
 or a lease that would not outlive the request → wait).
@@ -47,7 +48,22 @@ class SendRecord:
     action: ActionType
 
 
-Step = Wait | SendFullLoad | SendRecord
+@dataclass(frozen=True, slots=True)
+class SendNetwork:
+    """Send this network's group assignment (eRoamingEVSEAssignment)."""
+
+    name: str
+
+
+Step = Wait | SendFullLoad | SendRecord | SendNetwork
+
+
+class NetworkQueue(Protocol):
+    """Networks with an assignment to send (bridge.delivery.networks.NetworkPushes)."""
+
+    def due(self, now: float) -> str | None: ...
+
+    def next_due(self) -> float | None: ...
 
 
 class FullLoadRequests:
@@ -88,6 +104,7 @@ def next_step(
     now: float,
     lease_until: float = math.inf,
     request_timeout: float = 0.0,
+    networks: NetworkQueue | None = None,
 ) -> Step:
     """What the lane does next at monotonic ``now``. Changes nothing, except that the outbox
     moves EVSEs whose own backoff is over back into the queue.
@@ -103,12 +120,18 @@ def next_step(
         return Wait(hold_until)
     requested = full_load.requested
     full_due = requested and now >= full_load.not_before
-    row = None if full_due else outbox.head(now)
-    if not full_due and row is None:
-        return Wait(_earliest(full_load.not_before if requested else None, outbox.next_due()))
+    # Network assignments are rare (a change of the catalog): they go before the records,
+    # which can never keep them waiting for long, and never before a due fullLoad.
+    network = None if full_due or networks is None else networks.due(now)
+    row = None if full_due or network is not None else outbox.head(now)
+    if not full_due and network is None and row is None:
+        return Wait(_earliest(full_load.not_before if requested else None, outbox.next_due(),
+                              networks.next_due() if networks is not None else None))  # fmt: skip
     free = limiter.free_at(now)
     if free > now:
         return Wait(free)
+    if network is not None:
+        return SendNetwork(network)
     if full_due or row is None:
         return SendFullLoad()
     return SendRecord(row, action_for(row))
