@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
-from bridge.oicp.transport import AiohttpTransport
+from bridge.oicp.transport import Http11Transport
 from bridge.status.table import OicpStatus
 
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
@@ -66,7 +66,7 @@ class OicpClient:
         context = ssl_context_for(settings)
         # Pushes are sequential; a second connection only covers a stale keep-alive one.
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
-        self._transport = AiohttpTransport(context, limits=limits) if transport is None else None
+        self._transport = Http11Transport(context, limits=limits) if transport is None else None
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -183,7 +183,7 @@ def _describe(exc: httpx.RequestError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            # aiohttp's wrapper exceptions are SSLCertVerificationErrors without verify_message
+            # a wrapped verification error may lack verify_message
             reason = getattr(cause, "verify_message", None) or cause
             return f"TLS: certificate verify failed: {reason}"
         if isinstance(cause, ssl.SSLError):
