@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_stream = None if args.command == "run" else sys.stderr
         setup_logging(settings.log.level, settings.log.format.value, stream=log_stream)
         if args.command == "run":
-            return asyncio.run(_run(settings))
+            from bridge import eventloop
+
+            return eventloop.run(_run(settings), settings.runtime.event_loop)
         if args.command == "migrate":
             from bridge.ops import migrate_cmd
 

@@ -850,6 +850,17 @@ class CatalogSettings(_Model):
         return value
 
 
+class RuntimeSettings(_Model):
+    """How the process runs."""
+
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="Event loop of `oicp-bridge run`: uvloop (less CPU per charger message and "
+        "per hub push, bench/RESULTS.md), asyncio (the standard library's), or auto (uvloop "
+        "when it is installed, which it is with the bridge on Linux and macOS).",
+    )
+
+
 class HubSimSettings(_Model):
     """The bundled OICP hub simulator (development and tests only)."""
 
@@ -882,6 +893,7 @@ class Settings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     hub_sim: HubSimSettings = Field(default_factory=HubSimSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chargers: dict[str, ChargerSettings] = Field(

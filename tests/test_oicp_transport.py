@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+import uvloop
 
 from bridge.config import OicpSettings
 from bridge.errors import HubRejectedError, HubTransportError
@@ -28,6 +29,19 @@ OP = "DE*ABC"
 EVSE = "DE*ABC*E1"
 ACK = b'{"Result":true,"StatusCode":{"Code":"000","Description":"Success."}}'
 LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
+
+
+# The per-module loop choice below is what pytest-asyncio still supports per module; its hook
+# replacement would parametrize every test of the suite.
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding the .event_loop_policy. fixture")
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops the bridge runs on (``runtime.event_loop``)."""
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @dataclass(frozen=True)
