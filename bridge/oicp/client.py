@@ -66,7 +66,20 @@ class OicpClient:
         context = ssl_context_for(settings)
         # Pushes are sequential; a second connection only covers a stale keep-alive one.
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
-        self._transport = Http11Transport(context, limits=limits) if transport is None else None
+        self._transport: Http11Transport | None = None
+        if transport is None:
+            transport = self._transport = Http11Transport(context, limits=limits)
+        self._sender = transport
+        # What httpx.AsyncClient would put on every push, built once (see _post).
+        self._headers = httpx.Headers({
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Connection": "keep-alive",
+            "User-Agent": f"python-httpx/{httpx.__version__}",
+            "Content-Type": "application/json; charset=utf-8",
+        })  # fmt: skip
+        timeouts = {"connect": settings.connect_timeout, "read": None, "write": None, "pool": None}
+        self._extensions = {"timeout": timeouts}
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -78,7 +91,7 @@ class OicpClient:
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
-            transport=transport or self._transport,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -127,8 +140,16 @@ class OicpClient:
         """POST ``content``; HubTransportError says whether the hub may have got it."""
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
+            # Straight to the transport: a push needs none of what AsyncClient.send adds around
+            # it (auth, redirects, cookies, event hooks), and that wrapping cost as much CPU per
+            # push as the whole exchange on the wire (bench/RESULTS.md, push lane).
+            request = httpx.Request(
+                "POST", self._url, headers=self._headers, content=content,
+                extensions=self._extensions,
+            )  # fmt: skip
             async with asyncio.timeout(total):
-                response = await self._http.post(self._url, content=content)
+                response = await self._sender.handle_async_request(request)
+                await response.aread()  # a streaming transport's body; decoded as httpx does
             # httpx links a response and its (already read) stream both ways. Unlinking them
             # lets reference counting free each exchange at once; left to the cyclic GC, a
             # thousand pushes a second pile up into sweeps that stall the event loop for
