@@ -61,16 +61,14 @@ async def _wait_port(port: int) -> None:
     raise RuntimeError(f"the sink hub did not listen on {port}")
 
 
-async def measure(chargers: int, rounds: int, workdir: Path, loop_name: str) -> dict[str, Any]:
+async def measure(
+    chargers: int, rounds: int, workdir: Path, port: int, sink: subprocess.Popen[bytes]
+) -> dict[str, Any]:
     from bridge.app import Bridge
     from bridge.config import Settings
-    from bridge.ops.logging import setup_logging
+    from bridge.eventloop import loop_name
     from bridge.status.table import OcppStatus
 
-    port = _free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "bench.sinkhub", "--port", str(port)])
-    log = (workdir / "pushlane-bridge.log").open("w")
-    setup_logging("INFO", "json", stream=log)  # as in production: a line per push
     ids = [f"CP{n:05d}" for n in range(1, chargers + 1)]
     settings = Settings.model_validate({
         "ocpp": {"host": "127.0.0.1", "port": 0, "offline_grace": 3600},
@@ -104,7 +102,7 @@ async def measure(chargers: int, rounds: int, workdir: Path, loop_name: str) -> 
             started = time.perf_counter()
             worker.reset()  # ends the hold
             worker.wake()
-            while not worker.idle:
+            while not worker.idle:  # noqa: ASYNC110 (a property: there is no event to wait on)
                 await asyncio.sleep(0.005)
             wall = time.perf_counter() - started
             cpu = time.process_time() - cpu
@@ -119,13 +117,10 @@ async def measure(chargers: int, rounds: int, workdir: Path, loop_name: str) -> 
         wrong = sum(1 for s in held["status"].values() if s != expected)
     finally:
         await bridge.stop()
-        sink.terminate()
-        sink.wait(10)
-        log.close()
     per_push = [x["cpu_s"] / x["pushes"] * 1e6 for x in runs]
     rates = [x["pushes"] / x["wall_s"] for x in runs]
     return {
-        "event_loop": loop_name,
+        "event_loop": loop_name(),
         "evses": chargers * EVSES_PER_CHARGER,
         "runs": runs,
         "cpu_us_per_push": per_push,
@@ -148,15 +143,37 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     from bridge import eventloop
+    from bridge.ops.logging import setup_logging
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pushlane-"))
     workdir.mkdir(parents=True, exist_ok=True)
-
-    async def go() -> dict[str, Any]:
-        return await measure(args.chargers, args.rounds, workdir, eventloop.loop_name())
-
-    print(json.dumps(eventloop.run(go(), args.loop)))
+    port = _free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "bench.sinkhub", "--port", str(port)],
+                            cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    try:
+        with (workdir / "pushlane-bridge.log").open("w") as log:
+            setup_logging("INFO", "json", stream=log)  # as in production: a line per push
+            coro = measure(args.chargers, args.rounds, workdir, port, sink)
+            result = eventloop.run(coro, args.loop)
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
     main()
+
+
+async def phase_pushlane(workdir: Path, rounds: int, chargers: int = 1500) -> dict[str, Any]:
+    """Run this module in its own process (the bridge's default event loop) for bench.run."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.pushlane", "--chargers", str(chargers),
+        "--rounds", str(rounds), "--workdir", str(workdir),
+        stdout=asyncio.subprocess.PIPE, stderr=(workdir / "pushlane.log").open("ab"),
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.pushlane exited {proc.returncode}; see {workdir}/pushlane.log")
+    result: dict[str, Any] = json.loads(out)
+    return result
