@@ -487,7 +487,19 @@ class StateSettings(_Model):
         "local files (the API address file of the CLI).",
     )
     group_commit_ms: float = Field(
-        2.0, ge=0, le=100, description="Batch commits over this many ms (0: commit at once)."
+        2.0,
+        ge=0,
+        le=100,
+        description="A busy bridge (see `group_commit_rows`) waits this many ms before each "
+        "commit so that more writes share it (0: never waits). Commits always batch what "
+        "arrives while one is being written.",
+    )
+    group_commit_rows: int = Field(
+        16,
+        ge=0,
+        description="The `group_commit_ms` wait applies after a commit of at least this many "
+        "rows; after a smaller one the next commit is written at once, so that at a moderate "
+        "rate a charger's answer does not wait for the window (0: always wait).",
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",

@@ -2,9 +2,12 @@
 
 Writers ``put_*`` rows (keyed, so a second put of the same row before the commit replaces the
 first) and then ``await commit()``: it returns once everything put so far is durable. Commits
-are batched over ``group_commit_ms`` so thousands of StatusNotifications a second cost a few
-fsyncs, not thousands. Everything staged before a commit is written in one transaction (a
-catalog change and its outbox rows, a status report and the EVSE change it caused).
+are batched so thousands of StatusNotifications a second cost a few hundred fsyncs: while one
+batch is written the next gathers, and once batches are large (``group_commit_rows``) each also
+waits ``group_commit_ms`` for more writers. A quiet bridge commits at once, so a charger's
+answer does not wait for a window it does not need. Everything staged before a commit is
+written in one transaction (a catalog change and its outbox rows, a status report and the EVSE
+change it caused).
 
 A backend (``bridge.store.sqlite``, ``bridge.store.postgres``) only says how one batch is
 written (:meth:`StagedStore._write`) and how the state is read at start.
@@ -167,6 +170,11 @@ class Batch:
     #: CLEAR once answered; None: unchanged).
     in_flight: str | None = None
 
+    @property
+    def rows(self) -> int:
+        return (len(self.connectors) + len(self.evses) + len(self.charge_points)
+                + len(self.meta) + len(self.catalog))  # fmt: skip
+
     def __bool__(self) -> bool:
         return bool(self.connectors or self.evses or self.charge_points or self.meta
                     or self.catalog or self.in_flight is not None)  # fmt: skip
@@ -180,6 +188,9 @@ class StagedStore(ABC):
 
     def __init__(self, *, group_commit_ms: float = 2.0) -> None:
         self.group_commit_s = group_commit_ms / 1000
+        #: The wait applies after a batch of at least this many rows (0: always).
+        self.group_commit_rows = 0
+        self._last_rows = 0  # rows of the batch written last
         # Staged rows as tuples (snapshots taken at put time), keyed so a later put replaces.
         self._connectors: dict[tuple[str, int, int], Row] = {}
         self._evses: dict[str, Row] = {}
@@ -301,10 +312,11 @@ class StagedStore(ABC):
 
     async def _flush_loop(self) -> None:
         while self._batch is not None:
-            if self.group_commit_s:
+            if self.group_commit_s and self._last_rows >= self.group_commit_rows:
                 await asyncio.sleep(self.group_commit_s)  # let more writers join this batch
             waiters, self._batch = self._batch, None
             batch = self._take()
+            self._last_rows = batch.rows
             try:
                 await self._write(batch)
             except StoreError as exc:
