@@ -205,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from bridge import eventloop
 
-            return eventloop.run(_run(settings), settings.runtime.event_loop)
+            return eventloop.run(
+                _run(settings),
+                settings.runtime.event_loop,
+                standard_needed=eventloop.standard_loop_needed(settings),
+            )
         if args.command == "migrate":
             from bridge.ops import migrate_cmd
 

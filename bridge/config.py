@@ -868,8 +868,11 @@ class RuntimeSettings(_Model):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto",
         description="Event loop of `oicp-bridge run`: uvloop (less CPU per charger message and "
-        "per hub push, bench/RESULTS.md), asyncio (the standard library's), or auto (uvloop "
-        "when it is installed, which it is with the bridge on Linux and macOS).",
+        "per hub push, bench/RESULTS.md), asyncio (the standard library's), or auto: uvloop "
+        "when it is installed (it is with the bridge on Linux and macOS), except with TLS on "
+        "the OCPP port (`ocpp.security.tls_cert`), whose handshake needs asyncio's own TLS "
+        "(uvloop is then refused). Under uvloop failed accepts (out of descriptors) are not "
+        "summarised in `bridge.accept_failed` lines.",
     )
 
 

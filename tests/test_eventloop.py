@@ -42,6 +42,25 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_config_error(
     assert main.cr_frame is None  # closed, so no "never awaited" warning
 
 
+def test_tls_on_the_ocpp_port_keeps_asyncio(tmp_path: Path) -> None:
+    """The OCPP port's own TLS handshake runs asyncio's TLS protocol: auto picks asyncio, and
+    uvloop is refused with the reason."""
+    cert = tmp_path / "server.pem"
+    cert.write_text("unused: the choice is made from the settings alone\n")
+    base = 'oicp: {operator_id: "DE*ABC", base_url: "https://hub.example.test"}\n'
+    path = tmp_path / "bridge.yaml"
+    path.write_text(base + f"ocpp: {{security: {{tls_cert: {cert}}}}}\n")
+    settings = load_settings(path)
+    reason = eventloop.standard_loop_needed(settings)
+    assert reason is not None and "ocpp.security.tls_cert" in reason
+    assert eventloop.run(_loop_name(), "auto", standard_needed=reason) == "asyncio"
+    with pytest.raises(ConfigError) as info:
+        eventloop.run(_loop_name(), "uvloop", standard_needed=reason)
+    assert info.value.field == "runtime.event_loop" and "OCPP port's TLS" in info.value.reason
+    path.write_text(base)
+    assert eventloop.standard_loop_needed(load_settings(path)) is None
+
+
 def test_an_unknown_loop_names_the_setting(tmp_path: Path) -> None:
     path = tmp_path / "bridge.yaml"
     path.write_text(
