@@ -274,8 +274,10 @@ def noise_lines(results: dict[str, Any]) -> list[str]:
         if noise["over_tenth_core"]:
             out.append(
                 f"WARNING: {phase}: other processes used more than 0.1 core in "
-                f"{noise['over_tenth_core']} of {noise['windows']} one-second windows (max "
-                f"{noise['max_cores']:.2f}, mean {noise['mean_cores']:.2f} cores; "
-                f"{', '.join(noise['busiest'])}): its figures are not those of a quiet machine"
+                f"{noise['over_tenth_core']} of {noise['windows']} one-second windows (mean "
+                f"{noise['mean_cores']:.2f}, max {noise['max_cores']:.2f} cores counted per "
+                f"process; machine minus this run: mean {noise['mean_rest_cores']:.2f}, max "
+                f"{noise['max_rest_cores']:.2f}; {', '.join(noise['busiest']) or '-'}): its "
+                "figures are not those of a quiet machine"
             )
     return out

@@ -90,6 +90,9 @@ def bridge_config(
     }  # fmt: skip
     # Every simulated charger connects from 127.0.0.1: lift the per-address connection cap.
     tree["ocpp"]["security"] = {"max_connections_per_address": 1_000_000}
+    # The closed loop at 200 chargers asks each for ~30 messages/s: above the per-connection
+    # throttle (20/s), which would then set the rate. The baseline has none; capacity is measured.
+    tree["ocpp"]["security"] |= {"max_messages_per_second": 1000, "message_burst": 1000}
     if cfg.password is not None:  # security profile 1: Basic auth, user = charge point ID
         tree["ocpp"]["security"]["profile"] = 1
         digest = password_hash(cfg.password, cfg.auth_cost)

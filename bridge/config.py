@@ -498,8 +498,9 @@ class StateSettings(_Model):
         16,
         ge=0,
         description="The `group_commit_ms` wait applies after a commit of at least this many "
-        "rows; after a smaller one the next commit is written at once, so that at a moderate "
-        "rate a charger's answer does not wait for the window (0: always wait).",
+        "rows; after a smaller one a commit a charger's answer waits for is written at once, "
+        "so that at a moderate rate the answer does not wait for the window (0: always wait). "
+        "Writes nobody waits for (acknowledgments of pushes) still wait the window.",
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
