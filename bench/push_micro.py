@@ -1,12 +1,12 @@
-"""Cost of one sequential eRoamingPushEvseStatus against the hub simulator, two HTTP clients.
+"""Cost of one sequential eRoamingPushEvseStatus against the hub simulator, three HTTP clients.
 
 Starts ``oicp-bridge hub-sim`` as its own process, then sends ``--count`` pushes one after another
-with the bridge's ``OicpClient`` (httpx on its aiohttp transport), the same client on httpx's
-default transport (httpcore; the client before issue 6), and the same bodies with a bare aiohttp
-session, and prints per push: wall time, this process's CPU and the simulator's CPU. The clients
-take turns for ``--rounds`` rounds and the medians are printed (the machine may be shared). It
-measures the push path alone (the push worker's ceiling is one push per round trip), not the
-bridge.
+with the bridge's ``OicpClient`` (httpx API on the bridge's HTTP/1.1 transport), the same client
+on httpx's default transport (httpcore; the client before issue 6), and the same bodies with a
+bare aiohttp session, and prints per push: wall time, this process's CPU and the simulator's
+CPU. The clients take turns for ``--rounds`` rounds and the medians are printed (the machine may
+be shared). It measures the push path alone (the push worker's ceiling is one push per round
+trip), not the bridge.
 
     python -m bench.push_micro [--count 3000] [--rounds 3]
 """

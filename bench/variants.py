@@ -55,7 +55,15 @@ def main() -> int:
         type=float,
         help="print every event-loop callback that runs longer than this many ms, at exit",
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval in ms: how long a thread that finished its work (the store's "
+        "writer) may wait for the GIL while the event loop runs",
+    )
     args = parser.parse_args(argv[:split])
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     if args.auth_inline or args.auth_queue_limit is not None or args.auth_threads:
         _tweak_auth(inline=args.auth_inline, limit=args.auth_queue_limit, threads=args.auth_threads)
     if args.gc_threshold:

@@ -33,6 +33,7 @@ from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import ConfigError, DatabaseLockedError
+from bridge.eventloop import loop_name
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
 from bridge.live import LiveCatalog
@@ -363,7 +364,8 @@ class Bridge:
                  operator_id=s.oicp.operator_id, chargers=len(s.chargers),
                  evses=len(self.engine.evse_ids()), role=self.role,
                  replica=self.replica_id if self.replica is not None else None,
-                 ops_port=self.ops_server.port if self.ops_server else None)  # fmt: skip
+                 ops_port=self.ops_server.port if self.ops_server else None,
+                 event_loop=loop_name())  # fmt: skip
 
     def _watch_hub_tls(self, client: OicpClient) -> None:
         def loaded(not_after: datetime | None) -> None:

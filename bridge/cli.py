@@ -230,7 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_stream = None if args.command == "run" else sys.stderr
         setup_logging(settings.log.level, settings.log.format.value, stream=log_stream)
         if args.command == "run":
-            return asyncio.run(_run(settings))
+            from bridge import eventloop
+
+            return eventloop.run(
+                _run(settings),
+                settings.runtime.event_loop,
+                standard_needed=eventloop.standard_loop_needed(settings),
+            )
         if args.command == "migrate":
             from bridge.ops import migrate_cmd
 

@@ -503,7 +503,20 @@ class StateSettings(_Model):
         "local files (the API address file of the CLI).",
     )
     group_commit_ms: float = Field(
-        2.0, ge=0, le=100, description="Batch commits over this many ms (0: commit at once)."
+        2.0,
+        ge=0,
+        le=100,
+        description="A busy bridge (see `group_commit_rows`) waits this many ms before each "
+        "commit so that more writes share it (0: never waits). Commits always batch what "
+        "arrives while one is being written.",
+    )
+    group_commit_rows: int = Field(
+        16,
+        ge=0,
+        description="The `group_commit_ms` wait applies after a commit of at least this many "
+        "rows; after a smaller one a commit a charger's answer waits for is written at once, "
+        "so that at a moderate rate the answer does not wait for the window (0: always wait). "
+        "Writes nobody waits for (acknowledgments of pushes) still wait the window.",
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
@@ -866,6 +879,20 @@ class CatalogSettings(_Model):
         return value
 
 
+class RuntimeSettings(_Model):
+    """How the process runs."""
+
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="Event loop of `oicp-bridge run`: uvloop (less CPU per charger message and "
+        "per hub push, bench/RESULTS.md), asyncio (the standard library's), or auto: uvloop "
+        "when it is installed (it is with the bridge on Linux and macOS), except with TLS on "
+        "the OCPP port (`ocpp.security.tls_cert`), whose handshake needs asyncio's own TLS "
+        "(uvloop is then refused). Under uvloop failed accepts (out of descriptors) are not "
+        "summarised in `bridge.accept_failed` lines.",
+    )
+
+
 class HubSimSettings(_Model):
     """The bundled OICP hub simulator (development and tests only)."""
 
@@ -898,6 +925,7 @@ class Settings(BaseSettings):
     status: StatusSettings = Field(default_factory=StatusSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     hub_sim: HubSimSettings = Field(default_factory=HubSimSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     chargers: dict[str, ChargerSettings] = Field(

@@ -579,7 +579,11 @@ async def test_a_push_out_before_its_report_was_kept_is_undone_after_a_crash(
     settings = {
         "ocpp": {"host": "127.0.0.1", "port": 0, "offline_grace": 600},
         "oicp": {"base_url": hub.base_url, "operator_id": "DE*ABC", "request_timeout": 0.5},
-        "state": {"database": tmp_path / "state.db", "group_commit_ms": 100},
+        "state": {
+            "database": tmp_path / "state.db",
+            "group_commit_ms": 100,
+            "group_commit_rows": 0,
+        },
         "fullload": {"enabled": False},
         "ops": {"enabled": False},
         "chargers": {"CP16": {"evses": {1: E1, 2: E2}}},

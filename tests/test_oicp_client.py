@@ -361,7 +361,7 @@ async def test_invalid_record_is_not_sent_after_valid_ones(
     assert len(hub.received) == 1
 
 
-# --- the aiohttp transport: answers and failures over real sockets -----------------------------
+# --- the HTTP/1.1 transport: answers and failures over real sockets ----------------------------
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ACK = b'{"Result":true,"StatusCode":{"Code":"000","Description":"Success."}}'

@@ -11,6 +11,7 @@ Not a production component: no authentication beyond optional TLS client certifi
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import ssl
 import time
@@ -826,4 +827,14 @@ async def run_hub_sim(
                  state_file=str(state_file.path) if state_file else None)  # fmt: skip
         if ready is not None:
             ready(sim.port)
-        await asyncio.Event().wait()  # until cancelled
+        kept = 0
+        while True:  # until cancelled
+            await asyncio.sleep(1.0)
+            if len(sim.received) != kept:
+                # Every push is kept (GET /sim/received); with tens of thousands, each full
+                # collection of the cyclic GC scanned them all and stopped this loop for
+                # 50-100 ms, which delayed the arrival times it records (bench/RESULTS.md).
+                # Frozen objects are never scanned again; kept pushes hold no reference cycles,
+                # so /sim/reset still frees them by reference counting.
+                kept = len(sim.received)
+                gc.freeze()

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError, HubRejectedError, HubTransportError
 from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
-from bridge.oicp.transport import AiohttpTransport
+from bridge.oicp.transport import Http11Transport
 from bridge.status.table import OicpStatus
 
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
@@ -66,7 +66,20 @@ class OicpClient:
         context = ssl_context_for(settings)
         # Pushes are sequential; a second connection only covers a stale keep-alive one.
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30.0)
-        self._transport = AiohttpTransport(context, limits=limits) if transport is None else None
+        self._transport: Http11Transport | None = None
+        if transport is None:
+            transport = self._transport = Http11Transport(context, limits=limits)
+        self._sender = transport
+        # What httpx.AsyncClient would put on every push, built once (see _post).
+        self._headers = httpx.Headers({
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Connection": "keep-alive",
+            "User-Agent": f"python-httpx/{httpx.__version__}",
+            "Content-Type": "application/json; charset=utf-8",
+        })  # fmt: skip
+        timeouts = {"connect": settings.connect_timeout, "read": None, "write": None, "pool": None}
+        self._extensions = {"timeout": timeouts}
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -78,7 +91,7 @@ class OicpClient:
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
-            transport=transport or self._transport,
+            transport=transport,
             follow_redirects=False,
         )
 
@@ -136,8 +149,16 @@ class OicpClient:
         shown = self.status_url if url is None else url
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
+            # Straight to the transport: a push needs none of what AsyncClient.send adds around
+            # it (auth, redirects, cookies, event hooks), and that wrapping cost as much CPU per
+            # push as the whole exchange on the wire (bench/RESULTS.md, push lane).
+            request = httpx.Request(
+                "POST", target, headers=self._headers, content=content,
+                extensions=self._extensions,
+            )  # fmt: skip
             async with asyncio.timeout(total):
-                response = await self._http.post(target, content=content)
+                response = await self._sender.handle_async_request(request)
+                await response.aread()  # a streaming transport's body; decoded as httpx does
             # httpx links a response and its (already read) stream both ways. Unlinking them
             # lets reference counting free each exchange at once; left to the cyclic GC, a
             # thousand pushes a second pile up into sweeps that stall the event loop for
@@ -192,7 +213,7 @@ def _describe(exc: httpx.RequestError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            # aiohttp's wrapper exceptions are SSLCertVerificationErrors without verify_message
+            # a wrapped verification error may lack verify_message
             reason = getattr(cause, "verify_message", None) or cause
             return f"TLS: certificate verify failed: {reason}"
         if isinstance(cause, ssl.SSLError):

@@ -1,144 +1,157 @@
-"""An httpx transport that sends requests with aiohttp.
+"""An httpx transport over the bridge's own HTTP/1.1 connections (bridge/oicp/http11.py).
 
-httpx stays the client API (requests, responses, headers, cookies, redirects, error types);
-aiohttp only moves bytes. Per push, httpx's own HTTP/1.1 stack (httpcore, h11, anyio) costs
-several times aiohttp's, and the push worker sends strictly one request at a time, so the
-per-request cost caps the push rate. Errors are raised as the httpx exceptions httpcore would
-raise in the same situation, chained to the underlying OSError or ssl error.
+httpx stays the client API (requests, responses, headers, content decoding, error types); this
+transport only moves bytes: a small pool of keep-alive connections per origin, opened with the
+TLS context of the hub settings (mutual TLS) and replaced when the certificate is reloaded.
+A connection that failed, was cancelled mid-exchange or was told ``Connection: close`` is never
+used again. The exceptions are those httpcore raises in the same situation: only a
+:class:`httpx.ConnectError` / :class:`httpx.ConnectTimeout` means the request did not leave this
+process, which the push worker relies on to tell a failed push from an ambiguous one.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
 import ssl
+import time
 
-import aiohttp
 import httpx
-from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+from bridge.oicp.http11 import Http11Connection
 
-_NO_RESPONSE = "Server disconnected without sending a response."
+__all__ = ["Http11Transport"]
+
+Origin = tuple[bytes, bytes, int]
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive over one ``aiohttp.ClientSession``, TLS by ``ssl_context``."""
+class Http11Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive; TLS by ``ssl_context`` for https URLs."""
 
     def __init__(self, ssl_context: ssl.SSLContext, *, limits: httpx.Limits) -> None:
         self._ssl_context = ssl_context
-        self._limits = limits
-        # Created on first use: a session belongs to the event loop it was created in.
-        self._session: aiohttp.ClientSession | None = None
-        self._retired: aiohttp.ClientSession | None = None  # to close before the next request
-        self._urls: dict[str, URL] = {}
-        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
-
-    def _open(self) -> aiohttp.ClientSession:
-        limits = self._limits
-        keepalive = limits.max_keepalive_connections != 0
-        connector = aiohttp.TCPConnector(
-            ssl=self._ssl_context,
-            limit=limits.max_connections or 0,  # 0: unlimited, as None in httpx
-            force_close=not keepalive,
-            keepalive_timeout=limits.keepalive_expiry if keepalive else None,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            # httpx does all of this itself, exactly as with its default transport.
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("Accept", "Accept-Encoding", "Content-Type", "User-Agent"),
-            trust_env=False,
-            requote_redirect_url=False,
-        )
+        self._generation = 0  # bumped by use_ssl_context: older connections are not reused
+        self._max_idle = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._max = limits.max_connections
+        self._idle: dict[Origin, list[Http11Connection]] = {}
+        self._retired: list[Http11Connection] = []  # idle ones to close before the next request
+        self._slots: asyncio.Semaphore | None = None  # created in the loop that uses it
+        self._closed = False
 
     def use_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
         """New connections use ``ssl_context`` (a renewed client certificate).
 
-        The keep-alive connections of the old one are closed before the next request, not now:
-        a request may be in flight on one of them.
+        Idle connections are closed before the next request; the one a request is in flight on
+        finishes that request and is then closed.
         """
         self._ssl_context = ssl_context
-        if self._session is not None:
-            self._retired, self._session = self._session, None
+        self._generation += 1
+        for connections in self._idle.values():
+            self._retired.extend(connections)
+        self._idle.clear()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._retired is not None:
-            retired, self._retired = self._retired, None
-            await retired.close()
-        session = self._session
-        if session is None:
-            session = self._session = self._open()
-        body = await request.aread()
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if self._retired:
+            retired, self._retired = self._retired, []
+            for connection in retired:
+                connection.close()
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        slots = self._slots
+        if slots is None and self._max is not None:
+            slots = self._slots = asyncio.Semaphore(self._max)
+        if slots is not None:
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection", request=request) from None
         try:
-            async with session.request(
-                request.method,
-                self._url(request.url),
-                data=body or None,
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
-                timeout=self._timeout(request.extensions.get("timeout", {})),
-                allow_redirects=False,
-            ) as response:
-                content = await response.read()
-        except aiohttp.ClientError as exc:
-            raise _map_error(exc, request) from (exc.__cause__ or exc)
+            return await self._exchange(request, timeouts)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    async def _exchange(
+        self, request: httpx.Request, timeouts: dict[str, float | None]
+    ) -> httpx.Response:
+        url = request.url
+        scheme = url.raw_scheme
+        port = url.port or _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        origin = (scheme, url.raw_host, port)
+        connection = self._reuse(origin)
+        if connection is None:
+            connection = await self._connect(request, origin, timeouts.get("connect"))
+        try:
+            answer = await connection.exchange(request, timeouts.get("read"), timeouts.get("write"))
+        except BaseException:  # an error or a cancellation (the caller's total timeout)
+            connection.abort()  # out of step: never used again
+            raise
+        if answer.keep_alive and not self._closed:
+            self._release(origin, connection)
+        else:
+            connection.close()
         return httpx.Response(
-            response.status,
-            headers=list(response.raw_headers),
-            stream=httpx.ByteStream(content),  # httpx decodes it (Content-Encoding) as usual
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (response.reason or "").encode("latin-1", "replace"),
-            },
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),  # httpx decodes it (Content-Encoding) as usual
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
         )
 
-    def _url(self, url: httpx.URL) -> URL:
-        # Already encoded by httpx; the OperatorID's ``*`` and ``+`` must reach the hub as is.
-        text = str(url)
-        cached = self._urls.get(text)
-        if cached is None:
-            cached = self._urls[text] = URL(text, encoded=True)
-        return cached
+    def _reuse(self, origin: Origin) -> Http11Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()  # the most recently used one
+            if connection.reusable(now, self._expiry):
+                return connection
+            connection.close()
+        return None
 
-    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        key = (timeout.get("connect"), timeout.get("read"))
-        cached = self._timeouts.get(key)
-        if cached is None:
-            cached = self._timeouts[key] = aiohttp.ClientTimeout(
-                # connect: TCP + TLS handshake, as httpx's; read: between two reads. The caller
-                # bounds the whole exchange. No rounding up to whole seconds (aiohttp's default).
-                sock_connect=key[0],
-                sock_read=key[1],
-                ceil_threshold=math.inf,
-            )
-        return cached
+    def _release(self, origin: Origin, connection: Http11Connection) -> None:
+        if connection.generation != self._generation:  # opened with a replaced certificate
+            connection.close()
+            return
+        idle = self._idle.setdefault(origin, [])
+        if self._max_idle is not None and len(idle) >= self._max_idle:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        idle.append(connection)
+
+    async def _connect(
+        self, request: httpx.Request, origin: Origin, timeout: float | None
+    ) -> Http11Connection:
+        scheme, raw_host, port = origin
+        host = raw_host.decode("ascii").strip("[]")  # IPv6 literals come bracketed
+        tls = self._ssl_context if scheme == b"https" else None
+        connection = Http11Connection(self._generation)
+        loop = asyncio.get_running_loop()
+        try:
+            # TCP and the TLS handshake together, as httpx's connect timeout.
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+        except TimeoutError:
+            connection.abort()
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+        except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS handshake
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        return connection
 
     async def aclose(self) -> None:
-        for session in (self._session, self._retired):
-            if session is not None:
-                await session.close()
-        self._session = self._retired = None
-
-
-def _map_error(exc: aiohttp.ClientError, request: httpx.Request) -> httpx.TransportError:
-    """The httpx exception httpcore raises in the same situation."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(str(exc), request=request)
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(str(exc), request=request)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(str(exc.__cause__ or exc), request=request)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError(_NO_RESPONSE, request=request)
-    if isinstance(exc, aiohttp.ClientConnectionResetError):
-        return httpx.WriteError(str(exc), request=request)
-    if isinstance(exc, aiohttp.ClientOSError):
-        return httpx.ReadError(str(exc), request=request)
-    if isinstance(exc, aiohttp.ClientResponseError):  # an answer that is not HTTP/1.x
-        return httpx.RemoteProtocolError(" ".join(exc.message.split()), request=request)
-    if isinstance(exc, aiohttp.ClientPayloadError):  # body cut short or malformed
-        detail = getattr(exc.__cause__, "message", None) or str(exc)
-        return httpx.RemoteProtocolError(" ".join(str(detail).split()), request=request)
-    return httpx.TransportError(str(exc), request=request)
+        self._closed = True
+        for connections in [*self._idle.values(), self._retired]:
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+        self._retired = []

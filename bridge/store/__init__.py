@@ -18,13 +18,17 @@ if TYPE_CHECKING:
 
 def make_store(state: StateSettings, *, replica_id: str) -> StagedStore:
     """The backend ``state`` asks for (not opened yet)."""
+    store: StagedStore
     if state.postgres and state.url is not None:
         from bridge.store.postgres import PostgresStore
 
-        return PostgresStore(state.url, replica_id=replica_id, where=state.where,
-                             group_commit_ms=state.group_commit_ms)  # fmt: skip
-    from bridge.store.sqlite import SqliteStore
+        store = PostgresStore(state.url, replica_id=replica_id, where=state.where,
+                              group_commit_ms=state.group_commit_ms)  # fmt: skip
+    else:
+        from bridge.store.sqlite import SqliteStore
 
-    return SqliteStore(
-        state.database, group_commit_ms=state.group_commit_ms, synchronous=state.synchronous
-    )
+        store = SqliteStore(
+            state.database, group_commit_ms=state.group_commit_ms, synchronous=state.synchronous
+        )
+    store.group_commit_rows = state.group_commit_rows
+    return store

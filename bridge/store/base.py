@@ -2,9 +2,12 @@
 
 Writers ``put_*`` rows (keyed, so a second put of the same row before the commit replaces the
 first) and then ``await commit()``: it returns once everything put so far is durable. Commits
-are batched over ``group_commit_ms`` so thousands of StatusNotifications a second cost a few
-fsyncs, not thousands. Everything staged before a commit is written in one transaction (a
-catalog change and its outbox rows, a status report and the EVSE change it caused).
+are batched so thousands of StatusNotifications a second cost a few hundred fsyncs: while one
+batch is written the next gathers, and once batches are large (``group_commit_rows``) each also
+waits ``group_commit_ms`` for more writers. A quiet bridge commits at once, so a charger's
+answer does not wait for a window it does not need. Everything staged before a commit is
+written in one transaction (a catalog change and its outbox rows, a status report and the EVSE
+change it caused).
 
 A backend (``bridge.store.sqlite``, ``bridge.store.postgres``) only says how one batch is
 written (:meth:`StagedStore._write`) and how the state is read at start.
@@ -13,6 +16,7 @@ written (:meth:`StagedStore._write`) and how the state is read at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -180,6 +184,11 @@ class Batch:
     #: Network assignments the hub acknowledged (AssignmentRow fields; the leader's, fenced).
     assignments: list[Row] = field(default_factory=list)
 
+    @property
+    def rows(self) -> int:
+        return (len(self.connectors) + len(self.evses) + len(self.charge_points)
+                + len(self.meta) + len(self.catalog))  # fmt: skip
+
     def __bool__(self) -> bool:
         return bool(self.connectors or self.evses or self.charge_points or self.meta
                     or self.catalog or self.in_flight is not None
@@ -194,6 +203,11 @@ class StagedStore(ABC):
 
     def __init__(self, *, group_commit_ms: float = 2.0) -> None:
         self.group_commit_s = group_commit_ms / 1000
+        #: The wait applies after a batch of at least this many rows (0: always).
+        self.group_commit_rows = 0
+        self._last_rows = 0  # rows of the batch written last
+        self._awaited = False  # someone awaits the next batch (commit), not only commit_soon
+        self._hurry = asyncio.Event()  # set by commit(): a batch nobody awaited goes now
         # Staged rows as tuples (snapshots taken at put time), keyed so a later put replaces.
         self._connectors: dict[tuple[str, int, int], Row] = {}
         self._evses: dict[str, Row] = {}
@@ -297,7 +311,10 @@ class StagedStore(ABC):
 
     async def commit(self) -> None:
         """Return when every row put so far is durable (raises StoreError if it cannot be)."""
-        await asyncio.shield(self._next_batch())
+        batch = self._next_batch()
+        self._awaited = True
+        self._hurry.set()
+        await asyncio.shield(batch)
 
     def commit_soon(self) -> None:
         """Have everything put so far written with the next batch, without waiting for it."""
@@ -326,9 +343,11 @@ class StagedStore(ABC):
     async def _flush_loop(self) -> None:
         while self._batch is not None:
             if self.group_commit_s:
-                await asyncio.sleep(self.group_commit_s)  # let more writers join this batch
+                await self._gather()
             waiters, self._batch = self._batch, None
+            self._awaited = False
             batch = self._take()
+            self._last_rows = batch.rows
             try:
                 await self._write(batch)
             except StoreError as exc:
@@ -337,6 +356,25 @@ class StagedStore(ABC):
                 waiters.exception()  # retrieved here; waiters re-raise it
             else:
                 waiters.set_result(None)
+
+    async def _gather(self) -> None:
+        """Let more writes join the next batch, as long as that costs nobody time in vain.
+
+        Busy (the last batch had ``group_commit_rows`` rows or more): wait ``group_commit_s``.
+        Otherwise a batch someone awaits (a charger's answer) goes at once, and one nobody
+        awaits (``commit_soon``: the push lane's acknowledgments) waits the window or until
+        someone awaits it; so at thousands of pushes a second the acknowledgments share
+        commits instead of costing one each.
+        """
+        if self._last_rows >= self.group_commit_rows:
+            await asyncio.sleep(self.group_commit_s)
+            return
+        if self._awaited:
+            return
+        self._hurry.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.group_commit_s):
+                await self._hurry.wait()
 
     def _requeue(self, batch: Batch) -> None:
         for c in batch.connectors:
