@@ -33,6 +33,10 @@ from bridge.status.table import OicpStatus
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
 
 STATUS_PATH = "/api/oicp/evsepush/v21/operators/{operator}/status-records"
+DATA_PATHS = {
+    "2.3": "/api/oicp/evsepush/v23/operators/{operator}/data-records",
+    "2.2": "/api/oicp/evsepush/v22/operators/{operator}/data-records",
+}
 SUCCESS_CODE = "000"
 _SNIPPET = 200  # characters of an unexpected body quoted in error messages
 _READ = httpx.ByteStream(b"")  # stands in for a response's stream once its body has been read
@@ -60,6 +64,15 @@ class OicpClient:
             operator=quote(settings.operator_id, safe="*+")
         )
         self._url = httpx.URL(self.status_url)  # parsed once, not per push
+        self.data_url = settings.base_url + DATA_PATHS[settings.evse_data_version].format(
+            operator=quote(settings.operator_id, safe="*+")
+        )
+        self._data_url = httpx.URL(self.data_url)
+        # OperatorName is mandatory for data in OICP 2.3: the OperatorID stands in for it.
+        name = settings.operator_name or settings.operator_id
+        self._data_head = json.dumps(
+            {"OperatorID": settings.operator_id, "OperatorName": name}, ensure_ascii=False
+        )[:-1].encode()  # the object without its closing brace: records follow
         self._encoder = StatusRequestEncoder(settings.operator_id, settings.operator_name)
         # The last success answer and its model: the hub sends the same bytes every time.
         self._known_ack: tuple[bytes, Acknowledgment] | None = None
@@ -123,12 +136,43 @@ class OicpClient:
         self._known_ack = (response.content, outcome.acknowledgment)
         return outcome
 
-    async def _post(self, content: bytes, total: float) -> httpx.Response:
+    def data_body(self, action: ActionType, records: Sequence[str]) -> bytes:
+        """The eRoamingPushEvseData body of ``records`` (each a record's JSON text), joined
+        as bytes: a 50,000-record fullLoad is never a tree of Python objects at once."""
+        parts = [b'{"ActionType":"', action.value.encode(), b'","OperatorEvseData":',
+                 self._data_head, b',"EvseDataRecord":[']  # fmt: skip
+        parts.append(",".join(records).encode())
+        parts.append(b"]}}")
+        return b"".join(parts)
+
+    async def push_evse_data(
+        self,
+        action: ActionType,
+        records: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> PushOutcome:
+        """Send one eRoamingPushEvseData (2.3 or 2.2, ``oicp.evse_data_version``) with the
+        given records (JSON texts built and validated by ``bridge.oicp.records``)."""
+        content = self.data_body(action, records)
+        started = time.monotonic()
+        response = await self._post(content, timeout or self._settings.request_timeout,
+                                    self._data_url)  # fmt: skip
+        del content  # the body is not kept while the answer is looked at
+        duration_ms = (time.monotonic() - started) * 1000.0
+        outcome = _outcome(response, duration_ms, self._known_ack)
+        self._known_ack = (response.content, outcome.acknowledgment)
+        return outcome
+
+    async def _post(
+        self, content: bytes, total: float, url: httpx.URL | None = None
+    ) -> httpx.Response:
         """POST ``content``; HubTransportError says whether the hub may have got it."""
+        url = url or self._url
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
             async with asyncio.timeout(total):
-                response = await self._http.post(self._url, content=content)
+                response = await self._http.post(url, content=content)
             # httpx links a response and its (already read) stream both ways. Unlinking them
             # lets reference counting free each exchange at once; left to the cyclic GC, a
             # thousand pushes a second pile up into sweeps that stall the event loop for
@@ -137,20 +181,20 @@ class OicpClient:
             return response
         except TimeoutError:
             raise HubTransportError(
-                f"timeout after {total}s (POST {self.status_url})", maybe_applied=True
+                f"timeout after {total}s (POST {url})", maybe_applied=True
             ) from None
         except httpx.ConnectTimeout:
             raise HubTransportError(
-                f"connect timeout after {self._settings.connect_timeout}s (POST {self.status_url})"
+                f"connect timeout after {self._settings.connect_timeout}s (POST {url})"
             ) from None
         except httpx.PoolTimeout:  # never left this process
-            raise HubTransportError(f"timeout after {total}s (POST {self.status_url})") from None
+            raise HubTransportError(f"timeout after {total}s (POST {url})") from None
         except httpx.TimeoutException:
             raise HubTransportError(
-                f"timeout after {total}s (POST {self.status_url})", maybe_applied=True
+                f"timeout after {total}s (POST {url})", maybe_applied=True
             ) from None
         except httpx.RequestError as exc:  # transport errors, undecodable answers
-            message = f"{_describe(exc)} (POST {self.status_url})"
+            message = f"{_describe(exc)} (POST {url})"
             if self.status_url.startswith("https:") and self._settings.client_cert is None:
                 # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
                 message += "; note: no client certificate configured (oicp.client_cert)"
@@ -237,7 +281,7 @@ def _outcome(
     code, description, info = _fault_fields(body)
     if body is None and response.content:
         info = info or _snippet(response)
-    raise HubRejectedError(
+    error = HubRejectedError(
         _rejection_message(status, code, description, info, None),
         code=code,
         http_status=status,
@@ -245,6 +289,8 @@ def _outcome(
         additional_info=info,
         retry_after=retry_after,
     )
+    error.field_errors = _field_errors(body)
+    raise error
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -272,6 +318,18 @@ def _fault_fields(body: Any) -> tuple[str | None, str | None, str | None]:
             for e in errors
         )
     return code, description, info
+
+
+def _field_errors(body: Any) -> tuple[tuple[str, str], ...]:
+    """Hubject's ``validationErrors`` as (fieldReference, errorMessage) pairs."""
+    errors = body.get("validationErrors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return ()
+    return tuple(
+        (str(e.get("fieldReference", "")), str(e.get("errorMessage", "")))
+        for e in errors
+        if isinstance(e, dict)
+    )
 
 
 def _str_or_none(value: Any) -> str | None:

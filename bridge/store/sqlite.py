@@ -23,6 +23,7 @@ from bridge.store.base import (
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
+    EvseDataRow,
     EvseRow,
     Snapshot,
     StagedStore,
@@ -30,6 +31,7 @@ from bridge.store.base import (
     catalog_params,
     catalog_row,
     cp_row,
+    data_row,
     evse_row,
 )
 from bridge.store.migrate import migrate
@@ -70,10 +72,12 @@ _CATALOG_SQL = {table: _catalog_upsert_sql(table) for table in CATALOG_TABLES}
 _CONNECTOR_SQL = _upsert_sql("connector", ConnectorRow)
 _EVSE_SQL = _upsert_sql("evse", EvseRow)
 _CP_SQL = _upsert_sql("charge_point", ChargePointRow)
+_DATA_SQL = _upsert_sql("evse_data", EvseDataRow)
 _COLUMNS = {
     "connector": ", ".join(f.name for f in fields(ConnectorRow)),
     "evse": ", ".join(f.name for f in fields(EvseRow)),
     "charge_point": ", ".join(f.name for f in fields(ChargePointRow)),
+    "evse_data": ", ".join(f.name for f in fields(EvseDataRow)),
 }
 
 
@@ -113,6 +117,8 @@ class SqliteStore(StagedStore):
                     f"SELECT {c['charge_point']} FROM charge_point")],
                 meta=dict(db.execute("SELECT key, value FROM meta").fetchall()),
                 catalog=_catalog_rows(db),
+                evse_data=[data_row(r) for r in db.execute(
+                    f"SELECT {c['evse_data']} FROM evse_data")],
             )  # fmt: skip
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
@@ -167,6 +173,8 @@ class SqliteStore(StagedStore):
                     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", batch.meta)
                 for row in batch.catalog:
                     db.execute(_CATALOG_SQL[row.table], catalog_params(row))
+                if batch.evse_data:
+                    db.executemany(_DATA_SQL, batch.evse_data)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
