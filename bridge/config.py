@@ -911,6 +911,10 @@ class HubSimSettings(_Model):
         description="JSON file in which the simulator keeps the records it holds across "
         "restarts, as the bridge keeps what the hub acknowledged (null: it starts empty).",
     )
+    require_data_for_status: bool = Field(
+        False,
+        description="Refuse (022) a status for an EVSE the simulator holds no EVSE data for.",
+    )
 
 
 class Settings(BaseSettings):

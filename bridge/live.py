@@ -64,6 +64,12 @@ class HubSet(Protocol):
     def withdraw(self, evse_id: str) -> None: ...
 
 
+class DataHook(Protocol):
+    """EVSE data (``bridge.oicp.evse_data``): rebuild the records the changes touch."""
+
+    def catalog_changed(self, changes: Iterable[Change]) -> None: ...
+
+
 class Connections(Protocol):
     def disconnect(self, charge_point_id: str, reason: str) -> bool: ...
 
@@ -85,6 +91,7 @@ class LiveCatalog:
         hub: HubSet,
         credentials: Credentials | None = None,
         connections: Connections | None = None,
+        data: DataHook | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -93,6 +100,7 @@ class LiveCatalog:
         self.hub = hub
         self.credentials = credentials
         self.connections = connections
+        self.data = data
 
     # -- start-up --------------------------------------------------------------------------
     def load(self, rows: Sequence[CatalogRow]) -> None:
@@ -176,6 +184,8 @@ class LiveCatalog:
         for change in changes:
             if change.kind == "station":
                 self._station_changed(change)
+        if changes and self.data is not None:
+            self.data.catalog_changed(changes)
         if changes:
             objects = [f"{c.kind}:{c.id}:v{c.after.version}" for c in changes[:20]]
             log.info("catalog.followed", changes=len(changes), objects=objects)
@@ -202,6 +212,8 @@ class LiveCatalog:
             self.store.put_catalog(row_of(change.kind, change.after))
             if change.kind == "station":
                 self._station_changed(change)
+        if self.data is not None:  # the EVSE data records, in the same transaction
+            self.data.catalog_changed(changes)
 
     def _station_changed(self, change: Change) -> None:
         body: StationBody = change.after.body

@@ -221,7 +221,8 @@ class DataOutbox:
 
     def release(self, evse_id: str) -> None:
         """The hub no longer holds this EVSE's status: its data delete may go."""
-        if self._held.pop(evse_id, None) is not None:
+        if evse_id in self._held:
+            del self._held[evse_id]
             self._pending[evse_id] = None
             self.changed.set()
 

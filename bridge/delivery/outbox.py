@@ -199,7 +199,8 @@ class Outbox:
 
     def release(self, evse_id: str) -> None:
         """The gate opened for this EVSE (the hub holds its data now): queue its status."""
-        if self._held.pop(evse_id, None) is not None:
+        if evse_id in self._held:
+            del self._held[evse_id]
             self._pending[evse_id] = None
             self.changed.set()
 

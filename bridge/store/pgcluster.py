@@ -30,16 +30,19 @@ from bridge.store.base import (
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
+    EvseDataRow,
     EvseRow,
     catalog_columns,
     catalog_row,
     cp_row,
+    data_row,
     evse_row,
 )
 from bridge.store.postgres import (
     CHANNEL,
     CONNECTOR_COLUMNS,
     CP_COLUMNS,
+    DATA_COLUMNS,
     EVSE_COLUMNS,
     TXID,
     XMIN_SQL,
@@ -328,6 +331,16 @@ class Cluster:
             return [evse_row(r) for r in await cur.fetchall()]
 
         result: list[EvseRow] = await self._run(work)
+        return result
+
+    async def evse_data(self) -> list[EvseDataRow]:
+        """Every EVSE data row as committed now (a new leader starts from these)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[EvseDataRow]:
+            cur = await conn.execute(f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data")
+            return [data_row(r) for r in await cur.fetchall()]
+
+        result: list[EvseDataRow] = await self._run(work)
         return result
 
     def listen(self, wake: asyncio.Event, on_error: Callable[[BaseException], None]) -> None:
