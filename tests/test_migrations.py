@@ -178,8 +178,8 @@ def test_migrations_run_on_postgresql() -> None:
              "schemaname = 'public' ORDER BY 1"], capture_output=True, text=True, check=True,
         ).stdout.split()  # fmt: skip
         assert tables == sorted(["alembic_version", "catalog_location", "catalog_station",
-                                 "catalog_template", "charge_point", "connector", "evse", "evse_data",
-                                 "lease", "meta", "replica"])  # fmt: skip
+                                 "catalog_template", "charge_point", "connector", "evse",
+                                 "evse_data", "lease", "meta", "replica"])  # fmt: skip
     finally:
         subprocess.run([*base, "-d", "test", "-c", f"DROP DATABASE IF EXISTS {name}"])
 
