@@ -225,6 +225,7 @@ class Bridge:
             full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp,
                                      elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
+            hub_data=self.data.describe if self.data is not None else lambda evse_id: None,
         )  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:

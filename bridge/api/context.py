@@ -46,5 +46,7 @@ class ApiContext:
     full_load: FullLoadControl
     operator_defaults: OperatorFacts
     hash_password: Callable[[str], str]  # password → scrypt hash (runs in a thread)
+    #: EvseID → its EVSE data at the hub (``DataOutbox.describe``; None: not enabled).
+    hub_data: Callable[[str], dict[str, Any] | None] = lambda evse_id: None
     #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.
     station_cache: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)

@@ -166,6 +166,29 @@ class DataOutbox:
             return []
         return [FieldError(e["field"], e["message"]) for e in json.loads(row.errors)]
 
+    def describe(self, evse_id: str) -> dict[str, object] | None:
+        """What the API shows of an EVSE's data at the hub (None: it has no data row)."""
+        row = self.rows.get(evse_id)
+        if row is None:
+            return None
+        if row.want and row.errors is not None:
+            state = "invalid"
+        elif row.parked_code is not None:
+            state = "parked"
+        elif not row.want:
+            state = "deleting" if row.hub_holds else "withdrawn"
+        elif row.acknowledged and row.hub_digest == row.digest:
+            state = "acknowledged"
+        else:
+            state = "pending"
+        return {
+            "state": state,
+            "errors": [str(e) for e in self.errors(evse_id)] if row.want else [],
+            "hub_acknowledged": self.hub_acknowledged(evse_id),
+            "last_code": row.last_code,
+            "last_info": row.last_info,
+        }
+
     def invalid(self) -> int:
         """Shared EVSEs whose record fails the schema (not pushed, status held)."""
         return sum(1 for r in self.rows.values() if r.want and r.errors is not None)
@@ -225,6 +248,12 @@ class DataOutbox:
             del self._held[evse_id]
             self._pending[evse_id] = None
             self.changed.set()
+
+    def recheck_held(self) -> None:
+        """Release every held delete whose status the hub no longer holds (after a status
+        fullLoad)."""
+        for evse_id in [e for e in self._held if not self.status_at_hub(e)]:
+            self.release(evse_id)
 
     # -- outcomes ------------------------------------------------------------------------------
     def sending(self, batch: DataBatch) -> None:

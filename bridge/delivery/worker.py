@@ -325,6 +325,8 @@ class PushWorker:
         self._flips.pop(evse_id, None)
         if action is ActionType.DELETE:
             self.outbox.deleted(evse_id, outcome.code)
+            if self.data is not None:
+                self.data.release(evse_id)  # its data delete may go now
         else:
             self.outbox.acknowledged(evse_id, status, outcome.code)
         self._emit(action.value, "ok", outcome.code, outcome.duration_ms / 1000)
@@ -393,6 +395,8 @@ class PushWorker:
             self._flips.pop(evse_id, None)
             self.outbox.park(evse_id, exc.code)
             log.error("push.parked", attempts=self.outbox.rows[evse_id].attempts, **detail)
+        if self.data is not None and not self._status_at_hub(evse_id):
+            self.data.release(evse_id)  # gone (or given up on): its data delete may go
         self._emit(action.value, verdict.value, exc.code or _http(exc), duration)
 
     # -- outcomes for the whole lane -----------------------------------------------------------
@@ -475,6 +479,8 @@ class PushWorker:
         self.in_flight = False
         self._succeeded()
         self.outbox.full_load_done(sent, self.engine.snapshot())
+        if self.data is not None:
+            self.data.recheck_held()
         self.last_full_load = self.clock()
         self.outbox.store.put_meta("last_full_load", str(self.last_full_load))
         self.outbox.store.put_in_flight(None)

@@ -1,0 +1,258 @@
+"""EVSE data at the hub, end to end over real sockets: the management API (real HTTP), real
+chargers, the hub simulator over HTTPS with mutual TLS (which checks every body against the
+official schemas and refuses a status for an EVSE it holds no data for), both state backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from bridge.app import Bridge
+from bridge.hubsim import HubSimulator, server_ssl_context
+from tests.conftest import AUTH, OPERATOR_FACTS, charger, eventually, pushes, settings_for
+from tests.oicp_schema import validate_push_body
+from tests.procs import BridgeProcess, RawCharger
+from tests.test_catalog_api import CONNECTOR, LOCATION, station
+from tests.test_catalog_restart import api_of, process_config
+
+
+@pytest.fixture
+async def tls_hub(tmp_path: Path) -> AsyncIterator[tuple[HubSimulator, dict[str, Any]]]:
+    """The hub on https, requiring the bridge's client certificate (trustme PKI); refuses a
+    status for an EVSE without data. Yields it and the bridge's ``oicp`` settings for it."""
+    ca = trustme.CA()
+    files = {
+        "ca": ca.cert_pem,
+        "hub": ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem,
+        "client": ca.issue_cert("bridge.example.com").private_key_and_cert_chain_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(tmp_path / f"{name}.pem"))
+    context = server_ssl_context(tmp_path / "hub.pem", None, client_ca=tmp_path / "ca.pem")
+    async with HubSimulator(ssl_context=context, body_validator=validate_push_body) as sim:
+        sim.require_data_for_status = True
+        oicp = {"base_url": sim.base_url, "client_cert": tmp_path / "client.pem",
+                "ca_bundle": tmp_path / "ca.pem"}  # fmt: skip
+        yield sim, oicp
+    assert sim.schema_errors == [], sim.schema_errors
+
+
+def api_client(bridge: Bridge) -> httpx.AsyncClient:
+    assert bridge.ops_server is not None
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{bridge.ops_server.port}/api/v2", headers=AUTH, timeout=10
+    )
+
+
+async def ok(response: Awaitable[httpx.Response]) -> Any:
+    r = await response
+    assert r.status_code == 200 and r.json()["status_code"] == 1000, r.text
+    return r.json()["data"]
+
+
+def data_pushes(hub: HubSimulator) -> list[tuple[str | None, list[str]]]:
+    """(action, EvseIDs) of every accepted data push, in order."""
+    return [(p.action, [e for e, _ in p.records]) for p in hub.received
+            if p.endpoint == "data" and p.code == "000"]  # fmt: skip
+
+
+def refused_statuses(hub: HubSimulator) -> list[str]:
+    return [(p.body and json.dumps(p.body)) or "" for p in hub.received
+            if p.endpoint == "status" and p.code not in ("000", None)]  # fmt: skip
+
+
+async def test_data_insert_reaches_the_hub_before_the_status(
+    tls_hub: tuple[HubSimulator, dict[str, Any]], make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    """The newcomer's path: a location and a station over the API; the EVSE's data insert
+    reaches the hub, then (once acknowledged) its status insert."""
+    hub, oicp = tls_hub
+    bridge = await make_bridge(oicp=oicp)
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        async with charger(bridge.ocpp.port, "CP-NEW") as cp:
+            await cp.status(1, "Available")
+            await eventually(lambda: hub.state == {"DE*ABC*E900*1": "Available"})
+        read = await ok(api.get("/chargestations/CP-NEW"))
+    kinds = [(p.endpoint, p.action) for p in hub.received if p.code == "000"]
+    assert kinds[:2] == [("data", "insert"), ("status", "insert")]
+    assert refused_statuses(hub) == []
+    record = hub.data_state["DE*ABC*E900*1"]
+    assert record["Plugs"] == ["Type 2 Outlet"] and record["Address"]["Street"] == "Main Street"
+    assert record["ChargingFacilities"][0]["Power"] == 22
+    assert record["DynamicInfoAvailable"] == "auto"
+    hub_data = read["evses"][0]["hub_data"]
+    assert hub_data["state"] == "acknowledged" and hub_data["hub_acknowledged"] is True
+    assert bridge.data is not None and bridge.data.hub_acknowledged("DE*ABC*E900*1")
+
+
+async def test_a_bad_record_is_held_with_its_field_errors_and_blocks_no_other(
+    tls_hub: tuple[HubSimulator, dict[str, Any]], make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    hub, oicp = tls_hub
+    bridge = await make_bridge(oicp=oicp)
+    gbt = {"id": "1", "standard": "GBT_DC", "format": "CABLE", "power_type": "DC",
+           "max_voltage": 750, "max_amperage": 250}  # fmt: skip
+    bad = station("CP-BAD", evse_id="DE*ABC*E910*1")
+    bad["evses"][0]["connectors"] = [gbt]
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=bad))
+        await ok(api.post("/chargestations", json=station()))
+        async with charger(bridge.ocpp.port, "CP-BAD") as c1, \
+                charger(bridge.ocpp.port, "CP-NEW") as c2:  # fmt: skip
+            await c1.status(1, "Charging")
+            await c2.status(1, "Charging")
+            await eventually(lambda: hub.state == {"DE*ABC*E900*1": "Occupied"})
+            await asyncio.sleep(0.2)
+        read = await ok(api.get("/chargestations/CP-BAD"))
+    assert "DE*ABC*E910*1" not in hub.data_state and "DE*ABC*E910*1" not in hub.state
+    hub_data = read["evses"][0]["hub_data"]
+    assert hub_data["state"] == "invalid"
+    assert hub_data["errors"] == ["Plugs[0]: connector 1: GBT_DC (CABLE) has no OICP plug type"]
+    assert bridge.outbox.is_pending("DE*ABC*E910*1")  # its status waits for valid data
+    text = bridge.metrics.render()[0].decode()
+    assert "bridge_evse_data_invalid 1.0" in text and "bridge_evse_status_held 1.0" in text
+
+
+async def test_records_are_batched_and_a_location_change_updates_them(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    bridge = await make_bridge(evse_data={"batch_size": 3})
+    many = station("CP-MANY")
+    many["evses"] = [{"uid": f"m-{i}", "evse_id": f"DE*ABC*E77*{i}", "ocpp_ids": [i],
+                      "connectors": [CONNECTOR]} for i in range(1, 8)]  # fmt: skip
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=many))
+        await eventually(lambda: len(hub.data_state) == 7)
+        sizes = [len(ids) for action, ids in data_pushes(hub)]
+        assert max(sizes) <= 3 and sum(sizes) == 7
+        await ok(api.patch("/locations/LOC-1", json={"city": "Potsdam"}))
+        await eventually(lambda: all(r["Address"]["City"] == "Potsdam"
+                                     for r in hub.data_state.values()))  # fmt: skip
+    assert [a for a, _ in data_pushes(hub)].count("update") == 3  # 7 records, 3 a request
+
+
+async def test_the_hub_losing_a_record_flips_update_to_insert(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    bridge = await make_bridge()
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+        hub._data[bridge.settings.oicp.operator_id].clear()  # the hub forgot it
+        await ok(api.patch("/locations/LOC-1", json={"name": "Depot Nord"}))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+    codes = [(p.action, p.code) for p in hub.received if p.endpoint == "data"]
+    assert codes == [("insert", "000"), ("update", "022"), ("insert", "000")]
+    assert hub.data_state["DE*ABC*E900*1"]["ChargingStationNames"][0]["value"] == "Depot Nord"
+
+
+async def test_status_leaves_the_hub_before_the_data(
+    tls_hub: tuple[HubSimulator, dict[str, Any]], make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    hub, oicp = tls_hub
+    bridge = await make_bridge(oicp=oicp)
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        async with charger(bridge.ocpp.port, "CP-NEW") as cp:
+            await cp.status(1, "Available")
+            await eventually(lambda: "DE*ABC*E900*1" in hub.state)
+        await ok(api.patch("/chargestations/CP-NEW", json={"deployment_state": "deprecated"}))
+        await eventually(lambda: not hub.data_state and not hub.state)
+    deletes = [(p.endpoint, p.time) for p in hub.received if p.action == "delete"]
+    assert [e for e, _ in deletes] == ["status", "data"]
+
+
+async def test_daylight_saving_change_updates_the_time_zone(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    from datetime import UTC, datetime
+
+    bridge = await make_bridge()
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+    first = hub.data_state["DE*ABC*E900*1"]["Address"]["TimeZone"]
+    service = bridge.data_service
+    assert service is not None
+    summer, winter = datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    service.now = lambda: summer if first == "UTC+01:00" else winter  # the clocks changed
+    assert service.offsets_changed() == ["Europe/Berlin"]
+    bridge.store.commit_soon()
+    want = "UTC+02:00" if first == "UTC+01:00" else "UTC+01:00"
+    await eventually(lambda: hub.data_state["DE*ABC*E900*1"]["Address"]["TimeZone"] == want)
+    assert [a for a, _ in data_pushes(hub)] == ["insert", "update"]
+
+
+async def test_data_state_survives_a_restart_on_both_backends(
+    hub: HubSimulator, tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    (tmp_path / "state").mkdir(exist_ok=True)  # the API URL file's place on PostgreSQL too
+    settings = settings_for(tmp_path, hub.base_url, state=backend)
+    first = Bridge(settings)
+    await first.start()
+    async with api_client(first) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+        await eventually(lambda: first.data is not None and not first.data)
+    await first.stop()
+    second = Bridge(settings)
+    await second.start()
+    try:
+        assert second.data is not None
+        assert second.data.hub_acknowledged("DE*ABC*E900*1") and not second.data
+        await asyncio.sleep(0.2)
+        assert [a for a, _ in data_pushes(hub)] == ["insert"]  # nothing pushed again
+    finally:
+        await second.stop()
+
+
+@pytest.mark.slow
+async def test_no_data_lost_across_sigkill_mid_push(tmp_path: Path, hub: HubSimulator) -> None:
+    """kill -9 while a data insert hangs at the hub (which applies it later): after the restart
+    the record is pushed again (update, or insert after 022), the status follows, once."""
+    hub.require_data_for_status = True
+    config = process_config(tmp_path, hub)
+    proc = await BridgeProcess(config).start()
+    try:
+        async with httpx.AsyncClient(base_url=api_of(proc), headers=AUTH, timeout=10) as api:
+            await api.post("/locations", json=LOCATION)
+            hub.faults.late(2.0, count=1)  # applied 2 s after arrival, answered never in time
+            r = await api.post("/chargestations", json=station())
+            assert r.json()["status_code"] == 1000
+            cp = await RawCharger.connect(proc.ocpp_port, "CP-NEW")
+            await cp.status(1, "Charging")
+            await eventually(lambda: any(p.endpoint == "data" for p in hub.received)
+                             or hub.in_flight > 0)  # fmt: skip
+            await cp.close()
+    finally:
+        await proc.kill()
+    proc = await BridgeProcess(config).start()
+    try:
+        await eventually(lambda: hub.state == {"DE*ABC*E900*1": "Occupied"}, within=15)
+        assert "DE*ABC*E900*1" in hub.data_state
+        assert refused_statuses(hub) == []
+    finally:
+        await proc.terminate()
+
+
+def test_operator_facts_of_the_tests_are_complete() -> None:
+    """The configuration the tests use gives every fact a record needs (else every status of
+    a catalog station would be held)."""
+    assert set(OPERATOR_FACTS) == {"hotline_phone", "accessibility", "payment_options",
+                                   "calibration_law"}  # fmt: skip
+    assert pushes  # re-exported helper in use by the other modules
