@@ -256,3 +256,55 @@ def test_operator_facts_of_the_tests_are_complete() -> None:
     assert set(OPERATOR_FACTS) == {"hotline_phone", "accessibility", "payment_options",
                                    "calibration_law"}  # fmt: skip
     assert pushes  # re-exported helper in use by the other modules
+
+
+async def test_data_full_load_through_the_api_replaces_the_hubs_set(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    bridge = await make_bridge()
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        await ok(api.post("/chargestations", json=station("CP-TWO", evse_id="DE*ABC*E901*1")))
+        await eventually(lambda: len(hub.data_state) == 2)
+        # The hub lost one and holds a stale record we never sent: the fullLoad puts it right.
+        held = hub._data["DE*ABC"]
+        stale = dict(held.pop("DE*ABC*E901*1"), EvseID="DE*ABC*E999*1")
+        held["DE*ABC*E999*1"] = stale
+        preview = await ok(api.post("/commands/fullload", params={"data": "true",
+                                                                   "dry_run": "true"}))  # fmt: skip
+        assert preview["state"] == "preview" and preview["records"] == 2
+        validate_push_body("data", preview["body"])
+        done = await ok(api.post("/commands/fullload", params={"data": "true", "wait": "10"}))
+    assert done == {"state": "accepted", "records": 2, "detail": None, "body": None}
+    assert set(hub.data_state) == {"DE*ABC*E900*1", "DE*ABC*E901*1"}
+    (full,) = [p for p in hub.received if p.endpoint == "data" and p.action == "fullLoad"]
+    assert len(full.records) == 2  # every record in one request, never an empty one first
+    assert bridge.worker is not None and bridge.worker.last_data_full_load is not None
+
+
+@pytest.mark.slow
+async def test_no_data_lost_across_sigkill_mid_full_load(tmp_path: Path, hub: HubSimulator) -> None:
+    config = process_config(tmp_path, hub)
+    proc = await BridgeProcess(config).start()
+    try:
+        async with httpx.AsyncClient(base_url=api_of(proc), headers=AUTH, timeout=10) as api:
+            await api.post("/locations", json=LOCATION)
+            await api.post("/chargestations", json=station())
+            await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+            await api.patch("/locations/LOC-1", json={"city": "Potsdam"})
+            hub.faults.hang(5.0, count=None, action="fullLoad")  # every fullLoad hangs
+            hub.faults.fail_http(503, count=None, action="update")  # and no update gets in
+            await api.post("/commands/fullload", params={"data": "true", "wait": "0"})
+            await eventually(lambda: hub.in_flight > 0)
+    finally:
+        await proc.kill()  # mid data fullLoad
+    hub.faults.clear()
+    proc = await BridgeProcess(config).start()
+    try:
+        await eventually(
+            lambda: hub.data_state.get("DE*ABC*E900*1", {}).get("Address", {}).get("City")
+            == "Potsdam", within=15,
+        )  # fmt: skip
+    finally:
+        await proc.terminate()

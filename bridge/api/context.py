@@ -28,6 +28,14 @@ class FullLoadControl(Protocol):
         """Queue a fullLoad; the future gives the number of records the hub accepted."""
         ...
 
+    def preview_data(self) -> dict[str, Any]:
+        """The body a data fullLoad would send now (HubError: EVSE data not enabled)."""
+        ...
+
+    def request_data(self) -> asyncio.Future[int]:
+        """Queue a data fullLoad (HubError: EVSE data not enabled)."""
+        ...
+
     def held_up(self) -> str | None:
         """Why pushes are held up now (paused by the hub, backing off), None if they are not."""
         ...

@@ -114,8 +114,9 @@ def routes() -> list[Route]:
               "status_source api stations (If-Match: the station's ETag)", "write",
               body=EvsePatch, data=model.Station, tag="stations"),
         Route("POST", f"{V2}/commands/fullload", full_load,
-              "Send a status fullLoad now through the push lane (dry_run=true: show the body)",
-              "read", data=FullLoadResult, query=("dry_run", "wait"), tag="commands"),
+              "Send a status fullLoad now through the push lane (dry_run=true: show the body; "
+              "data=true: the EVSE data fullLoad instead)",
+              "read", data=FullLoadResult, query=("dry_run", "wait", "data"), tag="commands"),
     ]  # fmt: skip
     return table
 
