@@ -308,3 +308,25 @@ async def test_no_data_lost_across_sigkill_mid_full_load(tmp_path: Path, hub: Hu
         )  # fmt: skip
     finally:
         await proc.terminate()
+
+
+async def test_a_refused_batch_is_split_and_only_the_bad_record_parked(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    bridge = await make_bridge(evse_data={"batch_size": 10})
+    many = station("CP-MANY")
+    many["evses"] = [{"uid": f"m-{i}", "evse_id": f"DE*ABC*E77*{i}", "ocpp_ids": [i],
+                      "connectors": [CONNECTOR]} for i in range(1, 5)]  # fmt: skip
+    hub.faults.fail_http(400, evse_id="DE*ABC*E77*2")  # the hub refuses whatever carries it
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=many))
+        await eventually(lambda: len(hub.data_state) == 3)
+        await eventually(lambda: bridge.data is not None and not bridge.data)
+        read = await ok(api.get("/chargestations/CP-MANY"))
+    assert set(hub.data_state) == {"DE*ABC*E77*1", "DE*ABC*E77*3", "DE*ABC*E77*4"}
+    states = {e["evse_id"]: e["hub_data"]["state"] for e in read["evses"]}
+    assert states == {"DE*ABC*E77*1": "acknowledged", "DE*ABC*E77*2": "parked",
+                      "DE*ABC*E77*3": "acknowledged", "DE*ABC*E77*4": "acknowledged"}  # fmt: skip
+    sizes = [len(p.records) for p in hub.received if p.endpoint == "data"]
+    assert sizes[0] == 4 and set(sizes[1:]) == {1}  # the batch, then each record alone
