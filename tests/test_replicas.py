@@ -22,7 +22,7 @@ from bridge.api.tokens import hash_token
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.simulator import ReceivedPush
 from bridge.status.table import OcppStatus
-from tests.conftest import AUTH, OPERATOR, WRITE_TOKEN, eventually
+from tests.conftest import AUTH, OPERATOR, OPERATOR_FACTS, WRITE_TOKEN, eventually
 from tests.procs import BridgeProcess, RawCharger, write_config
 from tests.test_durability import (
     FLEET,
@@ -64,6 +64,7 @@ def replica_config(
         "log": {"level": "INFO"},
         "chargers": FLEET,
         "api": {"tokens": [{"name": "ops", "hash": hash_token(WRITE_TOKEN), "scope": "write"}]},
+        "catalog": {"operator_defaults": OPERATOR_FACTS},
     }  # fmt: skip
     for key, value in extra.items():
         settings[key] = {**settings.get(key, {}), **value}
