@@ -330,3 +330,36 @@ async def test_a_refused_batch_is_split_and_only_the_bad_record_parked(
                       "DE*ABC*E77*3": "acknowledged", "DE*ABC*E77*4": "acknowledged"}  # fmt: skip
     sizes = [len(p.records) for p in hub.received if p.endpoint == "data"]
     assert sizes[0] == 4 and set(sizes[1:]) == {1}  # the batch, then each record alone
+
+
+async def test_oicp_22_data_goes_to_the_v22_path_in_its_shape(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    bridge = await make_bridge(oicp={"evse_data_version": "2.2"})
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+    (push,) = [p for p in hub.received if p.endpoint == "data"]
+    assert push.code == "000"
+    record = hub.data_state["DE*ABC*E900*1"]
+    assert record["ChargingStationName"] == "Depot" and "ChargingStationNames" not in record
+    assert record["ChargingModes"] == ["Mode_3"] and "lastUpdate" in record
+    assert hub.schema_errors == []  # checked against the 2.2 Swagger by the simulator
+
+
+async def test_a_data_push_timing_out_is_sent_again_after_the_settle_time(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]], events: Any
+) -> None:
+    hub.require_data_for_status = True
+    bridge = await make_bridge(oicp={"request_timeout": 0.3}, delivery={"settle_time": 0.3})
+    hub.faults.hang(1.0, count=1)  # the first request outlives its timeout (maybe applied)
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/chargestations", json=station()))
+        async with charger(bridge.ocpp.port, "CP-NEW") as cp:
+            await cp.status(1, "Charging")
+            await eventually(lambda: hub.state == {"DE*ABC*E900*1": "Occupied"}, within=10)
+    assert events.named("push.retry") and events.named("push.retry")[0]["ambiguous"] is True
+    assert refused_statuses(hub) == []
+    assert "DE*ABC*E900*1" in hub.data_state
