@@ -363,3 +363,36 @@ async def test_a_data_push_timing_out_is_sent_again_after_the_settle_time(
     assert events.named("push.retry") and events.named("push.retry")[0]["ambiguous"] is True
     assert refused_statuses(hub) == []
     assert "DE*ABC*E900*1" in hub.data_state
+
+
+async def test_a_large_data_push_is_streamed_with_its_length(hub: HubSimulator) -> None:
+    """Over 1,000 records the client streams the body in chunks (never whole in memory) with
+    the Content-Length computed up front (the same as the joined body's); the hub gets every
+    record intact, non-ASCII text included."""
+    from datetime import UTC, datetime
+
+    from bridge.catalog.facts import OperatorFacts
+    from bridge.catalog.model import LocationBody, StationBody
+    from bridge.config import OicpSettings
+    from bridge.oicp.client import OicpClient
+    from bridge.oicp.models import ActionType
+    from bridge.oicp.records import RecordFacts, build_record
+
+    loc = LocationBody.model_validate(LOCATION | {"name": "Bahnhof Zoo ÄÖÜ"})  # non-ASCII too
+    facts = RecordFacts(OperatorFacts.model_validate(OPERATOR_FACTS))
+    records = []
+    for i in range(1500):
+        st = StationBody.model_validate(station(f"CP{i}", evse_id=f"DE*ABC*E{i}*1"))
+        built = build_record(loc, st, st.evses[0], facts, now=datetime.now(UTC))
+        records.append(json.dumps(built.record, ensure_ascii=False, separators=(",", ":")))
+    seen: list[str | None] = []
+    hub.on_push = lambda push: seen.append(None)
+    settings = OicpSettings(base_url=hub.base_url, operator_id="DE*ABC", operator_name="ABC")
+    async with OicpClient(settings) as client:
+        expected = len(client.data_body(ActionType.FULL_LOAD, records))
+        assert client._data_length(ActionType.FULL_LOAD, records) == expected
+        outcome = await client.push_evse_data(ActionType.FULL_LOAD, records)
+    assert outcome.code == "000" and len(hub.data_state) == 1500
+    (push,) = [p for p in hub.received if p.endpoint == "data"]
+    assert len(push.raw) == expected and push.body is not None
+    assert hub.data_state["DE*ABC*E7*1"]["ChargingStationNames"][0]["value"] == "Bahnhof Zoo ÄÖÜ"

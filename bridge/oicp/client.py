@@ -13,7 +13,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,6 +38,9 @@ DATA_PATHS = {
     "2.2": "/api/oicp/evsepush/v22/operators/{operator}/data-records",
 }
 SUCCESS_CODE = "000"
+# A data push of more records than this is streamed (chunks of _CHUNK_RECORDS records).
+_STREAM_FROM = 1000
+_CHUNK_RECORDS = 200
 _SNIPPET = 200  # characters of an unexpected body quoted in error messages
 _READ = httpx.ByteStream(b"")  # stands in for a response's stream once its body has been read
 
@@ -153,26 +156,55 @@ class OicpClient:
         timeout: float | None = None,
     ) -> PushOutcome:
         """Send one eRoamingPushEvseData (2.3 or 2.2, ``oicp.evse_data_version``) with the
-        given records (JSON texts built and validated by ``bridge.oicp.records``)."""
-        content = self.data_body(action, records)
+        given records (JSON texts built and validated by ``bridge.oicp.records``). A large
+        request (a fullLoad) is streamed in chunks with its Content-Length: its body is never
+        in memory as a whole."""
+        total = timeout or self._settings.request_timeout
         started = time.monotonic()
-        response = await self._post(content, timeout or self._settings.request_timeout,
-                                    self._data_url)  # fmt: skip
-        del content  # the body is not kept while the answer is looked at
+        if len(records) <= _STREAM_FROM:
+            response = await self._post(self.data_body(action, records), total, self._data_url)
+        else:
+            response = await self._post(
+                self._data_chunks(action, records), total, self._data_url,
+                {"Content-Length": str(self._data_length(action, records))},
+            )  # fmt: skip
         duration_ms = (time.monotonic() - started) * 1000.0
         outcome = _outcome(response, duration_ms, self._known_ack)
         self._known_ack = (response.content, outcome.acknowledgment)
         return outcome
 
+    def _data_parts(self, action: ActionType) -> tuple[bytes, bytes]:
+        head = b'{"ActionType":"' + action.value.encode() + b'","OperatorEvseData":'
+        return head + self._data_head + b',"EvseDataRecord":[', b"]}}"
+
+    def _data_length(self, action: ActionType, records: Sequence[str]) -> int:
+        head, tail = self._data_parts(action)
+        size = sum(len(r) if r.isascii() else len(r.encode()) for r in records)
+        return len(head) + size + max(0, len(records) - 1) + len(tail)
+
+    async def _data_chunks(
+        self, action: ActionType, records: Sequence[str]
+    ) -> AsyncIterator[bytes]:
+        head, tail = self._data_parts(action)
+        yield head
+        for start in range(0, len(records), _CHUNK_RECORDS):
+            text = ",".join(records[start : start + _CHUNK_RECORDS])
+            yield (b"," if start else b"") + text.encode()
+        yield tail
+
     async def _post(
-        self, content: bytes, total: float, url: httpx.URL | None = None
+        self,
+        content: bytes | AsyncIterator[bytes],
+        total: float,
+        url: httpx.URL | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """POST ``content``; HubTransportError says whether the hub may have got it."""
         url = url or self._url
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
             async with asyncio.timeout(total):
-                response = await self._http.post(url, content=content)
+                response = await self._http.post(url, content=content, headers=headers)
             # httpx links a response and its (already read) stream both ways. Unlinking them
             # lets reference counting free each exchange at once; left to the cyclic GC, a
             # thousand pushes a second pile up into sweeps that stall the event loop for

@@ -69,7 +69,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None:
             session = self._session = self._open()
-        body = await request.aread()
+        body: object = request.stream
+        if isinstance(body, httpx.ByteStream) or not isinstance(body, httpx.AsyncByteStream):
+            body = await request.aread()
+        # else a streamed body (a large EVSE data fullLoad, its Content-Length given): it goes
+        # out chunk by chunk; joined first it would sit in memory twice, and again in the
+        # socket's buffer.
         try:
             async with session.request(
                 request.method,
