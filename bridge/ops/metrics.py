@@ -101,7 +101,8 @@ METRICS: tuple[MetricDoc, ...] = (
     ),
     MetricDoc(
         "bridge_pushes_total", "counter", ("action", "outcome", "code"),
-        "Requests to the hub by action (insert, update, delete, fullLoad), outcome (ok; "
+        "Requests to the hub by action (insert, update, delete, fullLoad; EVSE data: "
+        "data_insert, data_update, data_delete, data_fullLoad), outcome (ok; "
         "retry: the hub failed; defer: refused for now, others go first; flip, absent, pause, "
         "park; refused: a fullLoad the hub does not take) and OICP code (or http_NNN / "
         "transport without one).",
