@@ -39,7 +39,9 @@ class WorkerFullLoad:
         self.elsewhere = elsewhere
 
     def preview(self) -> dict[str, Any]:
-        return full_load_body(self.engine, self.oicp)
+        worker = self._worker()
+        gate = worker.outbox.gate if worker is not None else None
+        return full_load_body(self.engine, self.oicp, gate)
 
     def request(self) -> asyncio.Future[int]:
         why = self.elsewhere()
@@ -72,8 +74,12 @@ class WorkerFullLoad:
         return worker.paused_reason
 
 
-def full_load_body(engine: StatusEngine, oicp: OicpSettings) -> dict[str, Any]:
-    records = [(evse_id, engine.status(evse_id)) for evse_id in engine.evse_ids()]
+def full_load_body(
+    engine: StatusEngine, oicp: OicpSettings, gate: Callable[[str], bool] | None = None
+) -> dict[str, Any]:
+    """The status fullLoad's body; ``gate``: as sent, without EVSEs the hub has no data for."""
+    records = [(evse_id, engine.status(evse_id)) for evse_id in engine.evse_ids()
+               if gate is None or gate(evse_id)]  # fmt: skip
     body = build_status_request(ActionType.FULL_LOAD, oicp.operator_id, oicp.operator_name, records)
     return body.model_dump(mode="json", exclude_none=True)
 

@@ -37,8 +37,11 @@ def records_now(settings: Settings) -> list[tuple[str, OicpStatus]]:
     bridge.load_state()
     try:
         engine = bridge.engine
-        # As the push worker sends it: EVSEs whose charger is known.
-        return [(e, engine.status(e)) for e in engine.evse_ids() if engine.charge_point_of(e)]
+        # As the push worker sends it: EVSEs whose charger is known (and, with EVSE data,
+        # whose data the hub holds).
+        may_go = bridge.data.status_may_go if bridge.data is not None else None
+        return [(e, engine.status(e)) for e in engine.evse_ids()
+                if engine.charge_point_of(e) and (may_go is None or may_go(e))]  # fmt: skip
     finally:
         bridge.store.close_unwritten()
 
