@@ -149,6 +149,20 @@ def test_a_data_full_load_comes_before_records(store: StateStore) -> None:
                                                     "d1-DE*ABC*E1*1")}  # fmt: skip
 
 
+def test_no_record_batches_while_a_data_full_load_waits(store: StateStore) -> None:
+    outbox, data, lane = lanes(store)
+    data.set_built("CP1", built("DE*ABC*E1*1"), want=True)
+    outbox.gate = None
+    status_change(outbox, "DE*ABC*E2*1")
+    lane.full_load.waiters.append(_pending_future())
+    lane.full_load.not_before = 160.0  # on its backoff after a failure
+    lane.turn = True
+    assert isinstance(step(outbox, lane), SendRecord)  # statuses go on
+    outbox.acknowledged("DE*ABC*E2*1", OicpStatus.AVAILABLE, "000")
+    assert step(outbox, lane) == Wait(160.0)  # the record waits for the fullLoad
+    assert isinstance(step(outbox, lane, now=160.0), SendDataFullLoad)
+
+
 def test_validation_errors_name_the_records_they_refuse() -> None:
     exc = HubRejectedError("hub answered HTTP 400", http_status=400)
     exc.field_errors = (

@@ -166,7 +166,9 @@ def _with_data(
         free = data.limiter.free_at(now)
         return Wait(free) if free > now else SendDataFullLoad()
     row = outbox.head(now)
-    batch = data.outbox.next_batch(data.batch_size, now)
+    # While a data fullLoad waits (its backoff after a failure) it will carry every record:
+    # single data pushes meanwhile would only repeat what it sends.
+    batch = None if data_requested else data.outbox.next_batch(data.batch_size, now)
     status_free = limiter.free_at(now) if row is not None else math.inf
     data_free = data.limiter.free_at(now) if batch is not None else math.inf
     order: list[Step | None] = [SendRecord(row, action_for(row)) if row is not None else None,
