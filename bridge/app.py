@@ -355,6 +355,8 @@ class Bridge:
             self._resume_lane(worker)
         else:  # the lease's in-flight marker tells the next leader what the clean-stop flag did
             self.replica.on_data_rows = self._data_rows
+            if self.data is not None:
+                self.replica.on_data_follow = self.data.follow
             await self.replica.start()
             self._tasks += self.replica.tasks
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))

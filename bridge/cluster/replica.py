@@ -84,6 +84,8 @@ class ReplicaNode:
         self._wake = asyncio.Event()
         #: A new leader's EVSE data rows (the data outbox reloads them and rebuilds).
         self.on_data_rows: Callable[[list[EvseDataRow]], None] | None = None
+        #: A follower: what the leader wrote of an EVSE's data at the hub (for reads).
+        self.on_data_follow: Callable[[EvseDataRow], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._feed_lock = asyncio.Lock()
         store.on_fence_refused = lambda: self.lease.step_down(
@@ -164,6 +166,9 @@ class ReplicaNode:
         else:
             for evse in changes.evses:
                 self.outbox.follow(evse)
+            if self.on_data_follow is not None:
+                for data in changes.evse_data:
+                    self.on_data_follow(data)
         self.followed += len(changes.connectors) + len(changes.charge_points)
 
     def _claimed(self, charge_point_id: str, replica: str) -> None:

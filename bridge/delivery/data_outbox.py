@@ -91,6 +91,27 @@ class DataOutbox:
         self.solo.clear()
         self.restore(rows)
 
+    def follow(self, row: EvseDataRow) -> None:
+        """What the leader wrote of an EVSE's data at the hub (a follower's view, for reads:
+        the record itself this replica builds from its own copy of the catalog)."""
+        mine = self.rows.get(row.evse_id)
+        if mine is None:
+            self.rows[row.evse_id] = row
+            return
+        for name in (
+            "hub_digest",
+            "hub_holds",
+            "acknowledged",
+            "pending_since",
+            "attempts",
+            "last_outcome",
+            "last_code",
+            "last_info",
+            "last_push_at",
+            "parked_code",
+        ):
+            setattr(mine, name, getattr(row, name))  # fmt: skip
+
     # -- what the catalog says -----------------------------------------------------------------
     def set_built(self, charge_point_id: str, built: Built, *, want: bool) -> bool:
         """Take the record built from the catalog now; ``want``: the EVSE is shared with the

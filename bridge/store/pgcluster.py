@@ -69,9 +69,11 @@ class Changes:
     charge_points: list[ChargePointRow] = field(default_factory=list)
     evses: list[EvseRow] = field(default_factory=list)
     catalog: list[CatalogRow] = field(default_factory=list)
+    evse_data: list[EvseDataRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.connectors or self.charge_points or self.evses or self.catalog)
+        return bool(self.connectors or self.charge_points or self.evses or self.catalog
+                    or self.evse_data)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,10 @@ class Cluster:
                     f"SELECT {', '.join(EVSE_COLUMNS)} FROM evse {where}", (since, me)
                 )
                 found.evses = [evse_row(r) for r in await cur.fetchall()]
+                cur = await conn.execute(
+                    f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data {where}", (since, me)
+                )
+                found.evse_data = [data_row(r) for r in await cur.fetchall()]
                 for table in CATALOG_TABLES:
                     cur = await conn.execute(
                         f"SELECT {', '.join(catalog_columns(table))} FROM {table} {where}",

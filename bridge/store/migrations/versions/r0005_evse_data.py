@@ -44,7 +44,10 @@ def upgrade() -> None:
         sa.Column("txid", sa.BigInteger()),
         sa.Column("written_by", sa.Text()),
     )
+    # Followers read what the leader wrote by transaction id (bridge.store.pgcluster).
+    op.create_index("evse_data_txid", "evse_data", ["txid"])
 
 
 def downgrade() -> None:
+    op.drop_index("evse_data_txid", "evse_data")
     op.drop_table("evse_data")
