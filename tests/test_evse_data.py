@@ -5,6 +5,7 @@ official schemas and refuses a status for an EVSE it holds no data for), both st
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import trustme
 
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator, server_ssl_context
+from bridge.ops.commands import status
 from tests.conftest import AUTH, OPERATOR_FACTS, charger, eventually, pushes, settings_for
 from tests.oicp_schema import validate_push_body
 from tests.procs import BridgeProcess, RawCharger
@@ -210,6 +212,10 @@ async def test_data_state_survives_a_restart_on_both_backends(
         await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
         await eventually(lambda: first.data is not None and not first.data)
     await first.stop()
+    out = io.StringIO()
+    assert status(settings, as_json=True, out=out) == 0  # the CLI reads it from the database
+    (item,) = [i for i in json.loads(out.getvalue()) if i["evse_id"] == "DE*ABC*E900*1"]
+    assert item["data"] == "acknowledged" and item["data_errors"] == []
     second = Bridge(settings)
     await second.start()
     try:

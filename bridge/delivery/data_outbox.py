@@ -192,18 +192,8 @@ class DataOutbox:
         row = self.rows.get(evse_id)
         if row is None:
             return None
-        if row.want and row.errors is not None:
-            state = "invalid"
-        elif row.parked_code is not None:
-            state = "parked"
-        elif not row.want:
-            state = "deleting" if row.hub_holds else "withdrawn"
-        elif row.acknowledged and row.hub_digest == row.digest:
-            state = "acknowledged"
-        else:
-            state = "pending"
         return {
-            "state": state,
+            "state": data_state(row),
             "errors": [str(e) for e in self.errors(evse_id)] if row.want else [],
             "hub_acknowledged": self.hub_acknowledged(evse_id),
             "last_code": row.last_code,
@@ -401,6 +391,20 @@ class DataOutbox:
             for evse_id in ready:
                 self.on_ready(evse_id)
         return ready
+
+
+def data_state(row: EvseDataRow) -> str:
+    """One word for an EVSE's data at the hub: invalid, parked, deleting, withdrawn,
+    acknowledged or pending."""
+    if row.want and row.errors is not None:
+        return "invalid"
+    if row.parked_code is not None:
+        return "parked"
+    if not row.want:
+        return "deleting" if row.hub_holds else "withdrawn"
+    if row.acknowledged and row.hub_digest == row.digest:
+        return "acknowledged"
+    return "pending"
 
 
 def action_for(row: EvseDataRow) -> ActionType:
