@@ -29,6 +29,7 @@ from bridge.config import Settings
 from bridge.delivery.data_outbox import DataOutbox
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
+from bridge.delivery.networks import NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load, run_weekly_data_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
@@ -41,6 +42,7 @@ from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
 from bridge.oicp.evse_data import EvseDataService, watch_offsets
 from bridge.oicp.evse_schema import compile_all
+from bridge.oicp.networks import NetworkClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
@@ -148,6 +150,13 @@ class Bridge:
             hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
             data=self.data_service,
         )  # fmt: skip
+        # Network assignments go to the hub only for EVSEs it knows. Today that is an EVSE
+        # whose status it acknowledged; with EVSE data pushes, one whose data it acknowledged.
+        self.networks = NetworkPushes(
+            self.catalog, StatusAcknowledged(self.outbox.rows), self.store,
+            initial=settings.delivery.retry_initial, cap=settings.delivery.retry_max,
+        )  # fmt: skip
+        self.live.on_networks = self.networks.changed
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         # Ops: metrics counted through the components' hooks, state read at scrape time.
@@ -199,6 +208,7 @@ class Bridge:
             self.data.restore(snapshot.evse_data)
             # Operator facts, the OICP version or the time of year may have changed since.
             self.data_service.rebuild_all()
+        self.networks.restore(snapshot.assignments)
         # The configuration may have changed since (EvseIDs, overrides, removed EVSEs): what
         # the hub should show is recomputed, and every difference is queued.
         reconciled = self.outbox.reconcile(self.engine.snapshot())
@@ -226,6 +236,7 @@ class Bridge:
                                      elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
             hub_data=self.data.describe if self.data is not None else lambda evse_id: None,
+            networks=self.networks,
         )  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:
@@ -252,6 +263,9 @@ class Bridge:
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
         self.worker.last_data_full_load = self._restored_data_full_load
+        if hasattr(client, "post"):  # the hub client (a test's stand-in may lack the service)
+            self.worker.networks = (self.networks, NetworkClient(s.oicp, client))  # type: ignore[arg-type]
+            self.networks.wake = self.worker.wake
         if self.replica is not None:
             self.worker.gate = self.replica.lease
         return self.worker
@@ -324,6 +338,10 @@ class Bridge:
         s = self.settings
         log_table(self.table, s.status.overrides)
         self.open_state()
+        for network, evses in self.networks.without_group().items():
+            log.warning("network.evses_without_group", network=network, count=len(evses),
+                        evses=evses[:20], risk="the hub prices EVSEs in no group at zero "
+                        "once the service offer is active")  # fmt: skip
         if s.hub_sim.embedded:
             state_file = s.hub_sim.state_file
             self.hub_sim = HubSimulator(

@@ -27,6 +27,7 @@ examples:
   oicp-bridge run -c /etc/bridge/bridge.yaml            the service (the container's command)
   oicp-bridge status -c /etc/bridge/bridge.yaml --pending
   oicp-bridge fullload --dry-run -c /etc/bridge/bridge.yaml
+  oicp-bridge data-quality --fail-under 80 -c /etc/bridge/bridge.yaml
 
 Every setting can be overridden by an environment variable BRIDGE_<SECTION>__<SETTING>,
 e.g. BRIDGE_OICP__BASE_URL. Exit status: 0 ok, 1 failed, 2 configuration error.
@@ -97,6 +98,32 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fl.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
     fl.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
+    dq = with_config(sub.add_parser(
+        "data-quality",
+        help="report the EVSE data's quality: missing fields, inconsistencies, scores",
+        description="Per EVSE of the catalog the fields the hub's EVSE Data Score counts that "
+        "are missing, the consistency findings (power, voltage, plugs, coordinates, address) and "
+        "a score, then the operator's summary; read from the state database (safe while the "
+        "bridge runs). Exit status 0 even with findings, unless --fail-under is given.",
+    ))  # fmt: skip
+    dq.add_argument("--json", action="store_true", help="JSON instead of a table")
+    dq.add_argument(
+        "--fail-under", type=float, metavar="SCORE",
+        help="exit status 1 when the mean score (0-100) is below SCORE",
+    )  # fmt: skip
+    nw = sub.add_parser("networks", help="EVSE networks: send the group assignments now")
+    nw_sub = nw.add_subparsers(dest="networks_command", required=True, metavar="COMMAND")
+    np_ = with_config(nw_sub.add_parser(
+        "push",
+        help="send every EVSE network's due group assignment now (or print it)",
+        description="Ask the running bridge to send the EVSE networks' group assignments "
+        "(eRoamingEVSEAssignment) now through its push lane, forgetting earlier refusals "
+        "(token in BRIDGE_API_TOKEN or --token-file). --dry-run prints the bodies; without a "
+        "running bridge it reads the state database.",
+    ))  # fmt: skip
+    np_.add_argument("--dry-run", action="store_true", help="print the bodies, send nothing")
+    np_.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
+    np_.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
     mg = with_config(sub.add_parser(
         "migrate",
         help="bring the state database to this bridge's schema (or --check it)",
@@ -231,12 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "for the daily fullLoad"
                 )
             return asyncio.run(fullload.send(settings, wait=args.wait, data=args.data))
+        if args.command == "networks":
+            from bridge.ops import networks_cmd
+
+            return networks_cmd.push(settings, dry_run=args.dry_run, token_file=args.token_file,
+                                     ca=args.api_ca)  # fmt: skip
         if args.command == "catalog":
             from bridge.ops import catalog_io
 
             if args.catalog_command == "export":
                 return catalog_io.export(settings)
             return catalog_io.import_file(settings, args.file, dry_run=args.dry_run)
+        if args.command == "data-quality":
+            from bridge.ops.quality import data_quality
+
+            return data_quality(settings, as_json=args.json, fail_under=args.fail_under)
         if args.command == "status":
             from bridge.ops.commands import status
 

@@ -412,6 +412,13 @@ class OicpSettings(_Model):
         description="OICP version of eRoamingPushEvseData: 2.3 (data-records v23) or 2.2 "
         "(v22: ChargingStationName, record-level ChargingModes, lastUpdate).",
     )
+    network_path: str = Field(
+        "/api/evsenetwork/v1/operators/{operator}/network",
+        pattern=r"^/[!-~]*$",
+        description="Path of the EVSE network assignment service (eRoamingEVSEAssignment) "
+        "under `base_url`; `{operator}` is replaced by `operator_id`. Hubject's guide names "
+        "`.../network`, its support pages `.../networks`: use what your Hubject contact confirms.",
+    )
     tls_reload_interval: float = Field(
         60.0,
         ge=0,
@@ -419,6 +426,15 @@ class OicpSettings(_Model):
         "changed on disk; changed files that load are used for the next connection to the hub "
         "without a restart (SIGHUP checks at once). 0: only on SIGHUP.",
     )
+
+    @field_validator("network_path")
+    @classmethod
+    def _network_path(cls, value: str) -> str:
+        try:
+            value.format(operator="DE*ABC")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("only the placeholder {operator} may appear in braces") from None
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -10,7 +10,7 @@ the bridge.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ import structlog
 from bridge.catalog.catalog import Catalog, Change, Entry, file_station
 from bridge.catalog.enums import DeploymentState, Source, StatusSource
 from bridge.catalog.model import LocationBody, StationBody, TemplateBody, utc_now
+from bridge.catalog.networks import NetworkBody
 from bridge.errors import ConfigError
 from bridge.status.engine import EvseChange
 from bridge.status.table import OCPI_TO_OICP, OcpiStatus, OicpStatus
@@ -27,10 +28,10 @@ from bridge.store.base import CatalogRow
 log = structlog.get_logger("bridge.catalog")
 
 _TABLES = {"location": "catalog_location", "station": "catalog_station",
-           "template": "catalog_template"}  # fmt: skip
+           "template": "catalog_template", "network": "catalog_network"}  # fmt: skip
 _KINDS = {table: kind for kind, table in _TABLES.items()}
 _MODELS: dict[str, type[Any]] = {"location": LocationBody, "station": StationBody,
-                                 "template": TemplateBody}  # fmt: skip
+                                 "template": TemplateBody, "network": NetworkBody}  # fmt: skip
 
 
 class Registry(Protocol):
@@ -101,6 +102,8 @@ class LiveCatalog:
         self.credentials = credentials
         self.connections = connections
         self.data = data
+        #: Called after a network or a station changed (network assignments are due again).
+        self.on_networks: Callable[[], None] | None = None
 
     # -- start-up --------------------------------------------------------------------------
     def load(self, rows: Sequence[CatalogRow]) -> None:
@@ -186,6 +189,7 @@ class LiveCatalog:
                 self._station_changed(change)
         if changes and self.data is not None:
             self.data.catalog_changed(changes)
+        self._networks_changed(changes)
         if changes:
             objects = [f"{c.kind}:{c.id}:v{c.after.version}" for c in changes[:20]]
             log.info("catalog.followed", changes=len(changes), objects=objects)
@@ -214,6 +218,12 @@ class LiveCatalog:
                 self._station_changed(change)
         if self.data is not None:  # the EVSE data records, in the same transaction
             self.data.catalog_changed(changes)
+        self._networks_changed(changes)
+
+    def _networks_changed(self, changes: Sequence[Change]) -> None:
+        if self.on_networks is not None and any(c.kind in ("network", "station")
+                                                for c in changes):  # fmt: skip
+            self.on_networks()
 
     def _station_changed(self, change: Change) -> None:
         body: StationBody = change.after.body

@@ -246,7 +246,7 @@ def test_readme_activates_the_virtualenv_before_using_the_command() -> None:
 
 
 # Commands that change nothing and need no running bridge: run as the README shows them.
-SAFE = (["check-config"], ["fullload", "--dry-run"], ["--help"])
+SAFE = (["check-config"], ["fullload", "--dry-run"], ["--help"], ["data-quality"])
 
 
 def test_readme_commands_run_after_its_set_up_steps(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_readme_commands_run_after_its_set_up_steps(tmp_path: Path) -> None:
             )  # fmt: skip
             assert proc.returncode == 0, f"{command}: {proc.stderr}"
             ran.append(args[0])
-    assert {"check-config", "fullload", "--help"} <= set(ran)
+    assert {"check-config", "fullload", "--help", "data-quality"} <= set(ran)
 
 
 def test_the_console_script_is_what_the_docs_call() -> None:

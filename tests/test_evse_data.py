@@ -99,14 +99,17 @@ async def test_data_insert_reaches_the_hub_before_the_status(
 async def test_a_bad_record_is_held_with_its_field_errors_and_blocks_no_other(
     tls_hub: tuple[HubSimulator, dict[str, Any]], make_bridge: Callable[..., Awaitable[Bridge]]
 ) -> None:
+    """No hotline configured for the operator; one location sets its own: the records of the
+    other location fail (HotlinePhoneNumber is required), are never sent, and their statuses
+    wait, while the first location's EVSE goes through."""
     hub, oicp = tls_hub
-    bridge = await make_bridge(oicp=oicp)
-    gbt = {"id": "1", "standard": "GBT_DC", "format": "CABLE", "power_type": "DC",
-           "max_voltage": 750, "max_amperage": 250}  # fmt: skip
-    bad = station("CP-BAD", evse_id="DE*ABC*E910*1")
-    bad["evses"][0]["connectors"] = [gbt]
+    facts = {k: v for k, v in OPERATOR_FACTS.items() if k != "hotline_phone"}
+    bridge = await make_bridge(oicp=oicp, catalog={"operator_defaults": facts})
+    bad = station("CP-BAD", evse_id="DE*ABC*E910*1", location_id="LOC-2")
     async with api_client(bridge) as api:
-        await ok(api.post("/locations", json=LOCATION))
+        await ok(api.post("/locations", json=LOCATION | {
+            "operator": {"hotline_phone": "+4930123456"}}))  # fmt: skip
+        await ok(api.post("/locations", json=LOCATION | {"id": "LOC-2"}))
         await ok(api.post("/chargestations", json=bad))
         await ok(api.post("/chargestations", json=station()))
         async with charger(bridge.ocpp.port, "CP-BAD") as c1, \
@@ -119,7 +122,10 @@ async def test_a_bad_record_is_held_with_its_field_errors_and_blocks_no_other(
     assert "DE*ABC*E910*1" not in hub.data_state and "DE*ABC*E910*1" not in hub.state
     hub_data = read["evses"][0]["hub_data"]
     assert hub_data["state"] == "invalid"
-    assert hub_data["errors"] == ["Plugs[0]: connector 1: GBT_DC (CABLE) has no OICP plug type"]
+    assert hub_data["errors"] == [
+        "HotlinePhoneNumber: required; set catalog.operator_defaults.hotline_phone (or the "
+        "location's operator.hotline_phone)"
+    ]
     assert bridge.outbox.is_pending("DE*ABC*E910*1")  # its status waits for valid data
     text = bridge.metrics.render()[0].decode()
     assert "bridge_evse_data_invalid 1.0" in text and "bridge_evse_status_held 1.0" in text

@@ -24,6 +24,7 @@ from tests.oicp_schema import evse_data_record, validate_push_body
 OP = "DE*ABC"
 STATUS_PATH = "/api/oicp/evsepush/v21/operators/DE*ABC/status-records"
 DATA_PATH = "/api/oicp/evsepush/v23/operators/DE*ABC/data-records"
+NETWORK_PATH = "/api/evsenetwork/v1/operators/DE*ABC/network"
 
 
 async def post(sim: HubSimulator, path: str, body: dict[str, object]) -> str:
@@ -46,6 +47,11 @@ async def test_records_survive_a_restart_of_the_simulator(tmp_path: Path) -> Non
         data = {"ActionType": "fullLoad", "OperatorEvseData": {
             "OperatorID": OP, "OperatorName": "ABC", "EvseDataRecord": records}}  # fmt: skip
         assert await post(sim, DATA_PATH, data) == "000"
+        async with httpx.AsyncClient(base_url=sim.base_url, timeout=5) as http:
+            assigned = await http.post(NETWORK_PATH, json={"NetworkName": "N",
+                "GroupsAssignments": [{"GroupName": "G", "Evses": ["DE*ABC*E1"]}]})  # fmt: skip
+            assert assigned.status_code == 200
+        sim.networks.set_state(OP, "N", "active")
         # written shortly after the change, while still running (a kill -9 loses at most that)
         await eventually(path.is_file)
     saved = json.loads(path.read_text())
@@ -54,6 +60,9 @@ async def test_records_survive_a_restart_of_the_simulator(tmp_path: Path) -> Non
     async with HubSimulator(state_file=StateFile(path)) as again:
         assert again.state == {"DE*ABC*E1": "Available"}
         assert set(again.data_state) == {"DE*ABC*E1"}
+        assert again.networks.describe() == {
+            OP: {"N": {"state": "active", "groups": {"DE*ABC*E1": "G"}}}
+        }
         # the hub holds the record: an update is accepted, an insert is refused
         update = status_body(ActionType.UPDATE, [("DE*ABC*E1", OicpStatus.OCCUPIED)])
         assert await post(again, STATUS_PATH, update) == "000"

@@ -177,9 +177,10 @@ def test_migrations_run_on_postgresql() -> None:
             [*base, "-d", name, "-At", "-c", "SELECT tablename FROM pg_tables WHERE "
              "schemaname = 'public' ORDER BY 1"], capture_output=True, text=True, check=True,
         ).stdout.split()  # fmt: skip
-        assert tables == sorted(["alembic_version", "catalog_location", "catalog_station",
-                                 "catalog_template", "charge_point", "connector", "evse",
-                                 "evse_data", "lease", "meta", "replica"])  # fmt: skip
+        assert tables == sorted(["alembic_version", "catalog_location", "catalog_network",
+                                 "catalog_station", "catalog_template", "charge_point",
+                                 "connector", "evse", "evse_data", "lease", "meta",
+                                 "network_assignment", "replica"])  # fmt: skip
     finally:
         subprocess.run([*base, "-d", "test", "-c", f"DROP DATABASE IF EXISTS {name}"])
 

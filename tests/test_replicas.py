@@ -471,3 +471,53 @@ async def test_a_station_created_on_a_follower_is_in_force_on_the_leader(
             assert (await follower_sees())["hub_acknowledged"] is True
     finally:
         await replicas.close()
+
+
+async def test_network_assignments_only_from_the_leader_and_not_again_after_failover(
+    tmp_path: Path, hub: HubSimulator, postgres: str
+) -> None:
+    """A network created on a follower is sent by the push leader alone; the next leader reads
+    what the hub acknowledged from the database and does not send it again."""
+    replicas = Replicas(tmp_path, hub, postgres)
+    try:
+        for name in ("r1", "r2"):
+            await replicas.start(name)
+        leader = await replicas.leader()
+        follower = next(n for n in replicas.procs if n != leader)
+        charger = await RawCharger.connect(replicas.procs[leader].ocpp_port, "CP1")
+        await charger.status(1, "Available")
+        await eventually(lambda: "DE*ABC*E1*1" in hub.state, within=10)
+        base = f"http://127.0.0.1:{replicas.procs[follower].ops_port}/api/v2"
+        network = {"id": "Net", "groups": [{"name": "AC", "evses": ["DE*ABC*E1*1"]}]}
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as api:
+            created = await api.post("/networks", json=network)
+            assert created.json()["status_code"] == 1000, created.text
+        groups = hub.networks.networks
+        await eventually(lambda: groups.get(OPERATOR, {}).get("Net", {}).get("groups") ==
+                         {"DE*ABC*E1*1": "AC"}, within=10)  # fmt: skip
+        assert replicas.procs[leader].named("network.ok")
+        assert not replicas.procs[follower].named("network.ok")
+        # The follower follows what the hub acknowledged: its API refuses to move the EVSE
+        # once the network is active.
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as api:
+            for _ in range(100):
+                read = (await api.get("/networks/Net")).json()["data"]
+                if read["assignments"][0]["hub_group"] == "AC":
+                    break
+                await asyncio.sleep(0.05)
+            assert read["assignments"][0]["state"] == "acknowledged"
+            active = await api.patch("/networks/Net", json={"state": "active"})
+            assert active.json()["status_code"] == 1000, active.text
+            moved = await api.patch("/networks/Net", json={"groups": [
+                {"name": "DC", "evses": ["DE*ABC*E1*1"]}]})  # fmt: skip
+            assert moved.json()["status_code"] == 2001 and "active" in moved.text
+        await charger.close()
+        await replicas.procs[leader].terminate()
+        await eventually(lambda: replicas.leaders() == [follower], within=15)
+        await eventually(lambda: bool(replicas.procs[follower].named("leader.resumed")))
+        await asyncio.sleep(1.0)  # a new leader that had forgotten would send it at once
+        sent = [p for p in hub.received if p.endpoint == "network"]
+        assert len(sent) == 1 and not replicas.procs[follower].named("network.ok")
+        assert hub.max_in_flight == 1
+    finally:
+        await replicas.close()

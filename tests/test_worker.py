@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.delivery.lane import SendFullLoad, SendRecord, Wait
+from bridge.delivery.lane import SendFullLoad, SendNetwork, SendRecord, Wait
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import next_run
 from bridge.delivery.worker import PushWorker, RetrySettings
@@ -254,3 +254,34 @@ async def test_the_daily_scheduler_does_not_wait_for_a_fullload_that_keeps_faili
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(asked) >= 3
+
+
+class DueNetworks:
+    """Networks with an assignment to send, as the lane sees them (bridge.delivery.networks)."""
+
+    def __init__(self, name: str | None, next_due: float | None = None) -> None:
+        self.name, self.when = name, next_due
+
+    def due(self, now: float) -> str | None:
+        return self.name
+
+    def next_due(self) -> float | None:
+        return self.when
+
+
+async def test_a_network_assignment_goes_after_a_due_fullload_before_records(
+    store: FailingStore,
+) -> None:
+    worker, engine = lane(store)
+    worker.networks = (DueNetworks("Net"), None)  # type: ignore[assignment]
+    change(worker, engine, 1, OcppStatus.AVAILABLE)
+    worker.request_full_load()
+    assert isinstance(worker.next_step(100.0), SendFullLoad)
+    worker.full_load.not_before = 110.0
+    assert worker.next_step(100.0) == SendNetwork("Net")
+    worker._hold_until = 105.0  # a hold (backoff, settle, pause) holds it too
+    assert worker.next_step(100.0) == Wait(105.0)
+    worker.networks = (DueNetworks(None, next_due=103.0), None)  # type: ignore[assignment]
+    assert isinstance(worker.next_step(105.0), SendRecord)
+    worker.outbox.acknowledged("DE*ABC*E1*1", OicpStatus.AVAILABLE, "000")
+    assert worker.next_step(105.0) == Wait(103.0)  # the network's own backoff

@@ -11,6 +11,7 @@ from bridge.api.tokens import Tokens
 from bridge.catalog.catalog import Catalog
 from bridge.catalog.facts import OperatorFacts
 from bridge.config import ApiSettings
+from bridge.delivery.networks import NetworkPushes
 from bridge.delivery.outbox import Outbox
 from bridge.live import LiveCatalog
 from bridge.status.engine import StatusEngine
@@ -56,5 +57,9 @@ class ApiContext:
     hash_password: Callable[[str], str]  # password → scrypt hash (runs in a thread)
     #: EvseID → its EVSE data at the hub (``DataOutbox.describe``; None: not enabled).
     hub_data: Callable[[str], dict[str, Any] | None] = lambda evse_id: None
+    #: Network assignments and what the hub acknowledged (None: not sent by this process).
+    networks: NetworkPushes | None = None
     #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.
     station_cache: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    #: Station id → (its body, its location's, the defaults, its EVSEs' data-quality report).
+    quality_cache: dict[str, tuple[Any, Any, Any, list[Any]]] = field(default_factory=dict)

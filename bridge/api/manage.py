@@ -1,4 +1,5 @@
-"""The management API (``/api/v2``): locations, charge stations, EVSEs, hardware templates.
+"""The management API (``/api/v2``): locations, charge stations, EVSEs, hardware templates,
+EVSE networks.
 
 Handlers are thin: parse, let the catalog plan the change, put it into force durably
 (``LiveCatalog``), answer. Conventions (docs/api.md):
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from bridge.api.context import ApiContext
 from bridge.api.envelope import CLIENT_ERROR, INVALID_PARAMETERS, SUCCESS, envelope
+from bridge.api.networks import network_out
 from bridge.api.paging import PAGING, choice, page, paged, single
 from bridge.api.views import location_out, station_out, template_out
 from bridge.catalog.catalog import Change, Entry, Kind
@@ -37,6 +39,7 @@ from bridge.catalog.model import (
     TemplateBody,
     utc_now,
 )
+from bridge.catalog.networks import NetworkBody, NetworkPatch
 from bridge.errors import CatalogError, OpsRequestError
 from bridge.status.table import OcpiStatus
 
@@ -82,7 +85,9 @@ LOCATIONS = Collection("location", "/locations", "location_id", LocationBody, Lo
 STATIONS = Collection("station", "/chargestations", "station_id", StationBody, StationPatch,
                       station_out, ("location_id", "deployment_state"))  # fmt: skip
 TEMPLATES = Collection("template", "/templates", "template_id", TemplateBody, None, template_out)
-COLLECTIONS = (LOCATIONS, STATIONS, TEMPLATES)
+NETWORKS = Collection("network", "/networks", "network_id", NetworkBody, NetworkPatch,
+                      network_out)  # fmt: skip
+COLLECTIONS = (LOCATIONS, STATIONS, TEMPLATES, NETWORKS)
 
 
 def _updated(entry: Entry[Any]) -> float | None:
@@ -284,6 +289,8 @@ def _plan(
         patch = _validate(c.patch, item.body)
         if c.kind == "location":
             new: BaseModel = catalog.patched_location(object_id, patch)
+        elif c.kind == "network":
+            new = catalog.patched_network(object_id, patch)
         else:
             new = catalog.patched_station(object_id, patch)
     else:
@@ -297,6 +304,11 @@ def _plan(
         return catalog.plan_location(new, now=now, create_only=create_only)  # type: ignore[arg-type]
     if c.kind == "template":
         return catalog.plan_template(new, now=now, create_only=create_only)  # type: ignore[arg-type]
+    if c.kind == "network":
+        # The hub's assignments in an active network are fixed: the rules need to know them.
+        hub = ctx.networks.hub_assigned(object_id) if ctx.networks is not None else {}
+        return catalog.plan_network(new, now=now, create_only=create_only,  # type: ignore[arg-type]
+                                    hub_assigned=hub)  # fmt: skip
     return catalog.plan_station(new, now=now, create_only=create_only,  # type: ignore[arg-type]
                                 password_hash=password_hash)  # fmt: skip
 

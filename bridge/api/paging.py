@@ -146,9 +146,14 @@ def paged(
         chunk = list(items[window.offset : window.offset + window.limit])
     else:
         chunk = list(items)
+    return envelope(chunk, headers=page_headers(request, window, len(chunk), total))
+
+
+def page_headers(request: web.Request, window: Page, count: int, total: int) -> dict[str, str]:
+    """``X-Total-Count``, ``X-Limit`` and ``Link: <…>; rel="next"`` of a page of ``count``."""
     headers = {"X-Total-Count": str(total), "X-Limit": str(window.limit)}
-    following = window.offset + len(chunk)
+    following = window.offset + count
     if window.limit > 0 and following < total:
         url = request.url.update_query(offset=str(following), limit=str(window.limit))
         headers["Link"] = f'<{url}>; rel="next"'
-    return envelope(chunk, headers=headers)
+    return headers

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from bridge.api import manage
+from bridge.api import manage, quality
 from bridge.api.commands import FullLoadResult, full_load
 from bridge.api.context import ApiContext
 from bridge.api.envelope import (
@@ -26,12 +26,16 @@ from bridge.api.envelope import (
     refusal,
 )
 from bridge.api.manage import COLLECTIONS, BatchItem, BatchResult, Collection
+from bridge.api.networks import NetworksPushResult, push_networks
 from bridge.api.paging import PAGING
+from bridge.api.quality import data_quality
 from bridge.api.status import PREFIX as V1
 from bridge.api.status import StatusApi
 from bridge.api.tokens import Client
 from bridge.catalog import model
 from bridge.catalog.model import Evse, EvsePatch
+from bridge.catalog.networks import Network
+from bridge.catalog.quality import Report
 from bridge.errors import CatalogError, OpsRequestError
 
 log = structlog.get_logger("bridge.api")
@@ -68,7 +72,7 @@ def _collection_routes(c: Collection) -> list[Route]:
     read_model = c.body
 
     out_model = {"location": model.Location, "station": model.Station,
-                 "template": model.Template}[c.kind]  # fmt: skip
+                 "template": model.Template, "network": Network}[c.kind]  # fmt: skip
     tag = f"{c.kind}s"
     routes = [
         Route("GET", base, partial(manage.list_objects, c=c), f"List {c.kind}s (paged)",
@@ -113,10 +117,17 @@ def routes() -> list[Route]:
         Route("PATCH", evse, manage.patch_evse, "Change one EVSE; the status feed of "
               "status_source api stations (If-Match: the station's ETag)", "write",
               body=EvsePatch, data=model.Station, tag="stations"),
+        Route("GET", f"{V2}/data-quality", data_quality, "Data-quality report: per EVSE "
+              "the missing fields, consistency findings and score, with a summary (paged EVSEs)",
+              data=Report, query=quality.QUERY, tag="quality"),
         Route("POST", f"{V2}/commands/fullload", full_load,
               "Send a status fullLoad now through the push lane (dry_run=true: show the body; "
               "data=true: the EVSE data fullLoad instead)",
               "read", data=FullLoadResult, query=("dry_run", "wait", "data"), tag="commands"),
+        Route("POST", f"{V2}/commands/networks/push", push_networks,
+              "Send the EVSE networks' group assignments now through the push lane "
+              "(dry_run=true: show the bodies)", "read", data=NetworksPushResult,
+              query=("dry_run", "wait"), tag="commands"),
     ]  # fmt: skip
     return table
 
@@ -190,11 +201,11 @@ def _bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             return envelope(None, CLIENT_ERROR, "this token may only read (scope read)",
                             http_status=403)  # fmt: skip
         dry_run = request.query.get("dry_run", "").lower() in ("true", "1", "yes")
-        if route.handler is full_load and not writer and not dry_run:
+        if route.handler in (full_load, push_networks) and not writer and not dry_run:
             return envelope(
                 None,
                 CLIENT_ERROR,
-                "sending a fullLoad needs a write token (dry_run=true is allowed to read tokens)",
+                "sending to the hub needs a write token (dry_run=true is allowed to read tokens)",
                 http_status=403,
             )
         return await route.handler(ctx, request)

@@ -29,12 +29,20 @@ from bridge.catalog.model import (
     StationPatch,
     TemplateBody,
 )
-from bridge.catalog.rules import SetUp, bad, check_station, template_evse_id, valid_evse_id
+from bridge.catalog.networks import READ_ONLY, NetworkBody, NetworkPatch, check_network
+from bridge.catalog.rules import (
+    SetUp,
+    bad,
+    check_location,
+    check_station,
+    template_evse_id,
+    valid_evse_id,
+)
 from bridge.errors import CatalogError
 from bridge.status.table import OcpiStatus
 
-Kind = Literal["location", "station", "template"]
-T = TypeVar("T", LocationBody, StationBody, TemplateBody)
+Kind = Literal["location", "station", "template", "network"]
+T = TypeVar("T", LocationBody, StationBody, TemplateBody, NetworkBody)
 _STATION_READ_ONLY = {"source": None, "has_password": None, "boot": None, "connection": None,
                       "password": None}  # fmt: skip
 _CONTENT_EXCLUDE: Any = {
@@ -87,9 +95,11 @@ class Catalog:
         self.locations: dict[str, Entry[LocationBody]] = {}
         self.stations: dict[str, Entry[StationBody]] = {}
         self.templates: dict[str, Entry[TemplateBody]] = {}
+        self.networks: dict[str, Entry[NetworkBody]] = {}
         self.evse_owner: dict[str, str] = {}  # EvseID → station id
         self.uid_owner: dict[str, str] = {}  # EVSE uid → station id
-        self._order: dict[Kind, list[str]] = {"location": [], "station": [], "template": []}
+        self._order: dict[Kind, list[str]] = {"location": [], "station": [], "template": [],
+                                              "network": []}  # fmt: skip
 
     # -- reading ---------------------------------------------------------------------------
     def table(self, kind: Kind) -> Mapping[str, Entry[Any]]:
@@ -97,6 +107,8 @@ class Catalog:
             return self.locations
         if kind == "station":
             return self.stations
+        if kind == "network":
+            return self.networks
         return self.templates
 
     def ids(self, kind: Kind) -> list[str]:
@@ -137,6 +149,7 @@ class Catalog:
     ) -> list[Change]:  # fmt: skip
         before = self.locations.get(body.id)
         self._writable("location", before, source, create_only)
+        check_location(body)
         if before is not None and content(before.body) == content(body):
             return []
         after = Entry(body.model_copy(update={"last_updated": now}), source, _next(before))
@@ -156,6 +169,28 @@ class Catalog:
             return []
         after = Entry(body.model_copy(update={"last_updated": now}), Source.API, _next(before))
         return [Change("template", before, after)]
+
+    # -- networks --------------------------------------------------------------------------
+    def plan_network(
+        self, body: NetworkBody, *, now: datetime, source: Source = Source.API,
+        create_only: bool = False, hub_assigned: Mapping[str, str] | None = None,
+    ) -> list[Change]:  # fmt: skip
+        """Validate ``body`` as the network's new state (``hub_assigned``: EvseID → group the
+        hub acknowledged for it); ``force`` is checked, never stored."""
+        before = self.networks.get(body.id)
+        self._writable("network", before, source, create_only)
+        check_network(
+            body, before.body if before is not None else None, stations=self.stations,
+            evse_owner=self.evse_owner, setup=self.setup, hub_assigned=hub_assigned or {},
+        )  # fmt: skip
+        body = body.model_copy(update=READ_ONLY)
+        if before is not None and content(before.body) == content(body):
+            return []
+        after = Entry(body.model_copy(update={"last_updated": now}), source, _next(before))
+        return [Change("network", before, after)]
+
+    def patched_network(self, network_id: str, patch: NetworkPatch) -> NetworkBody:
+        return _merge(self.get("network", network_id).body, patch, NetworkBody)
 
     # -- stations --------------------------------------------------------------------------
     def plan_station(
@@ -300,7 +335,7 @@ def _merge(before: BaseModel, patch: BaseModel, model: type[M]) -> M:
     changes = patch.model_dump(exclude_unset=True, exclude={"last_updated"})
     if "password" in patch.model_fields_set and getattr(patch, "password", None) is not None:
         changes["password"] = patch.password  # type: ignore[attr-defined]
-    data = before.model_dump(exclude={"password"})
+    data = before.model_dump(exclude={"password", "force"})
     data.update(changes)
     try:
         return model.model_validate(data)

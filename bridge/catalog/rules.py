@@ -11,8 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.catalog.enums import Source, StatusSource
-from bridge.catalog.model import EvseBody, StationBody
+from bridge.catalog.checks import split_street
+from bridge.catalog.enums import DeploymentState, Source, StatusSource
+from bridge.catalog.model import EvseBody, LocationBody, StationBody
+from bridge.catalog.oicp_terms import OICP_POWER_TYPES, oicp_plug
 from bridge.config import EVSE_ID_RE, evse_belongs_to
 from bridge.errors import CatalogError
 from bridge.status.table import OcpiStatus
@@ -99,11 +101,51 @@ def _check_evse(
         )  # fmt: skip
     if source is Source.API and not evse.connectors:
         raise bad(f"{where}.connectors", "an EVSE needs at least one connector")
+    if source is Source.API and station.deployment_state is DeploymentState.PRODUCTION:
+        _check_oicp_evse(evse, where)
     if before is not None and before.status is OcpiStatus.REMOVED:
         if evse.status is not OcpiStatus.REMOVED and source is Source.API:
             raise bad(f"{where}.status", "the EVSE is REMOVED, which is final")
         if evse.evse_id != before.evse_id:
             raise bad(f"{where}.evse_id", "the EVSE is REMOVED: its EvseID stays as it was")
+
+
+# -- what the hub's EVSE data takes (OICP 2.3 EvseDataRecord) ------------------------------------
+#: ChargingStationNames[].value is at most 150 characters (OCPI's name: 255).
+OICP_NAME_MAX = 150
+
+
+def check_location(body: LocationBody) -> None:
+    """The location's values as the hub's EVSE data must carry them (written by the API or an
+    import; stored objects are not checked again at start)."""
+    if body.name is not None and len(body.name) > OICP_NAME_MAX:
+        raise bad("name", f"at most {OICP_NAME_MAX} characters (OICP ChargingStationNames), "
+                  f"got {len(body.name)}")  # fmt: skip
+    for field in ("address", "city"):
+        if not getattr(body, field).strip():
+            raise bad(field, "must not be blank")
+    street, _ = split_street(body.address)
+    if len(street) < 2:
+        raise bad("address", f"the street {street!r} is shorter than 2 characters (OICP Street; "
+                  "the house number goes after it, e.g. 'Main Street 1')")  # fmt: skip
+
+
+def _check_oicp_evse(evse: EvseBody, where: str) -> None:
+    """An EVSE of a station in production goes to the hub: its plugs and power types must
+    exist in OICP (Plugs needs at least one; PowerType is AC_1_PHASE, AC_3_PHASE or DC)."""
+    for n, connector in enumerate(evse.connectors):
+        if connector.power_type not in OICP_POWER_TYPES:
+            raise bad(
+                f"{where}.connectors[{n}].power_type", f"{connector.power_type.value} has no "
+                "OICP power type (AC_1_PHASE, AC_3_PHASE, DC); a station in production is "
+                "shared with the hub"
+            )  # fmt: skip
+    if evse.connectors and all(oicp_plug(c.standard, c.format) is None for c in evse.connectors):
+        names = ", ".join(sorted({c.standard.value for c in evse.connectors}))
+        raise bad(
+            f"{where}.connectors", f"no connector has an OICP plug ({names}); a station in "
+            "production is shared with the hub, which needs at least one of its plugs"
+        )  # fmt: skip
 
 
 def _check_security(body: StationBody, password_hash: str | None, setup: SetUp) -> None:

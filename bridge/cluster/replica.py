@@ -169,6 +169,9 @@ class ReplicaNode:
             if self.on_data_follow is not None:
                 for data in changes.evse_data:
                     self.on_data_follow(data)
+            worker = self._worker()
+            if changes.assignments and worker is not None and worker.networks is not None:
+                worker.networks[0].follow(changes.assignments)
         self.followed += len(changes.connectors) + len(changes.charge_points)
 
     def _claimed(self, charge_point_id: str, replica: str) -> None:
@@ -221,6 +224,8 @@ class ReplicaNode:
         worker = self._worker()
         if worker is not None:
             worker.reset()
+            if worker.networks is not None:  # what the hub assigned, as the last leader left it
+                worker.networks[0].restore(await self.cluster.assignments())
         if grant.in_flight:
             if worker is not None:
                 worker.hold(self.settle)

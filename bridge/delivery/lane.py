@@ -8,8 +8,9 @@ hub holds its data (the status outbox's gate); a data delete waits until its sta
 
 :func:`next_step` looks at the lane's state alone: a hold (backoff after a hub-wide failure, the
 settle time after an ambiguous outcome, a pause after a configuration error), the requested
-fullLoad and its own backoff, the outbox's next EVSE and the rate limit. It answers *wait until
-...*, *send the fullLoad* or *send this EVSE's record*; the push worker carries it out. Every
+fullLoad and its own backoff, a network whose group assignment is due, the outbox's next EVSE
+and the rate limit. It answers *wait until ...*, *send the fullLoad*, *send this network's
+assignment* or *send this EVSE's record*; the push worker carries it out. Every
 hub service that shares the lane belongs here, as one more input of the same decision; so
 does whether this replica may use the lane at all (the push lease of replicas: not the leader,
 or a lease that would not outlive the request → wait).
@@ -55,6 +56,13 @@ class SendRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SendNetwork:
+    """Send this network's group assignment (eRoamingEVSEAssignment)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class SendData:
     batch: DataBatch
 
@@ -64,7 +72,15 @@ class SendDataFullLoad:
     pass
 
 
-Step = Wait | SendFullLoad | SendRecord | SendData | SendDataFullLoad
+Step = Wait | SendFullLoad | SendRecord | SendNetwork | SendData | SendDataFullLoad
+
+
+class NetworkQueue(Protocol):
+    """Networks with an assignment to send (bridge.delivery.networks.NetworkPushes)."""
+
+    def due(self, now: float) -> str | None: ...
+
+    def next_due(self) -> float | None: ...
 
 
 class FullLoadRequests:
@@ -116,6 +132,7 @@ def next_step(
     now: float,
     lease_until: float = math.inf,
     request_timeout: float = 0.0,
+    networks: NetworkQueue | None = None,
     data: DataLane | None = None,
 ) -> Step:
     """What the lane does next at monotonic ``now``. Changes nothing, except that the outbox
@@ -133,17 +150,25 @@ def next_step(
     requested = full_load.requested
     full_due = requested and now >= full_load.not_before
     if data is None:
-        row = None if full_due else outbox.head(now)
-        if not full_due and row is None:
-            return Wait(_earliest(full_load.not_before if requested else None, outbox.next_due()))
+        # Network assignments are rare (a change of the catalog): they go before the records,
+        # which can never keep them waiting for long, and never before a due fullLoad.
+        network = None if full_due or networks is None else networks.due(now)
+        row = None if full_due or network is not None else outbox.head(now)
+        if not full_due and network is None and row is None:
+            return Wait(_earliest(
+                full_load.not_before if requested else None, outbox.next_due(),
+                networks.next_due() if networks is not None else None,
+            ))  # fmt: skip
         free = limiter.free_at(now)
         if free > now:
             return Wait(free)
+        if network is not None:
+            return SendNetwork(network)
         if full_due or row is None:
             return SendFullLoad()
         return SendRecord(row, action_for(row))
     return _with_data(full_due=full_due, requested=requested, full_load=full_load, outbox=outbox,
-                      limiter=limiter, now=now, data=data)  # fmt: skip
+                      limiter=limiter, now=now, data=data, networks=networks)  # fmt: skip
 
 
 def _with_data(
@@ -155,9 +180,10 @@ def _with_data(
     limiter: Limiter,
     now: float,
     data: DataLane,
+    networks: NetworkQueue | None,
 ) -> Step:
     """The decision with the data service in the lane: fullLoads first (status, then data),
-    then status and data records, taking turns when both wait."""
+    network assignments, then status and data records, taking turns when both wait."""
     if full_due:
         free = limiter.free_at(now)
         return Wait(free) if free > now else SendFullLoad()
@@ -165,6 +191,10 @@ def _with_data(
     if data_requested and now >= data.full_load.not_before:
         free = data.limiter.free_at(now)
         return Wait(free) if free > now else SendDataFullLoad()
+    network = networks.due(now) if networks is not None else None
+    if network is not None:  # rare, and before the records (as without data)
+        free = limiter.free_at(now)
+        return Wait(free) if free > now else SendNetwork(network)
     row = outbox.head(now)
     # While a data fullLoad waits (its backoff after a failure) it will carry every record:
     # single data pushes meanwhile would only repeat what it sends.
@@ -184,6 +214,7 @@ def _with_data(
         return Wait(_earliest(
             full_load.not_before if requested else None, outbox.next_due(),
             data.full_load.not_before if data_requested else None, data.outbox.next_due(),
+            networks.next_due() if networks is not None else None,
         ))  # fmt: skip
     return Wait(min(status_free, data_free))
 

@@ -38,16 +38,19 @@ from bridge.delivery.lane import (
     SendData,
     SendDataFullLoad,
     SendFullLoad,
+    SendNetwork,
     SendRecord,
     Step,
     Wait,
     next_step,
 )
+from bridge.delivery.networks import NETWORK, NetworkPushes
 from bridge.delivery.outbox import Current, Outbox
 from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
 from bridge.errors import HubError, NotLeaderError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
+from bridge.oicp.networks import NetworkClient
 from bridge.status.engine import StatusEngine
 from bridge.status.table import OicpStatus
 from bridge.store.base import EvseRow
@@ -142,6 +145,8 @@ class PushWorker:
         self.unsettled_until = 0.0
         self.on_push: Callable[[PushEvent], None] | None = None
         self.full_load = FullLoadRequests()
+        #: Network assignments and their client (None: the lane carries none).
+        self.networks: tuple[NetworkPushes, NetworkClient] | None = None
         self._failures = 0  # consecutive hub-wide failures (the hub's health, not an EVSE's)
         self._hold_until = 0.0  # monotonic time before which nothing is sent
         self._flips: dict[str, int] = {}
@@ -176,6 +181,7 @@ class PushWorker:
             hold_until=self._hold_until, full_load=self.full_load, outbox=self.outbox,
             limiter=self.limiter, now=now, lease_until=self.gate.lease_until(),
             request_timeout=self.retry.push_timeout, data=self._data_lane,
+            networks=self.networks[0] if self.networks is not None else None,
         )  # fmt: skip
 
     def reset(self) -> None:
@@ -211,6 +217,8 @@ class PushWorker:
                     await self._wait(step.until)
                 elif isinstance(step, SendFullLoad):
                     await self._full_load()
+                elif isinstance(step, SendNetwork):
+                    await self._network(step.name)
                 elif isinstance(step, SendRecord):
                     await self._push(step.row, step.action)
                     self._turn(data_next=True)
@@ -329,6 +337,8 @@ class PushWorker:
                 self.data.release(evse_id)  # its data delete may go now
         else:
             self.outbox.acknowledged(evse_id, status, outcome.code)
+        if action is not ActionType.UPDATE and self.networks is not None:
+            self.networks[0].hub_learned(evse_id)
         self._emit(action.value, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("push.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
                  pending=len(self.outbox), **fields)  # fmt: skip
@@ -481,6 +491,8 @@ class PushWorker:
         self.outbox.full_load_done(sent, self.engine.snapshot())
         if self.data is not None:
             self.data.recheck_held()
+        if self.networks is not None:
+            self.networks[0].changed()
         self.last_full_load = self.clock()
         self.outbox.store.put_meta("last_full_load", str(self.last_full_load))
         self.outbox.store.put_in_flight(None)
@@ -532,6 +544,52 @@ class PushWorker:
                 log.warning("fullload.retry", retry_in_s=round(full.not_before - now, 2),
                             **detail)  # fmt: skip
         self._emit(FULL_LOAD, outcome, exc.code or _http(exc), duration)
+
+    # -- network assignments ---------------------------------------------------------------------
+    async def _network(self, name: str) -> None:
+        """Send one network's assignment (``bridge.delivery.networks`` says what and records
+        what the hub acknowledged); failures are handled as for the other requests."""
+        assert self.networks is not None
+        pushes, client = self.networks
+        body = pushes.body(name)
+        timeout = self.retry.push_timeout
+        if body is None or not await self._sending(f"{NETWORK}:{name}", timeout):
+            return
+        self.limiter.take()
+        fields = {"action": NETWORK, "network": name,
+                  "evses": sum(len(g["Evses"]) for g in body["GroupsAssignments"])}  # fmt: skip
+        started = time.monotonic()
+        self.in_flight = True
+        try:
+            outcome = await client.assign(body, timeout=timeout)
+        except HubError as exc:
+            self.in_flight = False
+            duration = time.monotonic() - started
+            verdict, detail = classify(exc, NETWORK), _detail(exc, duration, fields)
+            if verdict is Verdict.RETRY:
+                self._hub_failed(exc, detail, is_ambiguous(exc), timeout)
+            elif verdict is Verdict.PAUSE:
+                self._pause(exc, detail)
+            else:  # refused for now (own backoff), or as it is (held until it changes)
+                wait = pushes.refused(name, body, exc, retry=verdict is Verdict.DEFER)
+                log.error("network.refused", retry_in_s=round(wait, 2) or None, **detail)
+            if not is_ambiguous(exc):
+                self.outbox.store.put_in_flight(None)
+            self.outbox.store.commit_soon()
+            self._emit(NETWORK, verdict.value, exc.code or _http(exc), duration)
+            return
+        except asyncio.CancelledError:  # the hub may still apply it: the next process waits
+            self.in_flight = False
+            self._unsettled(timeout)
+            raise
+        self.in_flight = False
+        self._succeeded()
+        pushes.acknowledged(name, body, self.clock())
+        self.outbox.store.put_in_flight(None)
+        self._emit(NETWORK, "ok", outcome.code, outcome.duration_ms / 1000)
+        log.info("network.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
+                 **fields)  # fmt: skip
+        await self.outbox.store.commit()  # what the hub assigned is durable before it counts
 
 
 class _Unlimited:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.config import evse_belongs_to
 from bridge.hubsim.data import DATA_ROUTE_22, data_version, validation_errors, without_data
+from bridge.hubsim.networks import NETWORK_ROUTES, SimNetworks, read_state_change
 from bridge.hubsim.statefile import StateFile
 from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
 
@@ -39,7 +40,7 @@ __all__ = [
     "server_ssl_context",
 ]
 
-Endpoint = Literal["status", "data"]
+Endpoint = Literal["status", "data", "network"]
 _Summary = tuple[str | None, tuple[tuple[str, str | None], ...]]  # (ActionType, records)
 BodyValidator = Callable[[str, dict[str, Any]], None]
 
@@ -311,6 +312,9 @@ class HubSimulator:
         # operator → EvseID → EvseStatus / EvseDataRecord: the "currently valid data".
         self._status: dict[str, dict[str, str]] = {}
         self._data: dict[str, dict[str, dict[str, Any]]] = {}
+        #: EVSE network assignments (bridge.hubsim.networks): EVSEs it holds a record of.
+        self.networks = SimNetworks(lambda op: {**self._status.get(op, {}),
+                                                **self._data.get(op, {})})  # fmt: skip
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.state_file = state_file  # where the records survive a restart (None: nowhere)
@@ -325,9 +329,14 @@ class HubSimulator:
             raise RuntimeError("hub simulator already started")
         if self.state_file is not None:
             self._status, self._data = self.state_file.load()
+            self.networks.networks = self.state_file.networks
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(STATUS_ROUTE, self._on_status)
         app.router.add_post(DATA_ROUTE, self._on_data)
+        for route in NETWORK_ROUTES:
+            app.router.add_post(route, self._on_network)
+        app.router.add_get("/sim/networks", self._on_sim_networks)
+        app.router.add_post("/sim/networks/state", self._on_sim_network_state)
         app.router.add_post(DATA_ROUTE_22, self._on_data)
         app.router.add_get("/sim/state", self._on_sim_state)
         app.router.add_get("/sim/received", self._on_sim_received)
@@ -365,7 +374,7 @@ class HubSimulator:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         if self.state_file is not None and runner is not None:
-            self.state_file.save(self._status, self._data)
+            self.state_file.save(self._status, self._data, self.networks.networks)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -411,6 +420,7 @@ class HubSimulator:
         """Forget everything: state, received pushes, statistics and faults."""
         self._status.clear()
         self._data.clear()
+        self.networks.reset()
         self.received.clear()
         self.schema_errors.clear()
         self.max_in_flight = self.in_flight
@@ -426,8 +436,8 @@ class HubSimulator:
             "schema_errors": list(self.schema_errors),
         }
 
-    def _records(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self._status, self._data
+    def _records(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return self._status, self._data, self.networks.networks
 
     def _forget(self, evse_id: str) -> bool:
         found = False
@@ -442,6 +452,9 @@ class HubSimulator:
 
     async def _on_data(self, request: web.Request) -> web.Response:
         return await self._handle_push(request, "data")
+
+    async def _on_network(self, request: web.Request) -> web.Response:
+        return await self._handle_push(request, "network")
 
     async def _handle_push(self, request: web.Request, endpoint: Endpoint) -> web.Response:
         # In flight from arrival until the hub is done with the request: for a late fault that
@@ -533,6 +546,8 @@ class HubSimulator:
         if problem is not None:
             return problem
         assert body is not None  # _check_body returns a problem otherwise
+        if endpoint == "network":
+            return _Answer(*self.networks.answer(operator, body))
         if endpoint == "status":
             status_req = PushEvseStatusRequest.model_validate(body)
             ose = status_req.OperatorEvseStatus
@@ -561,6 +576,8 @@ class HubSimulator:
             return _fault_body(415, f"charset must be UTF-8, not {request.charset!r}")
         if body is None:
             return _fault_body(400, "request body is not a JSON object")
+        if endpoint == "network":
+            return None  # no published schema; its rules: bridge.hubsim.networks
         version = data_version(request.path)
         if endpoint == "data":  # Hubject's own schema check, with its validationErrors
             errors = validation_errors(body, version)
@@ -599,6 +616,17 @@ class HubSimulator:
                 "data": self.data_state,
             }
         )
+
+    async def _on_sim_networks(self, request: web.Request) -> web.Response:
+        return web.json_response(self.networks.describe())
+
+    async def _on_sim_network_state(self, request: web.Request) -> web.Response:
+        try:
+            operator, network, state = await read_state_change(request)
+            self.networks.set_state(operator, network, state)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.networks.describe())
 
     async def _on_sim_received(self, request: web.Request) -> web.Response:
         return web.json_response([p.to_json() for p in self.received])
@@ -749,6 +777,13 @@ def _summary(endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
     """Best-effort (ActionType, [(EvseID, EvseStatus)]) of any body, valid or not."""
     if body is None:
         return None, ()
+    if endpoint == "network":
+        groups = body.get("GroupsAssignments")
+        evses: list[tuple[str, str | None]] = []
+        for group in groups if isinstance(groups, list) else []:
+            listed = group.get("Evses") if isinstance(group, dict) else None
+            evses += [(str(e), None) for e in listed] if isinstance(listed, list) else []
+        return "network", tuple(evses)
     action = body.get("ActionType")
     outer, inner = (
         ("OperatorEvseStatus", "EvseStatusRecord")

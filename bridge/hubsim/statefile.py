@@ -2,8 +2,8 @@
 
 The bridge remembers which EVSEs the hub holds and what it acknowledged; a simulator that starts
 empty answers the bridge's next ``update`` per EVSE with 022. With a state file the simulator
-loads the status and data records it held and writes them back shortly after every change
-(atomically: a new file renamed over the old one) and when it stops.
+loads the status and data records it held (and its EVSE networks) and writes them back shortly
+after every change (atomically: a new file renamed over the old one) and when it stops.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class StateFile:
         self.path = Path(path)
         self.setting = setting
         self._written: str | None = None
+        #: EVSE networks as loaded (bridge.hubsim.networks; absent in older files: none).
+        self.networks: Records = {}
 
     def load(self) -> tuple[Records, Records]:
         """(status, data) records from the file; empty if it does not exist yet."""
@@ -41,7 +43,8 @@ class StateFile:
             if not isinstance(content, dict) or content.get("version") != _VERSION:
                 raise ValueError(f"not a version {_VERSION} hub simulator state file")
             status, data = content["status"], content["data"]
-            for records in (status, data):
+            networks = content.get("networks", {})
+            for records in (status, data, networks):
                 if not isinstance(records, dict) or not all(
                     isinstance(per_op, dict) for per_op in records.values()
                 ):
@@ -51,12 +54,13 @@ class StateFile:
                 self.setting,
                 f"cannot read {self.path}: {exc}; delete the file to start the simulator empty",
             ) from None
-        self._written = self._dump(status, data)
+        self.networks = networks
+        self._written = self._dump(status, data, networks)
         return status, data
 
-    def save(self, status: Records, data: Records) -> bool:
+    def save(self, status: Records, data: Records, networks: Records | None = None) -> bool:
         """Write the records if they changed since the last load or save; True if written."""
-        text = self._dump(status, data)
+        text = self._dump(status, data, networks)
         if text == self._written:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ class StateFile:
         return True
 
     async def keep(
-        self, records: Callable[[], tuple[Records, Records]], interval: float = 0.2
+        self, records: Callable[[], tuple[Records, Records, Records]], interval: float = 0.2
     ) -> None:
         """Save ``records()`` every ``interval`` seconds when they changed, until cancelled."""
         while True:
@@ -75,5 +79,8 @@ class StateFile:
             self.save(*records())
 
     @staticmethod
-    def _dump(status: Records, data: Records) -> str:
-        return json.dumps({"version": _VERSION, "status": status, "data": data}, sort_keys=True)
+    def _dump(status: Records, data: Records, networks: Records | None = None) -> str:
+        content = {"version": _VERSION, "status": status, "data": data}
+        if networks:  # only when there are some: files without networks stay as they were
+            content["networks"] = networks
+        return json.dumps(content, sort_keys=True)

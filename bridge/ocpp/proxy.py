@@ -41,10 +41,10 @@ from websockets.http11 import Request, Response
 from bridge.config import ChargerSettings, OcppSettings
 from bridge.ocpp.auth import Authenticator, Failure
 from bridge.ocpp.rpc import DIALECTS
+from bridge.ocpp.session import StatusSink
 from bridge.ocpp.tap import Note, Tap, Verdict
 from bridge.ocpp.upstream import Refusal, Upstream, refusal_for
 from bridge.ratelimit import TokenBucket
-from bridge.status.table import OcppStatus
 
 log = structlog.get_logger("bridge.proxy")
 
@@ -86,19 +86,8 @@ class Refusals(Protocol):
     ) -> None: ...
 
 
-class Sink(Protocol):
+class Sink(StatusSink, Protocol):
     """Where proxied chargers' presence and confirmed status reports go (delivery's Ingest)."""
-
-    async def status(
-        self,
-        charge_point_id: str,
-        evse_key: int,
-        connector_id: int,
-        status: OcppStatus,
-        *,
-        error_code: str | None = None,
-        reported_at: str | None = None,
-    ) -> None: ...
 
     async def connected(self, charge_point_id: str, protocol: str) -> None: ...
 

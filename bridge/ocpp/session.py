@@ -20,8 +20,8 @@ from bridge.status.table import OcppStatus
 log = structlog.get_logger("bridge.ocpp")
 
 
-class Sink(Protocol):
-    """Where handlers put what chargers report (implemented by delivery's Ingest)."""
+class StatusSink(Protocol):
+    """Where connector status reports go (delivery's Ingest), from a session or the proxy tap."""
 
     async def status(
         self,
@@ -33,6 +33,10 @@ class Sink(Protocol):
         error_code: str | None = None,
         reported_at: str | None = None,
     ) -> None: ...
+
+
+class Sink(StatusSink, Protocol):
+    """Where handlers put what chargers report (implemented by delivery's Ingest)."""
 
     async def boot(self, charge_point_id: str, info: dict[str, Any]) -> None: ...
 

@@ -162,10 +162,10 @@ class OicpClient:
         total = timeout or self._settings.request_timeout
         started = time.monotonic()
         if len(records) <= _STREAM_FROM:
-            response = await self._post(self.data_body(action, records), total, self._data_url)
+            response = await self._post(self.data_body(action, records), total, self.data_url)
         else:
             response = await self._post(
-                self._data_chunks(action, records), total, self._data_url,
+                self._data_chunks(action, records), total, self.data_url,
                 {"Content-Length": str(self._data_length(action, records))},
             )  # fmt: skip
         duration_ms = (time.monotonic() - started) * 1000.0
@@ -192,19 +192,27 @@ class OicpClient:
             yield (b"," if start else b"") + text.encode()
         yield tail
 
+    async def post(
+        self, url: str, content: bytes, *, timeout: float | None = None
+    ) -> httpx.Response:
+        """POST a JSON body of another hub service (e.g. ``bridge.oicp.networks``) over the
+        same connections and client certificate; errors as for a push, answers unread."""
+        return await self._post(content, timeout or self._settings.request_timeout, url=url)
+
     async def _post(
         self,
         content: bytes | AsyncIterator[bytes],
         total: float,
-        url: httpx.URL | None = None,
+        url: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """POST ``content``; HubTransportError says whether the hub may have got it."""
-        url = url or self._url
+        target = self._url if url is None else httpx.URL(url)
+        shown = self.status_url if url is None else url
         try:
             # The whole exchange, not each read (httpx's read timeout restarts with every chunk).
             async with asyncio.timeout(total):
-                response = await self._http.post(url, content=content, headers=headers)
+                response = await self._http.post(target, content=content, headers=headers)
             # httpx links a response and its (already read) stream both ways. Unlinking them
             # lets reference counting free each exchange at once; left to the cyclic GC, a
             # thousand pushes a second pile up into sweeps that stall the event loop for
@@ -213,21 +221,21 @@ class OicpClient:
             return response
         except TimeoutError:
             raise HubTransportError(
-                f"timeout after {total}s (POST {url})", maybe_applied=True
+                f"timeout after {total}s (POST {shown})", maybe_applied=True
             ) from None
         except httpx.ConnectTimeout:
             raise HubTransportError(
-                f"connect timeout after {self._settings.connect_timeout}s (POST {url})"
+                f"connect timeout after {self._settings.connect_timeout}s (POST {shown})"
             ) from None
         except httpx.PoolTimeout:  # never left this process
-            raise HubTransportError(f"timeout after {total}s (POST {url})") from None
+            raise HubTransportError(f"timeout after {total}s (POST {shown})") from None
         except httpx.TimeoutException:
             raise HubTransportError(
-                f"timeout after {total}s (POST {url})", maybe_applied=True
+                f"timeout after {total}s (POST {shown})", maybe_applied=True
             ) from None
         except httpx.RequestError as exc:  # transport errors, undecodable answers
-            message = f"{_describe(exc)} (POST {url})"
-            if self.status_url.startswith("https:") and self._settings.client_cert is None:
+            message = f"{_describe(exc)} (POST {shown})"
+            if shown.startswith("https:") and self._settings.client_cert is None:
                 # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
                 message += "; note: no client certificate configured (oicp.client_cert)"
             # Only a connection that never opened is sure not to have carried the request.

@@ -1,6 +1,7 @@
 """``oicp-bridge catalog export`` and ``oicp-bridge catalog import [--dry-run]``.
 
-The file is JSON: ``{"locations": [...], "templates": [...], "charge_stations": [...]}`` with the
+The file is JSON: ``{"locations": [...], "templates": [...], "charge_stations": [...],
+"networks": [...]}`` with the
 objects as the API reads them (read-only fields are ignored on import; passwords are never
 exported, so an imported station keeps the hash stored for it, or takes ``password``).
 
@@ -25,6 +26,7 @@ from bridge import COMMAND
 from bridge.catalog.catalog import Change, Kind, content
 from bridge.catalog.enums import Source
 from bridge.catalog.model import LocationBody, StationBody, TemplateBody, utc_now
+from bridge.catalog.networks import NetworkBody
 from bridge.config import Settings
 from bridge.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, CatalogError
 
@@ -32,6 +34,7 @@ SECTIONS: tuple[tuple[str, Kind, type[BaseModel]], ...] = (
     ("locations", "location", LocationBody),
     ("templates", "template", TemplateBody),
     ("charge_stations", "station", StationBody),
+    ("networks", "network", NetworkBody),  # last: its EVSEs are the stations'
 )
 
 
@@ -142,6 +145,9 @@ def _plan(
                     planned = catalog.plan_location(body, now=now)
                 elif kind == "template":
                     planned = catalog.plan_template(body, now=now)
+                elif kind == "network":  # the hub's assignments count as over the API
+                    hub = bridge.networks.hub_assigned(str(body.id))  # type: ignore[attr-defined]
+                    planned = catalog.plan_network(body, now=now, hub_assigned=hub)
                 else:
                     password = raw.get("password")
                     hashed = hasher(password) if isinstance(password, str) else None

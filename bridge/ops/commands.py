@@ -110,6 +110,7 @@ def check_settings(settings: Settings) -> Check:
         check.problems.append(f"api.tls_cert: file {str(s.api.tls_cert)!r} not found")
     _check_state_dir(settings.state.database, check)
     _check_catalog_owners(settings, check)
+    _check_networks(settings, check)
     _check_ocpp(settings, check)
     _check_upstream(settings, check)
     _check_open_files(len(settings.chargers), check)
@@ -145,6 +146,48 @@ def _check_catalog_owners(settings: Settings, check: Check) -> None:
                 f"chargers.{station_id}: this charge station was created over the management "
                 "API; a station has one owner: remove it from the file"
             )
+
+
+def _check_networks(settings: Settings, check: Check) -> None:
+    """The price-zero guard: an EVSE of a network in none of its groups (read from the state
+    database as for the owners above; the running bridge reports the same in its metrics)."""
+    import sqlite3
+
+    from bridge.catalog.model import StationBody
+    from bridge.catalog.networks import NetworkBody, unassigned
+    from bridge.store.migrate import HEAD, current_revision
+
+    path = settings.state.database
+    if settings.state.url is not None or not path.is_file():
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if current_revision(db) != HEAD:
+                return
+            networks = db.execute("SELECT body FROM catalog_network ORDER BY id").fetchall()
+            stations = dict(db.execute("SELECT id, body FROM catalog_station").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return
+    for (raw,) in networks:
+        network = NetworkBody.model_validate_json(raw)
+        wanted = {i: _Entry(StationBody.model_validate_json(stations[i]))
+                  for i in network.station_ids if i in stations}  # fmt: skip
+        loose = unassigned(network, wanted)
+        if loose:
+            shown = ", ".join(loose[:10]) + (" ..." if len(loose) > 10 else "")
+            check.warnings.append(
+                f"networks.{network.id}: {len(loose)} EVSE(s) in no group ({shown}): once the "
+                "network's service offer is active the hub prices them at zero; assign them "
+                f"(PATCH /api/v2/networks/{network.id})"
+            )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    body: Any
 
 
 def _api_summary(settings: Settings) -> str:

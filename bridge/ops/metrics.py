@@ -101,8 +101,9 @@ METRICS: tuple[MetricDoc, ...] = (
     ),
     MetricDoc(
         "bridge_pushes_total", "counter", ("action", "outcome", "code"),
-        "Requests to the hub by action (insert, update, delete, fullLoad; EVSE data: "
-        "data_insert, data_update, data_delete, data_fullLoad), outcome (ok; "
+        "Requests to the hub by action (insert, update, delete, fullLoad, network: an EVSE "
+        "group assignment; EVSE data: data_insert, data_update, data_delete, data_fullLoad), "
+        "outcome (ok; "
         "retry: the hub failed; defer: refused for now, others go first; flip, absent, pause, "
         "park; refused: a fullLoad the hub does not take) and OICP code (or http_NNN / "
         "transport without one).",
@@ -132,6 +133,11 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "bridge_push_oldest_pending_age_seconds", "gauge", (),
         "Age of the oldest pending push (0 when nothing is pending).",
+    ),
+    MetricDoc(
+        "bridge_network_evses_without_group", "gauge", ("network",),
+        "EVSEs of an EVSE network that are in none of its groups: once the network's service "
+        "offer is active the hub prices them at zero. Alert on anything above 0.",
     ),
     MetricDoc(
         "bridge_push_paused", "gauge", (),
@@ -360,6 +366,12 @@ class _LiveCollector:
         if b.hub.reachable is not None:
             yield _gauge("bridge_hub_reachable", [((), 1.0 if b.hub.reachable else 0.0)])
         yield _gauge("bridge_hub_consecutive_failures", [((), float(b.hub.consecutive_failures))])
+        networks = getattr(b, "networks", None)  # bridge.delivery.networks.NetworkPushes
+        if networks is not None:
+            loose = networks.without_group()
+            yield _gauge("bridge_network_evses_without_group", [
+                ((name,), float(len(loose.get(name, ())))) for name in networks.catalog.networks
+            ])  # fmt: skip
         parked = sum(1 for row in b.outbox.rows.values() if row.parked is not None)
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load

@@ -23,7 +23,7 @@ from bridge.errors import StoreError
 # EvseRow.parked_code of an EVSE that is no longer shared: deleted at the hub while it may
 # hold it (hub_holds), never inserted or updated again unless it is shared anew.
 REMOVED = "removed"
-CATALOG_TABLES = ("catalog_location", "catalog_station", "catalog_template")
+CATALOG_TABLES = ("catalog_location", "catalog_station", "catalog_template", "catalog_network")
 CATALOG_EXTRA = {"catalog_station": ("location_id", "password_hash")}
 
 
@@ -125,6 +125,16 @@ class CatalogRow:
     extra: tuple[str | None, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AssignmentRow:
+    """What the hub acknowledged for one EVSE of a network: the group it is in, and when."""
+
+    network: str
+    evse_id: str
+    group_name: str
+    acked_at: float | None = None
+
+
 @dataclass(slots=True)
 class Snapshot:
     connectors: list[ConnectorRow]
@@ -133,6 +143,7 @@ class Snapshot:
     meta: dict[str, str]
     catalog: list[CatalogRow] = field(default_factory=list)
     evse_data: list[EvseDataRow] = field(default_factory=list)
+    assignments: list[AssignmentRow] = field(default_factory=list)
 
 
 Row = tuple[Any, ...]
@@ -209,10 +220,13 @@ class Batch:
     #: The hub request in flight as the leader records it (PostgreSQL: EvseID or "fullLoad";
     #: CLEAR once answered; None: unchanged).
     in_flight: str | None = None
+    #: Network assignments the hub acknowledged (AssignmentRow fields; the leader's, fenced).
+    assignments: list[Row] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.connectors or self.evses or self.charge_points or self.meta
-                    or self.catalog or self.evse_data or self.in_flight is not None)  # fmt: skip
+                    or self.catalog or self.evse_data or self.in_flight is not None
+                    or self.assignments)  # fmt: skip
 
 
 class StagedStore(ABC):
@@ -231,6 +245,7 @@ class StagedStore(ABC):
         self._catalog: dict[tuple[str, str], CatalogRow] = {}
         self._data: dict[str, Row] = {}
         self._in_flight: str | None = None
+        self._assignments: dict[tuple[str, str], Row] = {}
         self._batch: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.migration: str | None = None  # what opening did to the schema (for the log)
@@ -298,6 +313,15 @@ class StagedStore(ABC):
         with it (e.g. the outbox rows of the same change)."""
         self._catalog[(row.table, row.id)] = row
 
+    def put_assignment(self, row: AssignmentRow) -> None:
+        """Stage what the hub acknowledged for one EVSE of a network (the leader's row)."""
+        self._assignments[(row.network, row.evse_id)] = (
+            row.network,
+            row.evse_id,
+            row.group_name,
+            row.acked_at,
+        )
+
     def put_in_flight(self, target: str | None) -> None:
         """Record the hub request now in flight (None: none). Only a shared database keeps
         it: the next leader must know which EVSE's hub status is unknown."""
@@ -341,9 +365,10 @@ class StagedStore(ABC):
             list(self._connectors.values()), list(self._evses.values()),
             list(self._cps.values()), list(self._meta.items()), list(self._catalog.values()),
             [data_params(r) for r in self._data.values()], self._in_flight,
+            list(self._assignments.values()),
         )  # fmt: skip
         self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
-        self._catalog, self._data, self._in_flight = {}, {}, None
+        self._catalog, self._data, self._in_flight, self._assignments = {}, {}, None, {}
         return batch
 
     async def _flush_loop(self) -> None:
@@ -376,3 +401,5 @@ class StagedStore(ABC):
             self._catalog.setdefault((row.table, row.id), row)
         for d in batch.evse_data:
             self._data.setdefault(d[0], d)
+        for a in batch.assignments:
+            self._assignments.setdefault((a[0], a[1]), a)

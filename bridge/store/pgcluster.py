@@ -27,6 +27,7 @@ import psycopg
 from bridge.errors import StoreError
 from bridge.store.base import (
     CATALOG_TABLES,
+    AssignmentRow,
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
@@ -39,6 +40,7 @@ from bridge.store.base import (
     evse_row,
 )
 from bridge.store.postgres import (
+    ASSIGNMENT_COLUMNS,
     CHANNEL,
     CONNECTOR_COLUMNS,
     CP_COLUMNS,
@@ -69,11 +71,12 @@ class Changes:
     charge_points: list[ChargePointRow] = field(default_factory=list)
     evses: list[EvseRow] = field(default_factory=list)
     catalog: list[CatalogRow] = field(default_factory=list)
+    assignments: list[AssignmentRow] = field(default_factory=list)
     evse_data: list[EvseDataRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.connectors or self.charge_points or self.evses or self.catalog
-                    or self.evse_data)  # fmt: skip
+                    or self.assignments or self.evse_data)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +327,11 @@ class Cluster:
                         (since, me),
                     )
                     found.catalog += [catalog_row(table, r) for r in await cur.fetchall()]
+                cur = await conn.execute(
+                    f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment {where}",
+                    (since, me),
+                )
+                found.assignments = [AssignmentRow(*r) for r in await cur.fetchall()]
             return found, watermark
 
         result: tuple[Changes, int] = await self._run(work)
@@ -337,6 +345,18 @@ class Cluster:
             return [evse_row(r) for r in await cur.fetchall()]
 
         result: list[EvseRow] = await self._run(work)
+        return result
+
+    async def assignments(self) -> list[AssignmentRow]:
+        """What the hub acknowledged of the EVSE networks, as committed now (a new leader)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[AssignmentRow]:
+            cur = await conn.execute(
+                f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment"
+            )
+            return [AssignmentRow(*r) for r in await cur.fetchall()]
+
+        result: list[AssignmentRow] = await self._run(work)
         return result
 
     async def evse_data(self) -> list[EvseDataRow]:

@@ -31,6 +31,7 @@ from bridge.errors import NotLeaderError, StoreError
 from bridge.store.base import (
     CATALOG_TABLES,
     CLEAR,
+    AssignmentRow,
     Batch,
     ConnectorRow,
     EvseDataRow,
@@ -80,6 +81,8 @@ CP_SQL = _upsert(
     " OR charge_point.connected = 0 OR excluded.connected = 1",
 )  # fmt: skip
 CATALOG_SQL = {t: _upsert(t, catalog_columns(t), "id") for t in CATALOG_TABLES}
+ASSIGNMENT_COLUMNS = ("network", "evse_id", "group_name", "acked_at")
+ASSIGNMENT_SQL = _upsert("network_assignment", ASSIGNMENT_COLUMNS, "network, evse_id")
 META_SQL = ("INSERT INTO meta (key, value) VALUES (%s, %s) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")  # fmt: skip
 FENCE_SQL = "SELECT 1 FROM lease WHERE name = 'push' AND holder = %s AND epoch = %s FOR UPDATE"
@@ -193,7 +196,12 @@ class PostgresStore(StagedStore):
                     await cur.executemany(META_SQL, batch.meta)
                 for row in batch.catalog:
                     await cur.execute(CATALOG_SQL[row.table], (*catalog_params(row), me))
-                if batch.evses or batch.evse_data or batch.in_flight is not None:
+                if (
+                    batch.evses
+                    or batch.evse_data
+                    or batch.in_flight is not None
+                    or batch.assignments
+                ):
                     await self._write_fenced(cur, batch)
                 await cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, me))
         except psycopg.Error as exc:
@@ -217,6 +225,9 @@ class PostgresStore(StagedStore):
             await cur.executemany(EVSE_SQL, [
                 (*e[:5], int(e[5]), *e[6:], self.replica_id) for e in batch.evses
             ])  # fmt: skip
+        if batch.assignments:
+            await cur.executemany(ASSIGNMENT_SQL, [(*a, self.replica_id)
+                                                   for a in batch.assignments])  # fmt: skip
         if batch.evse_data:
             await cur.executemany(DATA_SQL, [(*d, self.replica_id) for d in batch.evse_data])
         if batch.in_flight is not None:
@@ -236,6 +247,8 @@ def read_all(db: psycopg.Connection[Any]) -> Snapshot:
         meta={k: v for k, v in db.execute("SELECT key, value FROM meta")},
         catalog=[catalog_row(t, r) for t in CATALOG_TABLES for r in db.execute(
             f"SELECT {', '.join(catalog_columns(t))} FROM {t} ORDER BY id")],
+        assignments=[AssignmentRow(*r) for r in db.execute(
+            f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment")],
         evse_data=[data_row(r) for r in db.execute(
             f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data")],
     )  # fmt: skip

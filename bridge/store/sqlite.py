@@ -19,6 +19,7 @@ from bridge.errors import StoreError
 from bridge.store.base import (
     CATALOG_TABLES,
     REMOVED,
+    AssignmentRow,
     Batch,
     CatalogRow,
     ChargePointRow,
@@ -72,6 +73,9 @@ _CATALOG_SQL = {table: _catalog_upsert_sql(table) for table in CATALOG_TABLES}
 _CONNECTOR_SQL = _upsert_sql("connector", ConnectorRow)
 _EVSE_SQL = _upsert_sql("evse", EvseRow)
 _CP_SQL = _upsert_sql("charge_point", ChargePointRow)
+ASSIGNMENT_COLUMNS = "network, evse_id, group_name, acked_at"
+_ASSIGNMENT_SQL = (f"INSERT OR REPLACE INTO network_assignment ({ASSIGNMENT_COLUMNS}) "
+                   "VALUES (?, ?, ?, ?)")  # fmt: skip
 _DATA_SQL = _upsert_sql("evse_data", EvseDataRow)
 _COLUMNS = {
     "connector": ", ".join(f.name for f in fields(ConnectorRow)),
@@ -117,6 +121,8 @@ class SqliteStore(StagedStore):
                     f"SELECT {c['charge_point']} FROM charge_point")],
                 meta=dict(db.execute("SELECT key, value FROM meta").fetchall()),
                 catalog=_catalog_rows(db),
+                assignments=[AssignmentRow(*r) for r in db.execute(
+                    f"SELECT {ASSIGNMENT_COLUMNS} FROM network_assignment")],
                 evse_data=[data_row(r) for r in db.execute(
                     f"SELECT {c['evse_data']} FROM evse_data")],
             )  # fmt: skip
@@ -173,6 +179,8 @@ class SqliteStore(StagedStore):
                     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", batch.meta)
                 for row in batch.catalog:
                     db.execute(_CATALOG_SQL[row.table], catalog_params(row))
+                if batch.assignments:
+                    db.executemany(_ASSIGNMENT_SQL, batch.assignments)
                 if batch.evse_data:
                     db.executemany(_DATA_SQL, batch.evse_data)
                 db.execute("COMMIT")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_evse_data"
-down_revision = "0004_replicas"
+revision = "0006_evse_data"
+down_revision = "0005_networks"
 branch_labels = None
 depends_on = None
 
