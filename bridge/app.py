@@ -26,10 +26,10 @@ from bridge.catalog.rules import SetUp
 from bridge.certs import days_until, log_certificate
 from bridge.cluster.replica import ReplicaNode, default_replica_id
 from bridge.config import Settings
-from bridge.delivery.data_outbox import DataOutbox
+from bridge.delivery.data_outbox import DataAcknowledged, DataOutbox
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
-from bridge.delivery.networks import NetworkPushes, StatusAcknowledged
+from bridge.delivery.networks import HubKnows, NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load, run_weekly_data_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
@@ -150,10 +150,13 @@ class Bridge:
             hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
             data=self.data_service,
         )  # fmt: skip
-        # Network assignments go to the hub only for EVSEs it knows. Today that is an EVSE
-        # whose status it acknowledged; with EVSE data pushes, one whose data it acknowledged.
+        # Network assignments go to the hub only for EVSEs it knows: one whose data it
+        # acknowledged (EVSE data on), else one whose status it acknowledged.
+        known: HubKnows = StatusAcknowledged(self.outbox.rows)
+        if self.data is not None:  # with EVSE data: the hub knows an EVSE once it has its data
+            known = DataAcknowledged(self.data, known.knows)
         self.networks = NetworkPushes(
-            self.catalog, StatusAcknowledged(self.outbox.rows), self.store,
+            self.catalog, known, self.store,
             initial=settings.delivery.retry_initial, cap=settings.delivery.retry_max,
         )  # fmt: skip
         self.live.on_networks = self.networks.changed

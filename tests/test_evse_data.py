@@ -408,3 +408,25 @@ async def test_a_large_data_push_is_streamed_with_its_length(hub: HubSimulator) 
     (push,) = [p for p in hub.received if p.endpoint == "data"]
     assert len(push.raw) == expected and push.body is not None
     assert hub.data_state["DE*ABC*E7*1"]["ChargingStationNames"][0]["value"] == "Bahnhof Zoo ÄÖÜ"
+
+
+async def test_a_network_assigns_an_evse_once_the_hub_has_its_data(
+    hub: HubSimulator, make_bridge: Callable[..., Awaitable[Bridge]]
+) -> None:
+    """EVSE networks ask DataOutbox.hub_acknowledged: a catalog EVSE is assigned to its group
+    as soon as the hub acknowledged its data, with no status report at all."""
+    bridge = await make_bridge()
+    body = {"id": "Berlin AC", "state": "draft",
+            "groups": [{"name": "AC 22 kW", "evses": ["DE*ABC*E900*1"]}]}  # fmt: skip
+    async with api_client(bridge) as api:
+        await ok(api.post("/locations", json=LOCATION))
+        hub.faults.hang(0.5, count=1)  # the data insert takes a moment at the hub
+        await ok(api.post("/chargestations", json=station()))
+        await ok(api.post("/networks", json=body))
+        await eventually(lambda: "DE*ABC*E900*1" in hub.data_state)
+        groups = lambda: hub.networks.networks.get("DE*ABC", {}).get("Berlin AC", {})  # noqa: E731
+        await eventually(lambda: groups().get("groups", {}) == {"DE*ABC*E900*1": "AC 22 kW"})
+    assert hub.state == {}  # no status was ever pushed
+    kinds = [p.endpoint for p in hub.received if p.code == "000"]
+    assert kinds.index("data") < kinds.index("network")
+    assert bridge.data is not None and bridge.data.hub_acknowledged("DE*ABC*E900*1")

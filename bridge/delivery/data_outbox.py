@@ -393,6 +393,21 @@ class DataOutbox:
         return ready
 
 
+class DataAcknowledged:
+    """For EVSE networks (``bridge.delivery.networks.HubKnows``): the hub knows an EVSE once
+    it acknowledged the EVSE's data (:meth:`DataOutbox.hub_acknowledged`); an EVSE without
+    data (a station of the configuration file) once it acknowledged its status (``others``)."""
+
+    def __init__(self, data: DataOutbox, others: Callable[[str], bool]) -> None:
+        self.data = data
+        self.others = others
+
+    def knows(self, evse_id: str) -> bool:
+        if self.data.manages(evse_id):
+            return self.data.hub_acknowledged(evse_id)
+        return self.others(evse_id)
+
+
 def data_state(row: EvseDataRow) -> str:
     """One word for an EVSE's data at the hub: invalid, parked, deleting, withdrawn,
     acknowledged or pending."""

@@ -106,6 +106,9 @@ class DataSender:
         for row in batch.rows:
             self._flips.pop(row.evse_id, None)
         self.outbox.acknowledged(batch, outcome.code)
+        if w.networks is not None and batch.action is not ActionType.UPDATE:
+            for row in batch.rows:  # the hub's knowledge of these EVSEs changed
+                w.networks[0].hub_learned(row.evse_id)
         w._emit(action, "ok", outcome.code, outcome.duration_ms / 1000)
         log.info("data.ok", action=batch.action.value, records=len(batch.rows),
                  hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
@@ -238,6 +241,8 @@ class DataSender:
         w._succeeded()
         del records
         self.outbox.full_load_done(sent, outcome.code)
+        if w.networks is not None:
+            w.networks[0].changed()
         self._flips.clear()
         w.last_data_full_load = w.clock()
         self.outbox.store.put_meta("last_data_full_load", str(w.last_data_full_load))
