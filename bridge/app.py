@@ -26,11 +26,12 @@ from bridge.catalog.rules import SetUp
 from bridge.certs import days_until, log_certificate
 from bridge.cluster.replica import ReplicaNode, default_replica_id
 from bridge.config import Settings
+from bridge.delivery.data_outbox import DataAcknowledged, DataOutbox
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
-from bridge.delivery.networks import NetworkPushes, StatusAcknowledged
+from bridge.delivery.networks import HubKnows, NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.scheduler import run_daily_full_load
+from bridge.delivery.scheduler import run_daily_full_load, run_weekly_data_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
 from bridge.errors import ConfigError, DatabaseLockedError
 from bridge.eventloop import loop_name
@@ -40,6 +41,8 @@ from bridge.live import LiveCatalog
 from bridge.ocpp.server import OcppServer
 from bridge.oicp.certwatch import ClientCertWatch
 from bridge.oicp.client import OicpClient
+from bridge.oicp.evse_data import EvseDataService, watch_offsets
+from bridge.oicp.evse_schema import compile_all
 from bridge.oicp.networks import NetworkClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
@@ -50,6 +53,7 @@ from bridge.status.engine import StatusEngine
 from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
 from bridge.store import make_store
+from bridge.store.base import EvseDataRow
 from bridge.store.postgres import PostgresStore
 
 log = structlog.get_logger("bridge")
@@ -113,6 +117,9 @@ class Bridge:
             self.table, self.registry, offline_status=OicpStatus(settings.ocpp.offline_status)
         )
         self.outbox = Outbox(self.store)
+        #: EVSE data at the hub (None: evse_data.enabled is false).
+        self.data: DataOutbox | None = None
+        self.data_service: EvseDataService | None = None
         self.ingest = Ingest(
             self.engine, self.outbox, self.store, offline_grace=settings.ocpp.offline_grace
         )
@@ -132,14 +139,25 @@ class Bridge:
         )
         # The catalog feeds the registry, the credentials and the engine's EVSEs.
         self.catalog = Catalog(catalog_setup(settings, self.ocpp))
+        if settings.evse_data.enabled:
+            compile_all()  # the schemas once, before the first record is built
+            self.data = DataOutbox(self.store, changed=self.outbox.changed)
+            self.data_service = EvseDataService(
+                self.catalog, self.data, defaults=settings.catalog.operator_defaults,
+                version=settings.oicp.evse_data_version, language=settings.evse_data.language,
+            )  # fmt: skip
         self.live = LiveCatalog(
             self.catalog, self.store, registry=self.registry, engine=self.engine,
             hub=self.outbox, credentials=self.ocpp.auth, connections=self.ocpp,
+            data=self.data_service,
         )  # fmt: skip
-        # Network assignments go to the hub only for EVSEs it knows. Today that is an EVSE
-        # whose status it acknowledged; with EVSE data pushes, one whose data it acknowledged.
+        # Network assignments go to the hub only for EVSEs it knows: one whose data it
+        # acknowledged (EVSE data on), else one whose status it acknowledged.
+        known: HubKnows = StatusAcknowledged(self.outbox.rows)
+        if self.data is not None:  # with EVSE data: the hub knows an EVSE once it has its data
+            known = DataAcknowledged(self.data, known.knows)
         self.networks = NetworkPushes(
-            self.catalog, StatusAcknowledged(self.outbox.rows), self.store,
+            self.catalog, known, self.store,
             initial=settings.delivery.retry_initial, cap=settings.delivery.retry_max,
         )  # fmt: skip
         self.live.on_networks = self.networks.changed
@@ -155,6 +173,7 @@ class Bridge:
         self.accepting = False  # the OCPP endpoint is listening (readiness)
         self.stopping = False
         self._restored_full_load: float | None = None
+        self._restored_data_full_load: float | None = None
         self._meta: dict[str, str] = {}  # the state database's meta table as loaded
 
     @property
@@ -189,6 +208,10 @@ class Bridge:
             offline=(r.charge_point_id for r in snapshot.charge_points if r.offline),
         )  # fmt: skip
         self.outbox.restore(snapshot.evses)
+        if self.data is not None and self.data_service is not None:
+            self.data.restore(snapshot.evse_data)
+            # Operator facts, the OICP version or the time of year may have changed since.
+            self.data_service.rebuild_all()
         self.networks.restore(snapshot.assignments)
         # The configuration may have changed since (EvseIDs, overrides, removed EVSEs): what
         # the hub should show is recomputed, and every difference is queued.
@@ -196,6 +219,8 @@ class Bridge:
         self._meta = snapshot.meta
         with suppress(KeyError, ValueError):
             self._restored_full_load = float(snapshot.meta["last_full_load"])
+        with suppress(KeyError, ValueError):
+            self._restored_data_full_load = float(snapshot.meta["last_data_full_load"])
         self.ingest.restore(snapshot.charge_points, snapshot.connectors)
         log.info("state.loaded", database=self.store.where, evses=len(snapshot.evses),
                  connectors=len(snapshot.connectors), pending=len(self.outbox),
@@ -214,6 +239,7 @@ class Bridge:
             full_load=WorkerFullLoad(lambda: self.worker, self.engine, s.oicp,
                                      elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
+            hub_data=self.data.describe if self.data is not None else lambda evse_id: None,
             networks=self.networks,
         )  # fmt: skip
 
@@ -232,10 +258,15 @@ class Bridge:
                 push_timeout=s.replication.push_timeout if self.store.shared
                 else s.oicp.request_timeout,
                 full_load_timeout=s.fullload.request_timeout,
+                data_full_load_timeout=s.evse_data.full_load_timeout,
             ),
+            data=self.data,
+            data_limiter=PacedWindow.per_minute(s.evse_data.rate_limit_per_minute),
+            data_batch_size=s.evse_data.batch_size,
         )  # fmt: skip
         self.worker.on_push = self.metrics.observe_push
         self.worker.last_full_load = self._restored_full_load
+        self.worker.last_data_full_load = self._restored_data_full_load
         if hasattr(client, "post"):  # the hub client (a test's stand-in may lack the service)
             self.worker.networks = (self.networks, NetworkClient(s.oicp, client))  # type: ignore[arg-type]
             self.networks.wake = self.worker.wake
@@ -256,6 +287,12 @@ class Bridge:
             ops_url=lambda: self.ops_server.api_url if self.ops_server is not None else None,
             close=self._taken_over,
         )  # fmt: skip
+
+    def _data_rows(self, rows: list[EvseDataRow]) -> None:
+        """A new leader: the data rows the previous one wrote, then every record rebuilt."""
+        if self.data is not None and self.data_service is not None:
+            self.data.reload(rows)
+            self.data_service.rebuild_all()
 
     def _not_leader(self) -> str | None:
         """Why this replica does not send to the hub (None: it does)."""
@@ -316,6 +353,7 @@ class Bridge:
                 s.hub_sim.port,
                 state_file=StateFile(state_file) if state_file else None,
             )
+            self.hub_sim.require_data_for_status = s.hub_sim.require_data_for_status
             await self.hub_sim.start()
             log.info("hubsim.embedded", url=self.hub_sim.base_url,
                      state_file=str(state_file) if state_file else None)  # fmt: skip
@@ -338,6 +376,9 @@ class Bridge:
         if self.replica is None:
             self._resume_lane(worker)
         else:  # the lease's in-flight marker tells the next leader what the clean-stop flag did
+            self.replica.on_data_rows = self._data_rows
+            if self.data is not None:
+                self.replica.on_data_follow = self.data.follow
             await self.replica.start()
             self._tasks += self.replica.tasks
         self._tasks.append(asyncio.create_task(worker.run(), name="push-worker"))
@@ -348,6 +389,18 @@ class Bridge:
                                     leads=leads),
                 name="fullload-scheduler",
             ))  # fmt: skip
+        if self.data_service is not None:
+            self._tasks.append(asyncio.create_task(
+                watch_offsets(self.data_service, self.store.commit_soon), name="evse-data-dst",
+            ))  # fmt: skip
+            if s.evse_data.full_load_enabled:
+                leads = (lambda: True) if self.replica is None else (lambda: self.role == "leader")
+                self._tasks.append(asyncio.create_task(
+                    run_weekly_data_full_load(
+                        worker, s.evse_data.full_load_weekday, s.evse_data.full_load_time,
+                        ZoneInfo(s.evse_data.full_load_timezone), leads=leads),
+                    name="data-fullload-scheduler",
+                ))  # fmt: skip
         try:
             await self.ocpp.start()
         except OSError as exc:

@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=60.0, metavar="SECONDS",
         help="keep trying a hub that fails or cannot be reached this long (default: %(default)s)",
     )  # fmt: skip
+    fl.add_argument(
+        "--data", action="store_true",
+        help="the EVSE data fullLoad (eRoamingPushEvseData: every valid record in one request) "
+        "instead of the status one",
+    )  # fmt: skip
     fl.add_argument("--token-file", type=Path, help="file with the API token (running bridge)")
     fl.add_argument("--api-ca", type=Path, help="CA bundle that verifies an https API")
     dq = with_config(sub.add_parser(
@@ -248,16 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = remote.read_token(args.token_file)
             # A running bridge is asked; a preview without a token reads the database.
             if url is not None and (token is not None or not args.dry_run):
-                return remote.full_load(url, token, dry_run=args.dry_run, ca=args.api_ca)
+                return remote.full_load(url, token, dry_run=args.dry_run, data=args.data,
+                                        ca=args.api_ca)  # fmt: skip
             if args.dry_run:
-                return fullload.dry_run(settings)
+                return fullload.dry_run(settings, data=args.data)
             if settings.state.postgres:
                 raise BridgeError(
                     "with a PostgreSQL state database only the replicas' push leader sends to "
                     "the hub: ask the leader's API (POST /api/v2/commands/fullload), or wait "
                     "for the daily fullLoad"
                 )
-            return asyncio.run(fullload.send(settings, wait=args.wait))
+            return asyncio.run(fullload.send(settings, wait=args.wait, data=args.data))
         if args.command == "networks":
             from bridge.ops import networks_cmd
 

@@ -407,6 +407,11 @@ class OicpSettings(_Model):
     request_timeout: float = Field(
         20.0, gt=0, description="Whole-request timeout (s) of a push (fullLoad: its own)."
     )
+    evse_data_version: Literal["2.3", "2.2"] = Field(
+        "2.3",
+        description="OICP version of eRoamingPushEvseData: 2.3 (data-records v23) or 2.2 "
+        "(v22: ChargingStationName, record-level ChargingModes, lastUpdate).",
+    )
     network_path: str = Field(
         "/api/evsenetwork/v1/operators/{operator}/network",
         pattern=r"^/[!-~]*$",
@@ -853,6 +858,49 @@ class ApiSettings(_Model):
         return self
 
 
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class EvseDataSettings(_Model):
+    """EVSE data at the hub (eRoamingPushEvseData) built from the catalog."""
+
+    enabled: bool = Field(
+        True,
+        description="Push each catalog EVSE's data (plugs, power, address, ...) to the hub; its "
+        "status goes only once the hub holds its data. EVSEs without connectors (the "
+        "configuration file's stations) are left out and their status is not held.",
+    )
+    batch_size: int = Field(
+        100, ge=1, le=10_000, description="Most records in one insert/update/delete request."
+    )
+    rate_limit_per_minute: float = Field(
+        375, gt=0, description="PushEvseData calls per minute (Hubject AUP: 375)."
+    )
+    full_load_enabled: bool = Field(True, description="Send the weekly data fullLoad.")
+    full_load_weekday: Weekday = Field("monday", description="Day of the weekly fullLoad.")
+    full_load_time: dt.time = Field(
+        default_factory=lambda: dt.time(3, 30), description="Local time of day (HH:MM)."
+    )
+    full_load_timezone: str = Field("Europe/Berlin", description="IANA time zone of the time.")
+    full_load_timeout: float = Field(
+        300.0, gt=0, description="Whole-request timeout (s) of a data fullLoad (every record)."
+    )
+    language: str = Field(
+        "en",
+        pattern=r"^[a-z]{2,3}(?:-[A-Z]{2,3})?$",
+        description="Language of ChargingStationNames (ISO 639, e.g. de).",
+    )
+
+    @field_validator("full_load_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
 class CatalogSettings(_Model):
     """The charge-station catalog (management API): operator facts and generated EvseIDs."""
 
@@ -906,6 +954,10 @@ class HubSimSettings(_Model):
         description="JSON file in which the simulator keeps the records it holds across "
         "restarts, as the bridge keeps what the hub acknowledged (null: it starts empty).",
     )
+    require_data_for_status: bool = Field(
+        False,
+        description="Refuse (022) a status for an EVSE the simulator holds no EVSE data for.",
+    )
 
 
 class Settings(BaseSettings):
@@ -918,6 +970,7 @@ class Settings(BaseSettings):
     ocpp: OcppSettings = Field(default_factory=OcppSettings)
     oicp: OicpSettings = Field(default_factory=OicpSettings)
     fullload: FullLoadSettings = Field(default_factory=FullLoadSettings)
+    evse_data: EvseDataSettings = Field(default_factory=EvseDataSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

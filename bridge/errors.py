@@ -89,7 +89,13 @@ class HubTransportError(HubError):
 
 
 class HubRejectedError(HubError):
-    """The hub answered, but not with ``Result: true`` and code ``000``."""
+    """The hub answered, but not with ``Result: true`` and code ``000``.
+
+    ``field_errors``: the (fieldReference, errorMessage) pairs of an HTTP 400's
+    ``validationErrors`` (Hubject's schema check), in the hub's own spelling.
+    """
+
+    field_errors: tuple[tuple[str, str], ...] = ()
 
 
 class OpsRequestError(BridgeError):

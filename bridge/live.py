@@ -65,6 +65,12 @@ class HubSet(Protocol):
     def withdraw(self, evse_id: str) -> None: ...
 
 
+class DataHook(Protocol):
+    """EVSE data (``bridge.oicp.evse_data``): rebuild the records the changes touch."""
+
+    def catalog_changed(self, changes: Iterable[Change]) -> None: ...
+
+
 class Connections(Protocol):
     def disconnect(self, charge_point_id: str, reason: str) -> bool: ...
 
@@ -86,6 +92,7 @@ class LiveCatalog:
         hub: HubSet,
         credentials: Credentials | None = None,
         connections: Connections | None = None,
+        data: DataHook | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -94,6 +101,7 @@ class LiveCatalog:
         self.hub = hub
         self.credentials = credentials
         self.connections = connections
+        self.data = data
         #: Called after a network or a station changed (network assignments are due again).
         self.on_networks: Callable[[], None] | None = None
 
@@ -179,6 +187,8 @@ class LiveCatalog:
         for change in changes:
             if change.kind == "station":
                 self._station_changed(change)
+        if changes and self.data is not None:
+            self.data.catalog_changed(changes)
         self._networks_changed(changes)
         if changes:
             objects = [f"{c.kind}:{c.id}:v{c.after.version}" for c in changes[:20]]
@@ -206,6 +216,8 @@ class LiveCatalog:
             self.store.put_catalog(row_of(change.kind, change.after))
             if change.kind == "station":
                 self._station_changed(change)
+        if self.data is not None:  # the EVSE data records, in the same transaction
+            self.data.catalog_changed(changes)
         self._networks_changed(changes)
 
     def _networks_changed(self, changes: Sequence[Change]) -> None:

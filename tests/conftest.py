@@ -32,6 +32,8 @@ WRITE_TOKEN = "test-write-token-0123456789abcdef0123456789"
 READ_TOKEN = "test-read-token-0123456789abcdef01234567890"
 AUTH = {"Authorization": f"Token {WRITE_TOKEN}"}
 READ_AUTH = {"Authorization": f"Token {READ_TOKEN}"}
+OPERATOR_FACTS = {"hotline_phone": "+4930123456", "accessibility": "Free publicly accessible",
+                  "payment_options": ["Contract"], "calibration_law": "Local"}  # fmt: skip
 CHARGERS = {
     "CP16": {"evses": {1: "DE*ABC*E16*1", 2: "DE*ABC*E16*2"}},
     "CP201": {"evses": {1: "DE*ABC*E201*1", 2: "DE*ABC*E201*2"}},
@@ -82,6 +84,8 @@ def settings_for(tmp_path: Path, hub_url: str, **overrides: Any) -> Settings:
             "pause_retry": 0.3,
         },
         "chargers": CHARGERS,
+        # What the hub's EVSE data needs and OCPI has no field for (catalog stations' data).
+        "catalog": {"operator_defaults": OPERATOR_FACTS},
         "ops": {"host": "127.0.0.1", "port": 0},
         "api": {
             "tokens": [

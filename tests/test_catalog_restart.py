@@ -22,7 +22,15 @@ from bridge.config import ChargerSettings, load_settings
 from bridge.errors import ConfigError
 from bridge.hubsim import HubSimulator
 from bridge.status.table import OcpiStatus
-from tests.conftest import AUTH, OPERATOR, WRITE_TOKEN, eventually, pushes, settings_for
+from tests.conftest import (
+    AUTH,
+    OPERATOR,
+    OPERATOR_FACTS,
+    WRITE_TOKEN,
+    eventually,
+    pushes,
+    settings_for,
+)
 from tests.procs import BridgeProcess, RawCharger, write_config
 from tests.test_catalog_api import CONNECTOR, LOCATION, PASSWORD, station
 
@@ -93,6 +101,7 @@ def process_config(tmp_path: Path, hub: HubSimulator) -> Path:
         "fullload": {"enabled": False},
         "ops": {"host": "127.0.0.1", "port": 0},
         "api": {"tokens": [{"name": "crm", "hash": hash_token(WRITE_TOKEN), "scope": "write"}]},
+        "catalog": {"operator_defaults": OPERATOR_FACTS},
         "chargers": {},
     })  # fmt: skip
 
@@ -134,9 +143,12 @@ async def test_crash_in_the_middle_of_an_evse_id_change(tmp_path: Path, hub: Hub
         after = hub.received[before:]
         assert [p.action for p in after if p.code == "000"].count("fullLoad") == 1
         new_pushes = [p for p in after if p.code == "000" and p.action != "fullLoad"
+                      and p.endpoint == "status"
                       and any(e == "DE*ABC*E901*1" for e, _ in p.records)]  # fmt: skip
         assert len(new_pushes) <= 1
         assert hub.state == {"DE*ABC*E901*1": "Occupied"}
+        # Its EVSE data moved along: the new EvseID's record is there, the old one deleted.
+        await eventually(lambda: set(hub.data_state) == {"DE*ABC*E901*1"})
     finally:
         await proc.terminate()
 

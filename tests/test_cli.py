@@ -237,13 +237,13 @@ async def test_status_table_from_the_state_database(
     assert status(settings, out=out) == 0
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["EVSE", "ID", "CHARGE", "POINT", "OCPP", "OICP", "HUB", "PENDING",
-                                "LAST", "PUSH"]  # fmt: skip
+                                "LAST", "PUSH", "DATA"]  # fmt: skip
     table = {line.split()[0]: line.split() for line in lines[1:] if line.startswith("DE*")}
     assert table["DE*ABC*E16*1"][1:6] == ["CP16", "Charging", "Occupied", "Occupied", "-"]
-    assert table["DE*ABC*E16*1"][6:] == ["ok", "000"]
+    assert table["DE*ABC*E16*1"][6:] == ["ok", "000", "-"]  # a file station: no EVSE data
     assert table["DE*ABC*E16*2"][1:5] == ["CP16", "Faulted", "OutOfService", "-"]
     assert table["DE*ABC*E16*2"][5].endswith("s") and table["DE*ABC*E16*2"][6] == "retry"
-    assert table["DE*ABC*E201*1"][1:] == ["CP201", "-", "Unknown", "-", "-", "-"]
+    assert table["DE*ABC*E201*1"][1:] == ["CP201", "-", "Unknown", "-", "-", "-", "-"]
     assert "4 EVSEs, 1 pending" in out.getvalue()
 
     out = io.StringIO()

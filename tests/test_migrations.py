@@ -179,8 +179,8 @@ def test_migrations_run_on_postgresql() -> None:
         ).stdout.split()  # fmt: skip
         assert tables == sorted(["alembic_version", "catalog_location", "catalog_network",
                                  "catalog_station", "catalog_template", "charge_point",
-                                 "connector", "evse", "lease", "meta", "network_assignment",
-                                 "replica"])  # fmt: skip
+                                 "connector", "evse", "evse_data", "lease", "meta",
+                                 "network_assignment", "replica"])  # fmt: skip
     finally:
         subprocess.run([*base, "-d", "test", "-c", f"DROP DATABASE IF EXISTS {name}"])
 

@@ -22,7 +22,7 @@ from bridge.api.tokens import hash_token
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.simulator import ReceivedPush
 from bridge.status.table import OcppStatus
-from tests.conftest import AUTH, OPERATOR, WRITE_TOKEN, eventually
+from tests.conftest import AUTH, OPERATOR, OPERATOR_FACTS, WRITE_TOKEN, eventually
 from tests.procs import BridgeProcess, RawCharger, write_config
 from tests.test_durability import (
     FLEET,
@@ -64,6 +64,7 @@ def replica_config(
         "log": {"level": "INFO"},
         "chargers": FLEET,
         "api": {"tokens": [{"name": "ops", "hash": hash_token(WRITE_TOKEN), "scope": "write"}]},
+        "catalog": {"operator_defaults": OPERATOR_FACTS},
     }  # fmt: skip
     for key, value in extra.items():
         settings[key] = {**settings.get(key, {}), **value}
@@ -455,6 +456,19 @@ async def test_a_station_created_on_a_follower_is_in_force_on_the_leader(
         await charger.status(1, "Charging")  # known to the leader's registry: accepted, mapped
         await eventually(lambda: hub.state.get("DE*ABC*E900*1") == "Occupied", within=10)
         await charger.close()
+        # The follower shows what the leader's EVSE data pushes achieved (the change feed).
+        assert "DE*ABC*E900*1" in hub.data_state
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=10) as api:
+
+            async def follower_sees() -> Any:
+                r = await api.get("/chargestations/CP-NEW")
+                return r.json()["data"]["evses"][0]["hub_data"]
+
+            for _ in range(100):
+                if (await follower_sees())["state"] == "acknowledged":
+                    break
+                await asyncio.sleep(0.05)
+            assert (await follower_sees())["hub_acknowledged"] is True
     finally:
         await replicas.close()
 

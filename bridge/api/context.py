@@ -29,6 +29,14 @@ class FullLoadControl(Protocol):
         """Queue a fullLoad; the future gives the number of records the hub accepted."""
         ...
 
+    def preview_data(self) -> dict[str, Any]:
+        """The body a data fullLoad would send now (HubError: EVSE data not enabled)."""
+        ...
+
+    def request_data(self) -> asyncio.Future[int]:
+        """Queue a data fullLoad (HubError: EVSE data not enabled)."""
+        ...
+
     def held_up(self) -> str | None:
         """Why pushes are held up now (paused by the hub, backing off), None if they are not."""
         ...
@@ -47,6 +55,8 @@ class ApiContext:
     full_load: FullLoadControl
     operator_defaults: OperatorFacts
     hash_password: Callable[[str], str]  # password → scrypt hash (runs in a thread)
+    #: EvseID → its EVSE data at the hub (``DataOutbox.describe``; None: not enabled).
+    hub_data: Callable[[str], dict[str, Any] | None] = lambda evse_id: None
     #: Network assignments and what the hub acknowledged (None: not sent by this process).
     networks: NetworkPushes | None = None
     #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.

@@ -121,8 +121,9 @@ def routes() -> list[Route]:
               "the missing fields, consistency findings and score, with a summary (paged EVSEs)",
               data=Report, query=quality.QUERY, tag="quality"),
         Route("POST", f"{V2}/commands/fullload", full_load,
-              "Send a status fullLoad now through the push lane (dry_run=true: show the body)",
-              "read", data=FullLoadResult, query=("dry_run", "wait"), tag="commands"),
+              "Send a status fullLoad now through the push lane (dry_run=true: show the body; "
+              "data=true: the EVSE data fullLoad instead)",
+              "read", data=FullLoadResult, query=("dry_run", "wait", "data"), tag="commands"),
         Route("POST", f"{V2}/commands/networks/push", push_networks,
               "Send the EVSE networks' group assignments now through the push lane "
               "(dry_run=true: show the bodies)", "read", data=NetworksPushResult,

@@ -44,6 +44,7 @@ def station_out(ctx: ApiContext, entry: Entry[StationBody]) -> dict[str, Any]:
                 evse["status"] = OICP_TO_OCPI[oicp].value
         else:
             evse["oicp_status"] = None
+        evse["hub_data"] = ctx.hub_data(evse["evse_id"])
         evses.append(evse)
     data["evses"] = evses
     data["source"] = entry.source.value

@@ -348,11 +348,13 @@ def _merge(before: BaseModel, patch: BaseModel, model: type[M]) -> M:
 def _normalise_status(body: StationBody) -> StationBody:
     """For OCPP-fed stations the status is computed, not written: only REMOVED is kept."""
     if body.status_source is StatusSource.API:
-        evses = [e.model_copy(update={"oicp_status": None}) for e in body.evses]
+        evses = [e.model_copy(update={"oicp_status": None, "hub_data": None})
+                 for e in body.evses]  # fmt: skip
         return body.model_copy(update={"evses": evses})
+    read_only = {"oicp_status": None, "hub_data": None}
     evses = [
-        e.model_copy(update={"oicp_status": None}) if e.status in (None, OcpiStatus.REMOVED)
-        else e.model_copy(update={"status": None, "oicp_status": None})
+        e.model_copy(update=read_only) if e.status in (None, OcpiStatus.REMOVED)
+        else e.model_copy(update={"status": None, **read_only})
         for e in body.evses
     ]  # fmt: skip
     return body.model_copy(update={"evses": evses})

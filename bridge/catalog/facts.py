@@ -43,6 +43,25 @@ class CalibrationLaw(StrEnum):
     NOT_AVAILABLE = "Not Available"
 
 
+class ValueAddedService(StrEnum):
+    RESERVATION = "Reservation"
+    DYNAMIC_PRICING = "DynamicPricing"
+    PARKING_SENSORS = "ParkingSensors"
+    MAXIMUM_POWER_CHARGING = "MaximumPowerCharging"
+    PREDICTIVE_CHARGE_POINT_USAGE = "PredictiveChargePointUsage"
+    CHARGING_PLANS = "ChargingPlans"
+    ROOF_PROVIDED = "RoofProvided"
+    NONE = "None"
+
+
+class DynamicInfo(StrEnum):
+    """OICP DynamicInfoAvailable: a string, not a JSON boolean."""
+
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+
 HotlinePhone = Annotated[str, StringConstraints(pattern=r"^\+[0-9]{5,15}$")]
 
 
@@ -81,6 +100,22 @@ class OperatorFacts(BaseModel):
     ) = Field(None, description="OICP AuthenticationModes.")
     calibration_law: CalibrationLaw | None = Field(
         None, description="OICP CalibrationLawDataAvailability."
+    )
+    value_added_services: (
+        Annotated[list[ValueAddedService], Field(min_length=1), AfterValidator(unique_values)]
+        | None
+    ) = Field(
+        None,
+        description="OICP ValueAddedServices; unset: Reservation if the EVSE is "
+        "RESERVABLE, else None.",
+    )
+    is_hubject_compatible: bool | None = Field(
+        None,
+        description="OICP IsHubjectCompatible (false: not started/stopped remotely "
+        "via the hub); unset: true.",
+    )
+    dynamic_info_available: DynamicInfo | None = Field(
+        None, description="OICP DynamicInfoAvailable: auto, true or false (strings); unset: auto."
     )
 
     def over(self, defaults: OperatorFacts) -> OperatorFacts:

@@ -280,6 +280,7 @@ class EvseBody(_Body):
     )
     last_updated: datetime | None = read_only("Set by the bridge.")
     oicp_status: str | None = read_only("The OICP status the bridge wants the hub to show.")
+    hub_data: Any = read_only("Ignored (read form).")
 
     @model_validator(mode="after")
     def _connector_ids(self) -> EvseBody:
@@ -289,6 +290,12 @@ class EvseBody(_Body):
 
 class Evse(EvseBody):
     """An EVSE as read."""
+
+    hub_data: dict[str, Any] | None = read_only(
+        "Its EVSE data at the hub: state (acknowledged, pending, invalid, parked, deleting, "
+        "withdrawn), the record's field errors, the hub's last code. null: no data (no "
+        "connectors, or EVSE data disabled)."
+    )
 
 
 class EvsePatch(_Body):

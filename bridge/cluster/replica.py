@@ -25,11 +25,13 @@ from typing import Any, Protocol
 import structlog
 
 from bridge.cluster.lease import Lease, Role
+from bridge.delivery.data_push import DATA_FULL_LOAD
 from bridge.delivery.ingest import Ingest
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.worker import FULL_LOAD, PushWorker
 from bridge.errors import HubError, StoreError
 from bridge.status.engine import StatusEngine
+from bridge.store.base import EvseDataRow
 from bridge.store.pgcluster import Changes, Cluster, Grant
 from bridge.store.postgres import PostgresStore
 
@@ -80,6 +82,10 @@ class ReplicaNode:
         #: The push leader as last seen (replica, its API URL), for "ask the leader" answers.
         self.leader_hint: tuple[str | None, str | None] = (None, None)
         self._wake = asyncio.Event()
+        #: A new leader's EVSE data rows (the data outbox reloads them and rebuilds).
+        self.on_data_rows: Callable[[list[EvseDataRow]], None] | None = None
+        #: A follower: what the leader wrote of an EVSE's data at the hub (for reads).
+        self.on_data_follow: Callable[[EvseDataRow], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._feed_lock = asyncio.Lock()
         store.on_fence_refused = lambda: self.lease.step_down(
@@ -160,6 +166,9 @@ class ReplicaNode:
         else:
             for evse in changes.evses:
                 self.outbox.follow(evse)
+            if self.on_data_follow is not None:
+                for data in changes.evse_data:
+                    self.on_data_follow(data)
             worker = self._worker()
             if changes.assignments and worker is not None and worker.networks is not None:
                 worker.networks[0].follow(changes.assignments)
@@ -209,6 +218,8 @@ class ReplicaNode:
         self.store.epoch = grant.epoch
         await self.read_feed()
         self.outbox.reload(await self.cluster.evses())
+        if self.on_data_rows is not None:  # EVSE data: the rows the previous leader wrote
+            self.on_data_rows(await self.cluster.evse_data())
         reconciled = self.outbox.reconcile(self.engine.snapshot())
         worker = self._worker()
         if worker is not None:
@@ -220,6 +231,8 @@ class ReplicaNode:
                 worker.hold(self.settle)
                 if grant.in_flight == FULL_LOAD:
                     worker.request_full_load()
+                elif grant.in_flight == DATA_FULL_LOAD and worker.data is not None:
+                    worker.request_data_full_load()
             if grant.in_flight in self.outbox.rows:
                 self.outbox.ambiguous(grant.in_flight)  # its hub status is unknown: re-assert
         self.ingest.take_offline_decisions()

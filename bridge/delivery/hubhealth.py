@@ -68,3 +68,17 @@ class _Watched:
             raise
         self._health.succeeded()
         return outcome
+
+    async def push_evse_data(
+        self, action: ActionType, records: Sequence[str], *, timeout: float | None = None
+    ) -> PushOutcome:
+        push = getattr(self._client, "push_evse_data", None)
+        if push is None:
+            raise HubError("this hub client cannot push EVSE data")
+        try:
+            outcome: PushOutcome = await push(action, records, timeout=timeout)
+        except HubError as exc:
+            self._health.failed(exc)
+            raise
+        self._health.succeeded()
+        return outcome

@@ -1,5 +1,11 @@
 """The one lane to the hub: what goes next is one decision.
 
+Two services share it: EVSE status (one record per request) and EVSE data (batches of
+records, ``bridge.delivery.data_outbox``). Each has its own exact rate limit. When both have
+something to send they take turns, so a data push never delays a status by more than one
+request's time, and statuses cannot starve the data either. An EVSE's status waits until the
+hub holds its data (the status outbox's gate); a data delete waits until its status is gone.
+
 :func:`next_step` looks at the lane's state alone: a hold (backoff after a hub-wide failure, the
 settle time after an ambiguous outcome, a pause after a configuration error), the requested
 fullLoad and its own backoff, a network whose group assignment is due, the outbox's next EVSE
@@ -17,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from bridge.delivery.data_outbox import DataBatch, DataOutbox
 from bridge.delivery.outbox import Outbox
 from bridge.oicp.models import ActionType
 from bridge.store.base import EvseRow
@@ -55,7 +62,17 @@ class SendNetwork:
     name: str
 
 
-Step = Wait | SendFullLoad | SendRecord | SendNetwork
+@dataclass(frozen=True, slots=True)
+class SendData:
+    batch: DataBatch
+
+
+@dataclass(frozen=True, slots=True)
+class SendDataFullLoad:
+    pass
+
+
+Step = Wait | SendFullLoad | SendRecord | SendNetwork | SendData | SendDataFullLoad
 
 
 class NetworkQueue(Protocol):
@@ -95,6 +112,17 @@ class FullLoadRequests:
         self.waiters = [f for f in self.waiters if f not in batch]
 
 
+@dataclass(slots=True)
+class DataLane:
+    """The EVSE data service's inputs to the decision."""
+
+    outbox: DataOutbox
+    limiter: Limiter
+    full_load: FullLoadRequests
+    batch_size: int = 100
+    turn: bool = False  # both services have something: data's turn (set after a status push)
+
+
 def next_step(
     *,
     hold_until: float,
@@ -105,6 +133,7 @@ def next_step(
     lease_until: float = math.inf,
     request_timeout: float = 0.0,
     networks: NetworkQueue | None = None,
+    data: DataLane | None = None,
 ) -> Step:
     """What the lane does next at monotonic ``now``. Changes nothing, except that the outbox
     moves EVSEs whose own backoff is over back into the queue.
@@ -120,21 +149,74 @@ def next_step(
         return Wait(hold_until)
     requested = full_load.requested
     full_due = requested and now >= full_load.not_before
-    # Network assignments are rare (a change of the catalog): they go before the records,
-    # which can never keep them waiting for long, and never before a due fullLoad.
-    network = None if full_due or networks is None else networks.due(now)
-    row = None if full_due or network is not None else outbox.head(now)
-    if not full_due and network is None and row is None:
-        return Wait(_earliest(full_load.not_before if requested else None, outbox.next_due(),
-                              networks.next_due() if networks is not None else None))  # fmt: skip
-    free = limiter.free_at(now)
-    if free > now:
-        return Wait(free)
-    if network is not None:
-        return SendNetwork(network)
-    if full_due or row is None:
-        return SendFullLoad()
-    return SendRecord(row, action_for(row))
+    if data is None:
+        # Network assignments are rare (a change of the catalog): they go before the records,
+        # which can never keep them waiting for long, and never before a due fullLoad.
+        network = None if full_due or networks is None else networks.due(now)
+        row = None if full_due or network is not None else outbox.head(now)
+        if not full_due and network is None and row is None:
+            return Wait(_earliest(
+                full_load.not_before if requested else None, outbox.next_due(),
+                networks.next_due() if networks is not None else None,
+            ))  # fmt: skip
+        free = limiter.free_at(now)
+        if free > now:
+            return Wait(free)
+        if network is not None:
+            return SendNetwork(network)
+        if full_due or row is None:
+            return SendFullLoad()
+        return SendRecord(row, action_for(row))
+    return _with_data(full_due=full_due, requested=requested, full_load=full_load, outbox=outbox,
+                      limiter=limiter, now=now, data=data, networks=networks)  # fmt: skip
+
+
+def _with_data(
+    *,
+    full_due: bool,
+    requested: bool,
+    full_load: FullLoadRequests,
+    outbox: Outbox,
+    limiter: Limiter,
+    now: float,
+    data: DataLane,
+    networks: NetworkQueue | None,
+) -> Step:
+    """The decision with the data service in the lane: fullLoads first (status, then data),
+    network assignments, then status and data records, taking turns when both wait."""
+    if full_due:
+        free = limiter.free_at(now)
+        return Wait(free) if free > now else SendFullLoad()
+    data_requested = data.full_load.requested
+    if data_requested and now >= data.full_load.not_before:
+        free = data.limiter.free_at(now)
+        return Wait(free) if free > now else SendDataFullLoad()
+    network = networks.due(now) if networks is not None else None
+    if network is not None:  # rare, and before the records (as without data)
+        free = limiter.free_at(now)
+        return Wait(free) if free > now else SendNetwork(network)
+    row = outbox.head(now)
+    # While a data fullLoad waits (its backoff after a failure) it will carry every record:
+    # single data pushes meanwhile would only repeat what it sends.
+    batch = None if data_requested else data.outbox.next_batch(data.batch_size, now)
+    status_free = limiter.free_at(now) if row is not None else math.inf
+    data_free = data.limiter.free_at(now) if batch is not None else math.inf
+    order: list[Step | None] = [SendRecord(row, action_for(row)) if row is not None else None,
+                                SendData(batch) if batch is not None else None]  # fmt: skip
+    frees = [status_free, data_free]
+    if data.turn:
+        order.reverse()
+        frees.reverse()
+    for step, free in zip(order, frees, strict=True):
+        if step is not None and free <= now:
+            return step
+    if row is None and batch is None:
+        return Wait(_earliest(
+            full_load.not_before if requested else None, outbox.next_due(),
+            data.full_load.not_before if data_requested else None, data.outbox.next_due(),
+            networks.next_due() if networks is not None else None,
+        ))  # fmt: skip
+    return Wait(min(status_free, data_free))
 
 
 def action_for(row: EvseRow) -> ActionType:

@@ -46,6 +46,11 @@ class Outbox:
         self._pending: dict[str, None] = {}  # insertion-ordered set of EvseIDs ready to go
         self._waiting: dict[str, float] = {}  # EvseID → monotonic time before which it waits
         self._wake_ups: list[tuple[float, str]] = []  # heap over _waiting (may hold stale ones)
+        #: EVSEs whose status waits until the hub holds their data (``gate`` said no).
+        self._held: dict[str, None] = {}
+        #: Whether an EVSE's status may go to the hub now (EVSE data: only once the hub holds
+        #: the EVSE's data; ``DataOutbox.status_may_go``). None: always. Deletes always may.
+        self.gate: Callable[[str], bool] | None = None
         self.changed = asyncio.Event()
 
     # -- loading and changes ---------------------------------------------------------------
@@ -65,6 +70,7 @@ class Outbox:
         self._pending.clear()
         self._waiting.clear()
         self._wake_ups.clear()
+        self._held.clear()
         self.restore(rows)
 
     def follow(self, row: EvseRow) -> None:
@@ -140,7 +146,7 @@ class Outbox:
     def refresh(self, row: EvseRow, now: float | None = None) -> None:
         """Recompute whether ``row`` needs a push, and stage it for the next commit."""
         evse_id = row.evse_id
-        queued = evse_id in self._pending or evse_id in self._waiting
+        queued = evse_id in self._pending or evse_id in self._waiting or evse_id in self._held
         if _needs_push(row):
             if not queued:
                 row.pending_since = now if now is not None else self.clock()
@@ -151,6 +157,7 @@ class Outbox:
             row.pending_since = None
             self._pending.pop(evse_id, None)
             self._waiting.pop(evse_id, None)
+            self._held.pop(evse_id, None)
         self.store.put_evse(row)
 
     def withdraw(self, evse_id: str) -> None:
@@ -172,9 +179,34 @@ class Outbox:
         """The EVSE whose push is next: the one pending longest that is not waiting."""
         if self._wake_ups:
             self._wake(self.monotonic() if now is None else now)
+        gate = self.gate
+        if gate is None:
+            for evse_id in self._pending:
+                return self.rows[evse_id]
+            return None
+        held: list[str] = []
+        found = None
         for evse_id in self._pending:
-            return self.rows[evse_id]
-        return None
+            row = self.rows[evse_id]
+            if row.removed or gate(evse_id):
+                found = row
+                break
+            held.append(evse_id)  # set aside until release(): each is looked at once
+        for evse_id in held:
+            del self._pending[evse_id]
+            self._held[evse_id] = None
+        return found
+
+    def release(self, evse_id: str) -> None:
+        """The gate opened for this EVSE (the hub holds its data now): queue its status."""
+        if evse_id in self._held:
+            del self._held[evse_id]
+            self._pending[evse_id] = None
+            self.changed.set()
+
+    def held(self) -> int:
+        """Statuses waiting for their EVSE's data to reach the hub."""
+        return len(self._held)
 
     def next_due(self) -> float | None:
         """Monotonic time when the first waiting EVSE may go again (None: none waits)."""
@@ -186,15 +218,15 @@ class Outbox:
         return None
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._waiting)
+        return len(self._pending) + len(self._waiting) + len(self._held)
 
     def is_pending(self, evse_id: str) -> bool:
-        return evse_id in self._pending or evse_id in self._waiting
+        return evse_id in self._pending or evse_id in self._waiting or evse_id in self._held
 
     def oldest_pending_age(self) -> float:
         # Round robin moves EVSEs to the back, so the oldest is not always first: look at all.
         rows = self.rows
-        since = [rows[e].pending_since for e in (*self._pending, *self._waiting)]
+        since = [rows[e].pending_since for e in (*self._pending, *self._waiting, *self._held)]
         known = [s for s in since if s is not None]
         return max(0.0, self.clock() - min(known)) if known else 0.0
 
@@ -256,6 +288,7 @@ class Outbox:
         if not self.is_pending(evse_id):
             return
         self._pending.pop(evse_id, None)
+        self._held.pop(evse_id, None)
         if until is None:
             self._waiting.pop(evse_id, None)
             self._pending[evse_id] = None

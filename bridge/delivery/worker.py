@@ -29,11 +29,17 @@ from typing import Protocol
 
 import structlog
 
+from bridge.delivery.data_outbox import DataOutbox
+from bridge.delivery.data_push import DataSender
 from bridge.delivery.lane import (
+    DataLane,
     FullLoadRequests,
     Limiter,
+    SendData,
+    SendDataFullLoad,
     SendFullLoad,
     SendNetwork,
+    SendRecord,
     Step,
     Wait,
     next_step,
@@ -96,6 +102,7 @@ class RetrySettings:
     settle: float | None = None  # hold after an ambiguous outcome; None: that request's timeout
     push_timeout: float = 20.0  # whole-request timeout of a single push (oicp.request_timeout)
     full_load_timeout: float = 120.0  # whole-request timeout of a fullLoad
+    data_full_load_timeout: float = 300.0  # whole-request timeout of a data fullLoad
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,9 @@ class PushWorker:
         retry: RetrySettings | None = None,
         clock: Callable[[], float] = time.time,
         gate: Gate | None = None,
+        data: DataOutbox | None = None,
+        data_limiter: Limiter | None = None,
+        data_batch_size: int = 100,
     ) -> None:
         self.gate: Gate = gate or AlwaysLeader()
         self.outbox = outbox
@@ -143,6 +153,26 @@ class PushWorker:
         self._last_deferred: str | None = None  # target of the previous request if deferred
         self._hub_refuses = False  # different requests deferred in a row: the hub, not them
         self._stop = asyncio.Event()
+        #: EVSE data in the same lane (None: statuses only).
+        self.data = data
+        self.data_full_load = FullLoadRequests()
+        self.last_data_full_load: float | None = None
+        self.data_limiter: Limiter = data_limiter or _Unlimited()
+        self._data_lane: DataLane | None = None
+        self._data_sender: DataSender | None = None
+        if data is not None:
+            data.changed = outbox.changed  # one wake-up for the lane
+            self._data_lane = DataLane(data, self.data_limiter, self.data_full_load,
+                                       data_batch_size)  # fmt: skip
+            self._data_sender = DataSender(self, data, client)  # type: ignore[arg-type]
+            # The order between the services: status after data, data delete after status.
+            outbox.gate = data.status_may_go
+            data.on_ready = outbox.release
+            data.status_at_hub = self._status_at_hub
+
+    def _status_at_hub(self, evse_id: str) -> bool:
+        row = self.outbox.rows.get(evse_id)
+        return row is not None and row.hub_holds
 
     # -- the decision ------------------------------------------------------------------------
     def next_step(self, now: float) -> Step:
@@ -150,7 +180,7 @@ class PushWorker:
         return next_step(
             hold_until=self._hold_until, full_load=self.full_load, outbox=self.outbox,
             limiter=self.limiter, now=now, lease_until=self.gate.lease_until(),
-            request_timeout=self.retry.push_timeout,
+            request_timeout=self.retry.push_timeout, data=self._data_lane,
             networks=self.networks[0] if self.networks is not None else None,
         )  # fmt: skip
 
@@ -164,6 +194,7 @@ class PushWorker:
         self._hub_refuses = False
         self.paused_reason = None
         self.full_load.not_before = 0.0
+        self.data_full_load.not_before = 0.0
 
     def wake(self) -> None:
         """Decide again now (the lease was renewed, taken or lost)."""
@@ -172,7 +203,8 @@ class PushWorker:
     @property
     def idle(self) -> bool:
         """Nothing pending, nothing in flight, no fullLoad asked for."""
-        return not self.in_flight and not self.outbox and not self.full_load.requested
+        data = self.data is not None and (bool(self.data) or self.data_full_load.requested)
+        return not self.in_flight and not self.outbox and not self.full_load.requested and not data
 
     # -- control ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -187,8 +219,16 @@ class PushWorker:
                     await self._full_load()
                 elif isinstance(step, SendNetwork):
                     await self._network(step.name)
-                else:
+                elif isinstance(step, SendRecord):
                     await self._push(step.row, step.action)
+                    self._turn(data_next=True)
+                elif isinstance(step, SendData):
+                    assert self._data_sender is not None
+                    await self._data_sender.push(step.batch)
+                    self._turn(data_next=False)
+                elif isinstance(step, SendDataFullLoad):
+                    assert self._data_sender is not None
+                    await self._data_sender.full_load()
             except NotLeaderError:
                 self.in_flight = False  # deposed before sending: the gate is closed now
             except Exception:
@@ -198,6 +238,15 @@ class PushWorker:
                 delay = self._back_off()
                 log.exception("push.error", retry_in_s=round(delay, 2))
         self.full_load.fail(list(self.full_load.waiters), HubError("bridge is shutting down"))
+        self.data_full_load.fail(
+            list(self.data_full_load.waiters), HubError("bridge is shutting down")
+        )
+
+    def _turn(self, *, data_next: bool) -> None:
+        """Statuses and data take turns when both wait (a data push delays a status by at
+        most one request)."""
+        if self._data_lane is not None:
+            self._data_lane.turn = data_next
 
     def stop(self) -> None:
         self._stop.set()
@@ -215,6 +264,17 @@ class PushWorker:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_retrieved)  # a caller that does not wait must not leak a warning
         self.full_load.waiters.append(fut)
+        self.outbox.changed.set()
+        return fut
+
+    def request_data_full_load(self) -> asyncio.Future[int]:
+        """Ask for a data fullLoad (every valid record in one request); the future gives the
+        record count, or the hub's refusal."""
+        if self.data is None:
+            raise HubError("EVSE data is not enabled (evse_data.enabled)")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieved)
+        self.data_full_load.waiters.append(fut)
         self.outbox.changed.set()
         return fut
 
@@ -273,6 +333,8 @@ class PushWorker:
         self._flips.pop(evse_id, None)
         if action is ActionType.DELETE:
             self.outbox.deleted(evse_id, outcome.code)
+            if self.data is not None:
+                self.data.release(evse_id)  # its data delete may go now
         else:
             self.outbox.acknowledged(evse_id, status, outcome.code)
         if action is not ActionType.UPDATE and self.networks is not None:
@@ -343,6 +405,8 @@ class PushWorker:
             self._flips.pop(evse_id, None)
             self.outbox.park(evse_id, exc.code)
             log.error("push.parked", attempts=self.outbox.rows[evse_id].attempts, **detail)
+        if self.data is not None and not self._status_at_hub(evse_id):
+            self.data.release(evse_id)  # gone (or given up on): its data delete may go
         self._emit(action.value, verdict.value, exc.code or _http(exc), duration)
 
     # -- outcomes for the whole lane -----------------------------------------------------------
@@ -399,6 +463,9 @@ class PushWorker:
             return  # the lease cannot cover it now: single pushes go on, it is tried again
         batch = list(full.waiters)  # requests made while it is in flight wait for the next
         sent = self.engine.snapshot()
+        if self.outbox.gate is not None:  # an EVSE the hub has no data for is not sent
+            gate = self.outbox.gate
+            sent = {evse_id: v for evse_id, v in sent.items() if gate(evse_id)}
         records = [(evse_id, sent[evse_id][1]) for evse_id in sorted(sent)]
         self.limiter.take()
         started = time.monotonic()
@@ -422,6 +489,8 @@ class PushWorker:
         self.in_flight = False
         self._succeeded()
         self.outbox.full_load_done(sent, self.engine.snapshot())
+        if self.data is not None:
+            self.data.recheck_held()
         if self.networks is not None:
             self.networks[0].changed()
         self.last_full_load = self.clock()
@@ -521,6 +590,14 @@ class PushWorker:
         log.info("network.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
                  **fields)  # fmt: skip
         await self.outbox.store.commit()  # what the hub assigned is durable before it counts
+
+
+class _Unlimited:
+    def free_at(self, now: float | None = None) -> float:
+        return 0.0
+
+    def take(self) -> float:
+        return 0.0
 
 
 def _detail(exc: HubError, duration: float, fields: dict[str, object]) -> dict[str, object]:

@@ -27,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bridge.config import evse_belongs_to
+from bridge.hubsim.data import DATA_ROUTE_22, data_version, validation_errors, without_data
 from bridge.hubsim.networks import NETWORK_ROUTES, SimNetworks, read_state_change
 from bridge.hubsim.statefile import StateFile
 from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
@@ -318,6 +319,8 @@ class HubSimulator:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.state_file = state_file  # where the records survive a restart (None: nowhere)
+        #: Refuse status (022) for EVSEs without an EVSE data record (``bridge.hubsim.data``).
+        self.require_data_for_status = False
         self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -335,6 +338,7 @@ class HubSimulator:
             app.router.add_post(route, self._on_network)
         app.router.add_get("/sim/networks", self._on_sim_networks)
         app.router.add_post("/sim/networks/state", self._on_sim_network_state)
+        app.router.add_post(DATA_ROUTE_22, self._on_data)
         app.router.add_get("/sim/state", self._on_sim_state)
         app.router.add_get("/sim/received", self._on_sim_received)
         app.router.add_get("/sim/stats", self._on_sim_stats)
@@ -551,6 +555,10 @@ class HubSimulator:
             items: list[tuple[str, Any]] = [
                 (r.EvseID, str(r.EvseStatus)) for r in ose.EvseStatusRecord
             ]
+            if self.require_data_for_status and status_req.ActionType is not ActionType.DELETE:
+                missing = without_data(self._data, operator, (e for e, _ in items))
+                if missing:
+                    return _ack("022", f"no EVSE data for EvseID {', '.join(missing[:20])}")
             return _apply(self._status, operator, ose.OperatorID, status_req.ActionType, items)
         data_req = PushEvseDataRequest.model_validate(body)
         oed = data_req.OperatorEvseData
@@ -571,7 +579,13 @@ class HubSimulator:
             return _fault_body(400, "request body is not a JSON object")
         if endpoint == "network":
             return None  # no published schema; its rules: bridge.hubsim.networks
-        if self.body_validator is not None:
+        version = data_version(request.path)
+        if endpoint == "data":  # Hubject's own schema check, with its validationErrors
+            errors = validation_errors(body, version)
+            if errors:
+                self.schema_errors.append(f"data {version}: {errors[:5]}")
+                return _fault_body(400, "Error parsing/validating JSON.", errors)
+        if self.body_validator is not None and not (endpoint == "data" and version == "2.2"):
             try:
                 self.body_validator(endpoint, body)
             except Exception as exc:

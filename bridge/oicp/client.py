@@ -13,7 +13,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -33,7 +33,14 @@ from bridge.status.table import OicpStatus
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
 
 STATUS_PATH = "/api/oicp/evsepush/v21/operators/{operator}/status-records"
+DATA_PATHS = {
+    "2.3": "/api/oicp/evsepush/v23/operators/{operator}/data-records",
+    "2.2": "/api/oicp/evsepush/v22/operators/{operator}/data-records",
+}
 SUCCESS_CODE = "000"
+# A data push of more records than this is streamed (chunks of _CHUNK_RECORDS records).
+_STREAM_FROM = 1000
+_CHUNK_RECORDS = 200
 _SNIPPET = 200  # characters of an unexpected body quoted in error messages
 _READ = httpx.ByteStream(b"")  # stands in for a response's stream once its body has been read
 
@@ -60,6 +67,15 @@ class OicpClient:
             operator=quote(settings.operator_id, safe="*+")
         )
         self._url = httpx.URL(self.status_url)  # parsed once, not per push
+        self.data_url = settings.base_url + DATA_PATHS[settings.evse_data_version].format(
+            operator=quote(settings.operator_id, safe="*+")
+        )
+        self._data_url = httpx.URL(self.data_url)
+        # OperatorName is mandatory for data in OICP 2.3: the OperatorID stands in for it.
+        name = settings.operator_name or settings.operator_id
+        self._data_head = json.dumps(
+            {"OperatorID": settings.operator_id, "OperatorName": name}, ensure_ascii=False
+        )[:-1].encode()  # the object without its closing brace: records follow
         self._encoder = StatusRequestEncoder(settings.operator_id, settings.operator_name)
         # The last success answer and its model: the hub sends the same bytes every time.
         self._known_ack: tuple[bytes, Acknowledgment] | None = None
@@ -136,6 +152,59 @@ class OicpClient:
         self._known_ack = (response.content, outcome.acknowledgment)
         return outcome
 
+    def data_body(self, action: ActionType, records: Sequence[str]) -> bytes:
+        """The eRoamingPushEvseData body of ``records`` (each a record's JSON text), joined
+        as bytes: a 50,000-record fullLoad is never a tree of Python objects at once."""
+        parts = [b'{"ActionType":"', action.value.encode(), b'","OperatorEvseData":',
+                 self._data_head, b',"EvseDataRecord":[']  # fmt: skip
+        parts.append(",".join(records).encode())
+        parts.append(b"]}}")
+        return b"".join(parts)
+
+    async def push_evse_data(
+        self,
+        action: ActionType,
+        records: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> PushOutcome:
+        """Send one eRoamingPushEvseData (2.3 or 2.2, ``oicp.evse_data_version``) with the
+        given records (JSON texts built and validated by ``bridge.oicp.records``). A large
+        request (a fullLoad) is streamed in chunks with its Content-Length: its body is never
+        in memory as a whole."""
+        total = timeout or self._settings.request_timeout
+        started = time.monotonic()
+        if len(records) <= _STREAM_FROM:
+            response = await self._post(self.data_body(action, records), total, self.data_url)
+        else:
+            response = await self._post(
+                self._data_chunks(action, records), total, self.data_url,
+                {"Content-Length": str(self._data_length(action, records))},
+            )  # fmt: skip
+        duration_ms = (time.monotonic() - started) * 1000.0
+        outcome = _outcome(response, duration_ms, self._known_ack)
+        self._known_ack = (response.content, outcome.acknowledgment)
+        return outcome
+
+    def _data_parts(self, action: ActionType) -> tuple[bytes, bytes]:
+        head = b'{"ActionType":"' + action.value.encode() + b'","OperatorEvseData":'
+        return head + self._data_head + b',"EvseDataRecord":[', b"]}}"
+
+    def _data_length(self, action: ActionType, records: Sequence[str]) -> int:
+        head, tail = self._data_parts(action)
+        size = sum(len(r) if r.isascii() else len(r.encode()) for r in records)
+        return len(head) + size + max(0, len(records) - 1) + len(tail)
+
+    async def _data_chunks(
+        self, action: ActionType, records: Sequence[str]
+    ) -> AsyncIterator[bytes]:
+        head, tail = self._data_parts(action)
+        yield head
+        for start in range(0, len(records), _CHUNK_RECORDS):
+            text = ",".join(records[start : start + _CHUNK_RECORDS])
+            yield (b"," if start else b"") + text.encode()
+        yield tail
+
     async def post(
         self, url: str, content: bytes, *, timeout: float | None = None
     ) -> httpx.Response:
@@ -143,7 +212,13 @@ class OicpClient:
         same connections and client certificate; errors as for a push, answers unread."""
         return await self._post(content, timeout or self._settings.request_timeout, url=url)
 
-    async def _post(self, content: bytes, total: float, url: str | None = None) -> httpx.Response:
+    async def _post(
+        self,
+        content: bytes | AsyncIterator[bytes],
+        total: float,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """POST ``content``; HubTransportError says whether the hub may have got it."""
         target = self._url if url is None else httpx.URL(url)
         shown = self.status_url if url is None else url
@@ -153,8 +228,8 @@ class OicpClient:
             # it (auth, redirects, cookies, event hooks), and that wrapping cost as much CPU per
             # push as the whole exchange on the wire (bench/RESULTS.md, push lane).
             request = httpx.Request(
-                "POST", target, headers=self._headers, content=content,
-                extensions=self._extensions,
+                "POST", target, content=content, extensions=self._extensions,
+                headers=self._headers if headers is None else {**self._headers, **headers},
             )  # fmt: skip
             async with asyncio.timeout(total):
                 response = await self._sender.handle_async_request(request)
@@ -267,7 +342,7 @@ def _outcome(
     code, description, info = _fault_fields(body)
     if body is None and response.content:
         info = info or _snippet(response)
-    raise HubRejectedError(
+    error = HubRejectedError(
         _rejection_message(status, code, description, info, None),
         code=code,
         http_status=status,
@@ -275,6 +350,8 @@ def _outcome(
         additional_info=info,
         retry_after=retry_after,
     )
+    error.field_errors = _field_errors(body)
+    raise error
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -302,6 +379,18 @@ def _fault_fields(body: Any) -> tuple[str | None, str | None, str | None]:
             for e in errors
         )
     return code, description, info
+
+
+def _field_errors(body: Any) -> tuple[tuple[str, str], ...]:
+    """Hubject's ``validationErrors`` as (fieldReference, errorMessage) pairs."""
+    errors = body.get("validationErrors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return ()
+    return tuple(
+        (str(e.get("fieldReference", "")), str(e.get("errorMessage", "")))
+        for e in errors
+        if isinstance(e, dict)
+    )
 
 
 def _str_or_none(value: Any) -> str | None:

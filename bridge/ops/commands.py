@@ -22,10 +22,11 @@ from bridge import COMMAND
 from bridge.api.envelope import iso
 from bridge.certs import CERT_WARN_DAYS, certificate_days_left
 from bridge.config import Settings, load_settings
+from bridge.delivery.data_outbox import data_state
 from bridge.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from bridge.status.registry import Registry
 from bridge.status.table import OICP_STATUSES
-from bridge.store.base import CatalogRow
+from bridge.store.base import CatalogRow, EvseDataRow
 from bridge.store.sqlite import read_snapshot
 
 __all__ = [
@@ -369,7 +370,7 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
 
 
 # -- status ---------------------------------------------------------------------------------------
-COLUMNS = ("EVSE ID", "CHARGE POINT", "OCPP", "OICP", "HUB", "PENDING", "LAST PUSH")
+COLUMNS = ("EVSE ID", "CHARGE POINT", "OCPP", "OICP", "HUB", "PENDING", "LAST PUSH", "DATA")
 
 
 def parse_oicp_statuses(text: str) -> frozenset[str]:
@@ -405,6 +406,7 @@ def status(
     registry = Registry.from_settings(settings)
     _add_catalog(registry, snapshot.catalog)
     rows = {r.evse_id: r for r in snapshot.evses if not r.removed}
+    data = {r.evse_id: r for r in snapshot.evse_data}
     owners = registry.configured_evse_ids()
     owners.update({evse_id: r.charge_point_id for evse_id, r in rows.items()})
     connectors: dict[str, list[str]] = {}
@@ -432,6 +434,9 @@ def status(
             "last_outcome": row.last_outcome if row else None,
             "last_code": row.last_code if row else None,
             "parked": row.parked_code if row else None,
+            # EVSE data at the hub (None: the EVSE has none, e.g. a station of the file).
+            "data": data_state(data[evse_id]) if evse_id in data else None,
+            "data_errors": _errors(data.get(evse_id)),
         }
         items.append(item)
     if as_json:
@@ -441,6 +446,12 @@ def status(
     pending = sum(1 for i in items if i["pending_since"] is not None)
     print(f"\n{len(items)} EVSEs, {pending} pending ({settings.state.where})", file=out)
     return EXIT_OK
+
+
+def _errors(row: EvseDataRow | None) -> list[str]:
+    if row is None or row.errors is None or not row.want:
+        return []
+    return [f"{e['field']}: {e['message']}" for e in json.loads(row.errors)]
 
 
 def _add_catalog(registry: Registry, rows: Sequence[CatalogRow]) -> None:
@@ -466,7 +477,7 @@ def _table(items: list[dict[str, Any]]) -> str:
         cells.append((
             i["evse_id"], i["charge_point_id"], ",".join(i["ocpp_status"]) or "-", i["status"],
             i["hub_status"] or "-", f"{i['pending_s']:.0f}s" if i["pending_s"] is not None
-            else "-", last,
+            else "-", last, i["data"] or "-",
         ))  # fmt: skip
     widths = [max(len(row[n]) for row in cells) for n in range(len(COLUMNS))]
     return "\n".join(

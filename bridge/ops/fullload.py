@@ -37,13 +37,18 @@ def records_now(settings: Settings) -> list[tuple[str, OicpStatus]]:
     bridge.load_state()
     try:
         engine = bridge.engine
-        # As the push worker sends it: EVSEs whose charger is known.
-        return [(e, engine.status(e)) for e in engine.evse_ids() if engine.charge_point_of(e)]
+        # As the push worker sends it: EVSEs whose charger is known (and, with EVSE data,
+        # whose data the hub holds).
+        may_go = bridge.data.status_may_go if bridge.data is not None else None
+        return [(e, engine.status(e)) for e in engine.evse_ids()
+                if engine.charge_point_of(e) and (may_go is None or may_go(e))]  # fmt: skip
     finally:
         bridge.store.close_unwritten()
 
 
-def dry_run(settings: Settings, out: IO[str] = sys.stdout) -> int:
+def dry_run(settings: Settings, out: IO[str] = sys.stdout, *, data: bool = False) -> int:
+    if data:
+        return _dry_run_data(settings, out)
     o = settings.oicp
     body = build_status_request(ActionType.FULL_LOAD, o.operator_id, o.operator_name,
                                 records_now(settings))  # fmt: skip
@@ -51,8 +56,31 @@ def dry_run(settings: Settings, out: IO[str] = sys.stdout) -> int:
     return EXIT_OK
 
 
+def _dry_run_data(settings: Settings, out: IO[str]) -> int:
+    """The data fullLoad's body as the records stand in the state database and the catalog
+    now (rebuilt, as a starting bridge would)."""
+    from bridge.api.commands import data_full_load_body
+    from bridge.app import Bridge
+
+    bridge = Bridge(settings)
+    bridge.load_state()
+    try:
+        if bridge.data is None:
+            print(f"{COMMAND}: EVSE data is not enabled (evse_data.enabled)", file=sys.stderr)
+            return EXIT_FAILED
+        print(json.dumps(data_full_load_body(bridge.data, settings.oicp), indent=2), file=out)
+        return EXIT_OK
+    finally:
+        bridge.store.close_unwritten()
+
+
 async def send(
-    settings: Settings, *, wait: float, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
+    settings: Settings,
+    *,
+    wait: float,
+    out: IO[str] = sys.stdout,
+    err: IO[str] = sys.stderr,
+    data: bool = False,
 ) -> int:
     """Send one fullLoad; keep trying a failing hub for ``wait`` seconds."""
     from bridge.app import Bridge
@@ -70,7 +98,11 @@ async def send(
                      f"send: {COMMAND} fullload --dry-run")  # fmt: skip
     client = OicpClient(settings.oicp)
     worker = bridge.make_worker(client)
-    done = worker.request_full_load()
+    if data and bridge.data is None:
+        await bridge.store.close()
+        bridge.lock.release()
+        return _fail(err, "EVSE data is not enabled (evse_data.enabled)")
+    done = worker.request_data_full_load() if data else worker.request_full_load()
     runner = asyncio.create_task(worker.run())
     deadline = time.monotonic() + wait
     try:
@@ -83,7 +115,8 @@ async def send(
                 count = done.result()
             except HubError as exc:
                 return _fail(err, _refused(exc), headline="fullLoad refused by the hub")
-            print(f"fullLoad sent: {count} EVSE status records accepted by "
+            what = "EVSE data" if data else "EVSE status"
+            print(f"fullLoad sent: {count} {what} records accepted by "
                   f"{settings.oicp.base_url}", file=out)  # fmt: skip
             return EXIT_OK
         return _fail(err, _not_sent(settings, bridge.hub.last_error, worker.paused_reason, wait))

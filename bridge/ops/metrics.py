@@ -102,7 +102,8 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "bridge_pushes_total", "counter", ("action", "outcome", "code"),
         "Requests to the hub by action (insert, update, delete, fullLoad, network: an EVSE "
-        "group assignment), outcome (ok; "
+        "group assignment; EVSE data: data_insert, data_update, data_delete, data_fullLoad), "
+        "outcome (ok; "
         "retry: the hub failed; defer: refused for now, others go first; flip, absent, pause, "
         "park; refused: a fullLoad the hub does not take) and OICP code (or http_NNN / "
         "transport without one).",
@@ -160,6 +161,29 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "bridge_fullload_last_success_timestamp_seconds", "gauge", (),
         "Unix time of the last fullLoad the hub accepted (0: none yet).",
+    ),
+    MetricDoc(
+        "bridge_evse_data_pending", "gauge", (),
+        "EVSEs whose data record (eRoamingPushEvseData) the hub has not acknowledged yet, "
+        "deletes included.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_invalid", "gauge", (),
+        "Shared EVSEs whose data record fails the OICP schema (never pushed; their status is "
+        "held; the field errors are in the station's hub_data and the evse_data.invalid log).",
+    ),
+    MetricDoc(
+        "bridge_evse_data_parked", "gauge", (),
+        "EVSE data records the hub refused (e.g. HTTP 400 naming their fields), set aside "
+        "until they change or a data fullLoad.",
+    ),
+    MetricDoc(
+        "bridge_evse_status_held", "gauge", (),
+        "EVSE statuses waiting until the hub holds the EVSE's data.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_fullload_last_success_timestamp_seconds", "gauge", (),
+        "Unix time of the last data fullLoad the hub accepted (0: none yet).",
     ),
     MetricDoc(
         "bridge_hub_client_cert_days_left", "gauge", (),
@@ -291,6 +315,22 @@ class BridgeMetrics:
         return encoder(self.registry), content_type
 
 
+def _data_gauges(b: Any) -> Iterable[Metric]:
+    data = getattr(b, "data", None)
+    if data is None:
+        return
+    parked = sum(1 for row in data.rows.values() if row.parked_code is not None)
+    worker = b.worker
+    last = worker.last_data_full_load if worker is not None else None
+    yield _gauge("bridge_evse_data_pending", [((), float(len(data)))])
+    yield _gauge("bridge_evse_data_invalid", [((), float(data.invalid()))])
+    yield _gauge("bridge_evse_data_parked", [((), float(parked))])
+    yield _gauge("bridge_evse_status_held", [((), float(b.outbox.held()))])
+    yield _gauge(
+        "bridge_evse_data_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))]
+    )
+
+
 class _LiveCollector:
     """Gauges read from the running bridge on every scrape."""
 
@@ -346,6 +386,7 @@ class _LiveCollector:
         yield _gauge("bridge_evses_parked", [((), float(parked))])
         last = b.last_full_load
         yield _gauge("bridge_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))])
+        yield from _data_gauges(b)
         # Certificates as loaded and in use (a replaced file counts once it is loaded).
         days = b.client_cert_days_left
         if days is not None:

@@ -43,6 +43,7 @@ def full_load(
     token: str | None,
     *,
     dry_run: bool,
+    data: bool = False,
     ca: Path | None = None,
     out: IO[str] = sys.stdout,
     err: IO[str] = sys.stderr,
@@ -62,6 +63,9 @@ def full_load(
         return EXIT_FAILED
     endpoint = f"{url}/api/v2/commands/fullload"
     params = {"dry_run": "true"} if dry_run else {"wait": "60"}
+    if data:
+        params["data"] = "true"
+    what = "EVSE data" if data else "EVSE status"
     verify: Any = str(ca) if ca is not None else True
     try:
         response = httpx.post(endpoint, params=params, timeout=90, verify=verify,
@@ -75,12 +79,12 @@ def full_load(
         print(f"{COMMAND}: the bridge refused the fullLoad (HTTP {response.status_code}, "
               f"{body.get('status_code')}): {body.get('status_message')}", file=err)  # fmt: skip
         return EXIT_FAILED
-    data = body["data"]
+    answer = body["data"]
     if dry_run:
-        print(json.dumps(data["body"], indent=2), file=out)
-    elif data["state"] == "accepted":
-        print(f"fullLoad sent by the running bridge: {data['records']} EVSE status records "
+        print(json.dumps(answer["body"], indent=2), file=out)
+    elif answer["state"] == "accepted":
+        print(f"fullLoad sent by the running bridge: {answer['records']} {what} records "
               "accepted by the hub", file=out)  # fmt: skip
     else:
-        print(f"fullLoad queued in the running bridge: {data['detail']}", file=out)
+        print(f"fullLoad queued in the running bridge: {answer['detail']}", file=out)
     return EXIT_OK

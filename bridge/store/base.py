@@ -76,6 +76,30 @@ class EvseRow:
 
 
 @dataclass(slots=True)
+class EvseDataRow:
+    """Delivery state of one EVSE's data record (eRoamingPushEvseData); see
+    ``bridge.delivery.data_outbox``. ``errors``: JSON list of the current build's field errors
+    (then ``record`` is the last record that passed, or None)."""
+
+    evse_id: str
+    charge_point_id: str
+    record: str | None = None
+    digest: str | None = None
+    want: bool = False
+    hub_digest: str | None = None
+    hub_holds: bool = False
+    acknowledged: bool = False
+    pending_since: float | None = None
+    attempts: int = 0
+    last_outcome: str | None = None
+    last_code: str | None = None
+    last_info: str | None = None
+    last_push_at: float | None = None
+    parked_code: str | None = None
+    errors: str | None = None
+
+
+@dataclass(slots=True)
 class ChargePointRow:
     charge_point_id: str
     protocol: str | None = None
@@ -122,6 +146,7 @@ class Snapshot:
     charge_points: list[ChargePointRow]
     meta: dict[str, str]
     catalog: list[CatalogRow] = field(default_factory=list)
+    evse_data: list[EvseDataRow] = field(default_factory=list)
     assignments: list[AssignmentRow] = field(default_factory=list)
 
 
@@ -136,6 +161,22 @@ def _snapshot(cls: type[Any]) -> Any:
 connector_tuple = _snapshot(ConnectorRow)
 evse_tuple = _snapshot(EvseRow)
 cp_tuple = _snapshot(ChargePointRow)
+data_tuple = _snapshot(EvseDataRow)
+#: EvseDataRow fields stored as 0/1 integers (one schema for SQLite and PostgreSQL).
+DATA_FLAGS = ("want", "hub_holds", "acknowledged")
+_DATA_FLAG_INDEX = tuple(i for i, f in enumerate(fields(EvseDataRow)) if f.name in DATA_FLAGS)
+
+
+def data_row(r: Row) -> EvseDataRow:
+    row = EvseDataRow(*r)
+    row.want, row.hub_holds, row.acknowledged = (bool(row.want), bool(row.hub_holds),
+                                                 bool(row.acknowledged))  # fmt: skip
+    return row
+
+
+def data_params(r: Row) -> Row:
+    """A staged data row with its flags as 0/1."""
+    return tuple(int(v) if i in _DATA_FLAG_INDEX else v for i, v in enumerate(r))
 
 
 def evse_row(r: Row) -> EvseRow:
@@ -178,6 +219,8 @@ class Batch:
     charge_points: list[Row]
     meta: list[tuple[str, str]]
     catalog: list[CatalogRow]
+    #: EVSE data rows (the leader's, fenced like ``evses``).
+    evse_data: list[Row]
     #: The hub request in flight as the leader records it (PostgreSQL: EvseID or "fullLoad";
     #: CLEAR once answered; None: unchanged).
     in_flight: str | None = None
@@ -191,7 +234,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.connectors or self.evses or self.charge_points or self.meta
-                    or self.catalog or self.in_flight is not None
+                    or self.catalog or self.evse_data or self.in_flight is not None
                     or self.assignments)  # fmt: skip
 
 
@@ -214,6 +257,7 @@ class StagedStore(ABC):
         self._cps: dict[str, Row] = {}
         self._meta: dict[str, str] = {}
         self._catalog: dict[tuple[str, str], CatalogRow] = {}
+        self._data: dict[str, Row] = {}
         self._in_flight: str | None = None
         self._assignments: dict[tuple[str, str], Row] = {}
         self._batch: asyncio.Future[None] | None = None
@@ -268,6 +312,9 @@ class StagedStore(ABC):
         # Rows are mutable objects owned by the outbox; the tuple is a snapshot, so a later
         # in-memory change cannot slip into a batch that is being written.
         self._evses[row.evse_id] = evse_tuple(row)
+
+    def put_evse_data(self, row: EvseDataRow) -> None:
+        self._data[row.evse_id] = data_tuple(row)
 
     def put_charge_point(self, row: ChargePointRow) -> None:
         self._cps[row.charge_point_id] = cp_tuple(row)
@@ -334,10 +381,11 @@ class StagedStore(ABC):
         batch = Batch(
             list(self._connectors.values()), list(self._evses.values()),
             list(self._cps.values()), list(self._meta.items()), list(self._catalog.values()),
-            self._in_flight, list(self._assignments.values()),
+            [data_params(r) for r in self._data.values()], self._in_flight,
+            list(self._assignments.values()),
         )  # fmt: skip
         self._connectors, self._evses, self._cps, self._meta = {}, {}, {}, {}
-        self._catalog, self._in_flight, self._assignments = {}, None, {}
+        self._catalog, self._data, self._in_flight, self._assignments = {}, {}, None, {}
         return batch
 
     async def _flush_loop(self) -> None:
@@ -389,5 +437,7 @@ class StagedStore(ABC):
             self._meta.setdefault(key, value)
         for row in batch.catalog:
             self._catalog.setdefault((row.table, row.id), row)
+        for d in batch.evse_data:
+            self._data.setdefault(d[0], d)
         for a in batch.assignments:
             self._assignments.setdefault((a[0], a[1]), a)

@@ -7,6 +7,7 @@ migrations only, the runtime keeps its own sqlite3 access):
 * ``0002_catalog``: the charge-station catalog;
 * ``0004_replicas``: the push lease, the replicas and the change feed (PostgreSQL replicas).
 * ``0005_networks``: EVSE networks and groups, and what the hub acknowledged of them.
+* ``0006_evse_data``: EVSE data at the hub (eRoamingPushEvseData), one row per EVSE.
 
 Both backends run the same revisions: SQLite through :func:`migrate` (a file path), PostgreSQL
 through :func:`migrate_url` (SQLAlchemy's ``postgresql+psycopg`` dialect, the runtime's
@@ -28,7 +29,7 @@ from typing import Any
 from bridge.errors import StoreError
 
 #: The newest revision this bridge knows (a test keeps it equal to the scripts' head).
-HEAD = "0005_networks"
+HEAD = "0006_evse_data"
 BASELINE = "0001_baseline"
 LEGACY_SCHEMA_VERSION = "1"  # meta.schema_version of databases made before migrations
 

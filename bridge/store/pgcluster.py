@@ -31,10 +31,12 @@ from bridge.store.base import (
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
+    EvseDataRow,
     EvseRow,
     catalog_columns,
     catalog_row,
     cp_row,
+    data_row,
     evse_row,
 )
 from bridge.store.postgres import (
@@ -42,6 +44,7 @@ from bridge.store.postgres import (
     CHANNEL,
     CONNECTOR_COLUMNS,
     CP_COLUMNS,
+    DATA_COLUMNS,
     EVSE_COLUMNS,
     TXID,
     XMIN_SQL,
@@ -69,10 +72,11 @@ class Changes:
     evses: list[EvseRow] = field(default_factory=list)
     catalog: list[CatalogRow] = field(default_factory=list)
     assignments: list[AssignmentRow] = field(default_factory=list)
+    evse_data: list[EvseDataRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.connectors or self.charge_points or self.evses or self.catalog
-                    or self.assignments)  # fmt: skip
+                    or self.assignments or self.evse_data)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +317,10 @@ class Cluster:
                     f"SELECT {', '.join(EVSE_COLUMNS)} FROM evse {where}", (since, me)
                 )
                 found.evses = [evse_row(r) for r in await cur.fetchall()]
+                cur = await conn.execute(
+                    f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data {where}", (since, me)
+                )
+                found.evse_data = [data_row(r) for r in await cur.fetchall()]
                 for table in CATALOG_TABLES:
                     cur = await conn.execute(
                         f"SELECT {', '.join(catalog_columns(table))} FROM {table} {where}",
@@ -349,6 +357,16 @@ class Cluster:
             return [AssignmentRow(*r) for r in await cur.fetchall()]
 
         result: list[AssignmentRow] = await self._run(work)
+        return result
+
+    async def evse_data(self) -> list[EvseDataRow]:
+        """Every EVSE data row as committed now (a new leader starts from these)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[EvseDataRow]:
+            cur = await conn.execute(f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data")
+            return [data_row(r) for r in await cur.fetchall()]
+
+        result: list[EvseDataRow] = await self._run(work)
         return result
 
     def listen(self, wake: asyncio.Event, on_error: Callable[[BaseException], None]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import psycopg
@@ -33,6 +34,7 @@ from bridge.store.base import (
     AssignmentRow,
     Batch,
     ConnectorRow,
+    EvseDataRow,
     Row,
     Snapshot,
     StagedStore,
@@ -40,6 +42,7 @@ from bridge.store.base import (
     catalog_params,
     catalog_row,
     cp_row,
+    data_row,
     evse_row,
 )
 from bridge.store.migrate import libpq_url, migrate_url
@@ -53,6 +56,7 @@ CONNECTOR_COLUMNS = ("charge_point_id", "evse_key", "connector_id", "ocpp_status
 EVSE_COLUMNS = ("evse_id", "charge_point_id", "status", "changed_at", "hub_status", "hub_holds",
                 "hub_acked_at", "pending_since", "attempts", "last_outcome", "last_code",
                 "last_info", "last_push_at", "parked_code")  # fmt: skip
+DATA_COLUMNS = tuple(f.name for f in fields(EvseDataRow))
 CP_COLUMNS = ("charge_point_id", "protocol", "connected", "offline", "last_seen",
               "disconnected_at", "boot", "replica")  # fmt: skip
 
@@ -68,6 +72,7 @@ def _upsert(table: str, columns: tuple[str, ...] | list[str], key: str, where: s
 
 CONNECTOR_SQL = _upsert("connector", CONNECTOR_COLUMNS, "charge_point_id, evse_key, connector_id")
 EVSE_SQL = _upsert("evse", EVSE_COLUMNS, "evse_id")
+DATA_SQL = _upsert("evse_data", DATA_COLUMNS, "evse_id")
 # A replica overwrites a charge point's row while it holds the connection, once nobody holds
 # it, or to claim it (a new connection: the newest wins, the older replica closes its own).
 CP_SQL = _upsert(
@@ -191,7 +196,12 @@ class PostgresStore(StagedStore):
                     await cur.executemany(META_SQL, batch.meta)
                 for row in batch.catalog:
                     await cur.execute(CATALOG_SQL[row.table], (*catalog_params(row), me))
-                if batch.evses or batch.in_flight is not None or batch.assignments:
+                if (
+                    batch.evses
+                    or batch.evse_data
+                    or batch.in_flight is not None
+                    or batch.assignments
+                ):
                     await self._write_fenced(cur, batch)
                 await cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, me))
         except psycopg.Error as exc:
@@ -218,6 +228,8 @@ class PostgresStore(StagedStore):
         if batch.assignments:
             await cur.executemany(ASSIGNMENT_SQL, [(*a, self.replica_id)
                                                    for a in batch.assignments])  # fmt: skip
+        if batch.evse_data:
+            await cur.executemany(DATA_SQL, [(*d, self.replica_id) for d in batch.evse_data])
         if batch.in_flight is not None:
             await cur.execute(
                 IN_FLIGHT_SQL, (None if batch.in_flight == CLEAR else batch.in_flight,)
@@ -237,6 +249,8 @@ def read_all(db: psycopg.Connection[Any]) -> Snapshot:
             f"SELECT {', '.join(catalog_columns(t))} FROM {t} ORDER BY id")],
         assignments=[AssignmentRow(*r) for r in db.execute(
             f"SELECT {', '.join(ASSIGNMENT_COLUMNS)} FROM network_assignment")],
+        evse_data=[data_row(r) for r in db.execute(
+            f"SELECT {', '.join(DATA_COLUMNS)} FROM evse_data")],
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from bridge.store.base import (
     CatalogRow,
     ChargePointRow,
     ConnectorRow,
+    EvseDataRow,
     EvseRow,
     Snapshot,
     StagedStore,
@@ -31,6 +32,7 @@ from bridge.store.base import (
     catalog_params,
     catalog_row,
     cp_row,
+    data_row,
     evse_row,
 )
 from bridge.store.migrate import migrate
@@ -74,10 +76,12 @@ _CP_SQL = _upsert_sql("charge_point", ChargePointRow)
 ASSIGNMENT_COLUMNS = "network, evse_id, group_name, acked_at"
 _ASSIGNMENT_SQL = (f"INSERT OR REPLACE INTO network_assignment ({ASSIGNMENT_COLUMNS}) "
                    "VALUES (?, ?, ?, ?)")  # fmt: skip
+_DATA_SQL = _upsert_sql("evse_data", EvseDataRow)
 _COLUMNS = {
     "connector": ", ".join(f.name for f in fields(ConnectorRow)),
     "evse": ", ".join(f.name for f in fields(EvseRow)),
     "charge_point": ", ".join(f.name for f in fields(ChargePointRow)),
+    "evse_data": ", ".join(f.name for f in fields(EvseDataRow)),
 }
 
 
@@ -119,6 +123,8 @@ class SqliteStore(StagedStore):
                 catalog=_catalog_rows(db),
                 assignments=[AssignmentRow(*r) for r in db.execute(
                     f"SELECT {ASSIGNMENT_COLUMNS} FROM network_assignment")],
+                evse_data=[data_row(r) for r in db.execute(
+                    f"SELECT {c['evse_data']} FROM evse_data")],
             )  # fmt: skip
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
@@ -175,6 +181,8 @@ class SqliteStore(StagedStore):
                     db.execute(_CATALOG_SQL[row.table], catalog_params(row))
                 if batch.assignments:
                     db.executemany(_ASSIGNMENT_SQL, batch.assignments)
+                if batch.evse_data:
+                    db.executemany(_DATA_SQL, batch.evse_data)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
