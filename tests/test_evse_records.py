@@ -14,11 +14,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.catalog.enums import ConnectorFormat, PowerType
+from bridge.catalog.enums import ConnectorFormat, ConnectorStandard, PowerType
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody
+from bridge.catalog.oicp_terms import oicp_plug
 from bridge.oicp import evse_schema
-from bridge.oicp.records import PLUGS, RecordFacts, build_record, split_address, utc_offset
+from bridge.oicp.records import RecordFacts, build_record, split_address, utc_offset
 from tests.oicp_schema import validate_push_body
 
 REFERENCE = Path(__file__).parent / "data" / "oicp-cpo-2.3-openapi.yaml"
@@ -288,7 +289,7 @@ def test_split_address(text: str, street: str, num: str) -> None:
 
 
 # -- any catalog input -----------------------------------------------------------------------------
-MAPPED = sorted({s for s, _ in PLUGS})
+MAPPED = sorted(s for s in ConnectorStandard if oicp_plug(s, ConnectorFormat.SOCKET))
 ONE_OR_THREE = [PowerType.AC_1_PHASE, PowerType.AC_3_PHASE, PowerType.DC]
 words = (
     st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzäöüßABCXYZ- ."), min_size=2, max_size=30)

@@ -14,41 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bridge.catalog.enums import PHASES, ConnectorFormat, ConnectorStandard, PowerType
+from bridge.catalog.checks import split_street
+from bridge.catalog.enums import PHASES, ConnectorStandard, PowerType
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import ConnectorBody, EvseBody, LocationBody, StationBody
+from bridge.catalog.oicp_terms import oicp_plug
 from bridge.oicp.evse_schema import FieldError, Version, record_errors
 
-_S = ConnectorStandard
-#: OCPI connector standard (and format where it matters) → OICP plug (OICP's exact spelling).
-PLUGS: dict[tuple[ConnectorStandard, ConnectorFormat | None], str] = {
-    (_S.IEC_62196_T2, ConnectorFormat.SOCKET): "Type 2 Outlet",
-    (_S.IEC_62196_T2, ConnectorFormat.CABLE): "Type 2 Connector (Cable Attached)",
-    (_S.IEC_62196_T2_COMBO, None): "CCS Combo 2 Plug (Cable Attached)",
-    (_S.IEC_62196_T1, None): "Type 1 Connector (Cable Attached)",
-    (_S.IEC_62196_T1_COMBO, None): "CCS Combo 1 Plug (Cable Attached)",
-    (_S.IEC_62196_T3A, None): "Type 3 Outlet",
-    (_S.IEC_62196_T3C, None): "Type 3 Outlet",
-    (_S.CHADEMO, None): "CHAdeMO",
-    (_S.DOMESTIC_E, None): "Type E French Standard",
-    (_S.DOMESTIC_F, None): "Type F Schuko",
-    (_S.DOMESTIC_G, None): "Type G British Standard",
-    (_S.DOMESTIC_J, None): "Type J Swiss Standard",
-    (_S.NEMA_5_20, None): "NEMA 5-20",
-    (_S.IEC_60309_2_SINGLE_16, None): "IEC 60309 Single Phase",
-    (_S.IEC_60309_2_THREE_16, None): "IEC 60309 Three Phase",
-    (_S.IEC_60309_2_THREE_32, None): "IEC 60309 Three Phase",
-    (_S.IEC_60309_2_THREE_64, None): "IEC 60309 Three Phase",
-    (_S.TESLA_R, None): "Tesla Connector",
-    (_S.TESLA_S, None): "Tesla Connector",
-}
 _POWER_TYPES = {
     PowerType.AC_1_PHASE: "AC_1_PHASE",
     PowerType.AC_3_PHASE: "AC_3_PHASE",
@@ -64,11 +42,6 @@ _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 # The OICP 2.3 schema's ranges (hubject/oicp#153: they exclude high-power DC). Voltage and
 # Amperage are optional: a value beyond them is left out rather than refusing the record.
 _MAX_VOLTAGE, _MAX_AMPERAGE, _MAX_POWER_KW = 999, 99, 999
-# "Street 12", "Street 12a", "Street 12-14", "Street 12/3"; or the number first: "12 Street".
-_HOUSE_LAST = re.compile(
-    r"^(?P<street>.*?\S)[\s,]+(?P<num>\d+\s?[A-Za-z]?(?:\s?[-/]\s?\d+\s?[A-Za-z]?)?)$"
-)
-_HOUSE_FIRST = re.compile(r"^(?P<num>\d+\s?[A-Za-z]?(?:[-/]\d+[A-Za-z]?)?)[\s,]+(?P<street>\S.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +86,9 @@ def utc_offset(zone: str, at: datetime) -> str:
 
 
 def split_address(address: str) -> tuple[str, str]:
-    """OCPI's one-line address as OICP's Street and HouseNum ("" when there is no number)."""
-    text = " ".join(address.split())
-    match = _HOUSE_LAST.match(text) or _HOUSE_FIRST.match(text)
-    if match is None or len(match["num"]) > 10:
-        return text, ""
-    return match["street"], match["num"]
+    """OCPI's one-line address as OICP's Street and HouseNum ("" when there is no number); the
+    data-quality report splits it the same way."""
+    return split_street(" ".join(address.split()))
 
 
 def build_record(
@@ -235,9 +205,7 @@ def _facts(record: dict[str, Any], f: OperatorFacts, problems: _Problems) -> Non
 
 
 def _plug(connector: ConnectorBody) -> str | None:
-    return PLUGS.get((connector.standard, connector.format)) or PLUGS.get(
-        (connector.standard, None)
-    )
+    return oicp_plug(connector.standard, connector.format)
 
 
 def _plugs(connectors: Iterable[ConnectorBody], problems: _Problems) -> list[str]:
