@@ -61,7 +61,7 @@ ENV_NESTING = str(Settings.model_config.get("env_nested_delimiter", "__"))
 _INTRO = f"""\
 # Configuration reference
 
-<!-- Generated from bridge/config.py by `python -m bridge.ops.docs --write`; do not edit. -->
+<!-- Generated from bridge/config/ by `python -m bridge.ops.docs --write`; do not edit. -->
 
 The bridge reads one YAML file (`oicp-bridge run --config FILE`; in the container image
 `/etc/bridge/bridge.yaml`) and then the environment: every setting can be overridden by the
