@@ -11,58 +11,39 @@ Not a production component: no authentication beyond optional TLS client certifi
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bridge.config import evse_belongs_to
 from bridge.hubsim.data import DATA_ROUTE_22, data_version, validation_errors, without_data
+from bridge.hubsim.faults import (
+    _CODE_HTTP_STATUS,
+    _DESCRIPTIONS,
+    Endpoint,
+    Faults,
+    _Answer,
+    _fault_body,
+    _http_failure,
+    _summary,
+)
 from bridge.hubsim.networks import NETWORK_ROUTES, SimNetworks, read_state_change
 from bridge.hubsim.statefile import StateFile
 from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
 
-__all__ = [
-    "BodyValidator",
-    "Faults",
-    "HubSimulator",
-    "ReceivedPush",
-    "run_hub_sim",
-    "server_ssl_context",
-]
-
-Endpoint = Literal["status", "data", "network"]
-_Summary = tuple[str | None, tuple[tuple[str, str | None], ...]]  # (ActionType, records)
+__all__ = ["BodyValidator", "Faults", "HubSimulator", "ReceivedPush"]
 BodyValidator = Callable[[str, dict[str, Any]], None]
 
 STATUS_ROUTE = "/api/oicp/evsepush/v21/operators/{operatorID}/status-records"
 DATA_ROUTE = "/api/oicp/evsepush/v23/operators/{operatorID}/data-records"
-
-# Descriptions as in the OICP CodeType table.
-_DESCRIPTIONS = {
-    "000": "Success.",
-    "001": "Hubject system error.",
-    "002": "Hubject database error.",
-    "009": "Data transaction error.",
-    "017": "Unauthorized Access.",
-    "018": "Inconsistent EvseID.",
-    "021": "System error.",
-    "022": "Data error.",
-    "300": "Partner not found.",
-    "320": "Service not available.",
-}
-# Codes Hubject sends with a non-200 HTTP status (observed: 401/017, 404/300).
-_CODE_HTTP_STATUS = {"017": 401, "300": 404}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,190 +80,6 @@ class ReceivedPush:
             "http_status": self.http_status,
             "code": self.code,
         }
-
-
-@dataclass(slots=True)
-class _Fault:
-    count: int | None  # None: until cleared
-    status: int = 0
-    retry_after: float | str | None = None
-    code: str = ""
-    seconds: float = 0.0
-    action: str | None = None  # only requests with this ActionType
-    evse_id: str | None = None  # only requests with a record of this EvseID
-
-    def matches(self, summary: _Summary) -> bool:
-        action, records = summary
-        if self.action is not None and action != self.action:
-            return False
-        return self.evse_id is None or any(evse_id == self.evse_id for evse_id, _ in records)
-
-    def describe(self) -> dict[str, Any]:
-        fields = {k: getattr(self, k) for k in self.__slots__ if k != "count"}
-        return {"count": self.count} | {k: v for k, v in fields.items() if v not in ("", 0, None)}
-
-
-class Faults:
-    """Fault injection. Each kind has one slot; setting it again replaces the previous one.
-
-    Per request: ``late`` or ``drop`` (below), ``hang`` (sleep first), then ``fail_http``
-    (answer that HTTP status), else ``answer_code`` (answer that OICP code). Each applied fault
-    uses up one of its ``count``. Every fault may be limited to requests of one ``action``
-    (e.g. ``fullLoad``) and/or with a record of one ``evse_id``; others pass untouched.
-
-    ``late`` and ``drop`` make outcomes the client cannot know: ``late`` applies the request
-    ``seconds`` after it arrived whether or not the client is still waiting (a client that
-    timed out earlier never learns that it was applied); ``drop`` closes the connection
-    without an answer, after applying the request or not.
-    """
-
-    _KINDS = ("late", "drop", "hang", "fail_http", "answer_code")
-
-    def __init__(self, simulator: HubSimulator) -> None:
-        self._sim = simulator
-        self._active: dict[str, _Fault] = {}
-
-    def fail_http(
-        self,
-        status: int,
-        count: int | None = None,
-        retry_after: float | str | None = None,
-        *,
-        action: str | None = None,
-        evse_id: str | None = None,
-    ) -> None:
-        """Answer HTTP ``status`` (with Retry-After if given) to the next ``count`` pushes."""
-        if not 400 <= status <= 599:
-            raise ValueError(f"fail_http needs a 4xx/5xx status, got {status}")
-        self._active["fail_http"] = _Fault(
-            _count(count), status=status, retry_after=retry_after, action=action, evse_id=evse_id
-        )
-
-    def answer_code(
-        self,
-        code: str,
-        count: int | None = None,
-        *,
-        action: str | None = None,
-        evse_id: str | None = None,
-    ) -> None:
-        """Answer OICP ``code`` (Result false; 017 as HTTP 401, 300 as HTTP 404 like Hubject)."""
-        if not (len(code) == 3 and code.isdigit()) or code == "000":
-            raise ValueError(f"answer_code needs a 3-digit error code, got {code!r}")
-        self._active["answer_code"] = _Fault(
-            _count(count), code=code, action=action, evse_id=evse_id
-        )
-
-    def hang(
-        self,
-        seconds: float,
-        count: int | None = None,
-        *,
-        action: str | None = None,
-        evse_id: str | None = None,
-    ) -> None:
-        """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts)."""
-        if seconds < 0:
-            raise ValueError("hang needs seconds >= 0")
-        self._active["hang"] = _Fault(
-            _count(count), seconds=float(seconds), action=action, evse_id=evse_id
-        )
-
-    def late(
-        self,
-        seconds: float,
-        count: int | None = None,
-        *,
-        action: str | None = None,
-        evse_id: str | None = None,
-    ) -> None:
-        """Apply the next ``count`` pushes ``seconds`` after they arrived, even if the client
-        gave up before; they count as in flight until then."""
-        if seconds < 0:
-            raise ValueError("late needs seconds >= 0")
-        self._active["late"] = _Fault(
-            _count(count), seconds=float(seconds), action=action, evse_id=evse_id
-        )
-
-    def drop(
-        self,
-        count: int | None = None,
-        apply: bool = True,
-        *,
-        action: str | None = None,
-        evse_id: str | None = None,
-    ) -> None:
-        """Close the connection of the next ``count`` pushes without answering, after applying
-        them (``apply``) or not."""
-        self._active["drop"] = _Fault(
-            _count(count), code="apply" if apply else "", action=action, evse_id=evse_id
-        )
-
-    def forget(self, evse_id: str) -> bool:
-        """Drop ``evse_id`` from the status state, as if the hub lost it; True if it was there."""
-        return self._sim._forget(evse_id)
-
-    def clear(self) -> None:
-        self._active.clear()
-
-    def describe(self) -> dict[str, Any]:
-        return {kind: fault.describe() for kind, fault in self._active.items()}
-
-    def apply(self, spec: dict[str, Any]) -> None:
-        """Set a fault from its JSON form, e.g. ``{"fault": "fail_http", "status": 503}``."""
-        kind = spec.get("fault")
-        args = {k: v for k, v in spec.items() if k != "fault"}
-        actions: dict[str, Callable[..., Any]] = {
-            "fail_http": self.fail_http,
-            "answer_code": self.answer_code,
-            "hang": self.hang,
-            "late": self.late,
-            "drop": self.drop,
-            "forget": self.forget,
-            "clear": self.clear,
-        }
-        if kind not in actions:
-            raise ValueError(f"unknown fault {kind!r}; one of {sorted(actions)}")
-        try:
-            actions[kind](**args)
-        except TypeError as exc:
-            raise ValueError(f"{kind}: {exc}") from exc
-
-    def _summary(self, endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
-        """What faults match on; not worked out while none is set (the benchmark's hub)."""
-        return _summary(endpoint, body) if self._active else (None, ())
-
-    def _take(self, kind: str, summary: _Summary = (None, ())) -> _Fault | None:
-        fault = self._active.get(kind)
-        if fault is None or not fault.matches(summary):
-            return None
-        if fault.count is not None:
-            fault.count -= 1
-            if fault.count <= 0:
-                del self._active[kind]
-        return fault
-
-
-def _count(count: int | None) -> int | None:
-    if count is not None and count < 1:
-        raise ValueError("count must be >= 1 (or None for 'until cleared')")
-    return count
-
-
-@dataclass
-class _Answer:
-    status: int
-    body: Any
-    code: str | None
-    headers: dict[str, str] = field(default_factory=dict)
-    html: bool = False
-
-    def response(self) -> web.Response:
-        if self.html:
-            return web.Response(
-                status=self.status, text=self.body, content_type="text/html", headers=self.headers
-            )
-        return web.json_response(self.body, status=self.status, headers=self.headers)
 
 
 class HubSimulator:
@@ -728,10 +525,6 @@ def _ack(code: str, additional_info: str | None) -> _Answer:
     return _Answer(200, body, code)
 
 
-def _fault_body(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> _Answer:
-    return _Answer(status, {"message": message, "validationErrors": errors or []}, None)
-
-
 @dataclass(slots=True)
 class _Work:
     """One push request while the simulator handles it."""
@@ -753,102 +546,9 @@ def _drop(request: web.Request) -> web.Response:
     return web.Response(status=500)
 
 
-def _http_failure(fault: _Fault) -> _Answer:
-    headers = {}
-    if fault.retry_after is not None:
-        value = fault.retry_after
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        headers["Retry-After"] = str(value)
-    if fault.status == 403:  # Hubject's firewall answers with an nginx HTML page
-        html = "<html><head><title>403 Forbidden</title></head><body>403 Forbidden</body></html>"
-        return _Answer(403, html, None, headers, html=True)
-    return _Answer(fault.status, {"message": f"simulated HTTP {fault.status}"}, None, headers)
-
-
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _summary(endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
-    """Best-effort (ActionType, [(EvseID, EvseStatus)]) of any body, valid or not."""
-    if body is None:
-        return None, ()
-    if endpoint == "network":
-        groups = body.get("GroupsAssignments")
-        evses: list[tuple[str, str | None]] = []
-        for group in groups if isinstance(groups, list) else []:
-            listed = group.get("Evses") if isinstance(group, dict) else None
-            evses += [(str(e), None) for e in listed] if isinstance(listed, list) else []
-        return "network", tuple(evses)
-    action = body.get("ActionType")
-    outer, inner = (
-        ("OperatorEvseStatus", "EvseStatusRecord")
-        if endpoint == "status"
-        else ("OperatorEvseData", "EvseDataRecord")
-    )
-    container = body.get(outer)
-    raw_records = container.get(inner) if isinstance(container, dict) else None
-    records: list[tuple[str, str | None]] = []
-    for rec in raw_records if isinstance(raw_records, list) else []:
-        if isinstance(rec, dict):
-            status = rec.get("EvseStatus") if endpoint == "status" else None
-            records.append((str(rec.get("EvseID")), None if status is None else str(status)))
-    return (action if isinstance(action, str) else None), tuple(records)
-
-
-def server_ssl_context(
-    cert: Path, key: Path | None = None, client_ca: Path | None = None
-) -> ssl.SSLContext:
-    """Server TLS context; with ``client_ca`` a client certificate signed by it is required."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(cert), str(key) if key is not None else None)
-    if client_ca is not None:
-        context.load_verify_locations(cafile=str(client_ca))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-async def run_hub_sim(
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    *,
-    ready: Callable[[int], None] | None = None,
-    state_file: StateFile | None = None,
-) -> None:
-    """Serve the simulator until cancelled, logging one ``hubsim.push`` line per push."""
-    log = structlog.get_logger("bridge.hubsim")
-
-    def log_push(push: ReceivedPush) -> None:
-        log.info(
-            "hubsim.push",
-            endpoint=push.endpoint,
-            operator_id=push.operator_id,
-            action=push.action,
-            records=len(push.records),
-            http_status=push.http_status,
-            code=push.code,
-        )
-
-    sim = HubSimulator(host, port, ssl_context=ssl_context, on_push=log_push, state_file=state_file)
-    async with sim:
-        log.info("hubsim.started", url=sim.base_url,
-                 state_file=str(state_file.path) if state_file else None)  # fmt: skip
-        if ready is not None:
-            ready(sim.port)
-        kept = 0
-        while True:  # until cancelled
-            await asyncio.sleep(1.0)
-            if len(sim.received) != kept:
-                # Every push is kept (GET /sim/received); with tens of thousands, each full
-                # collection of the cyclic GC scanned them all and stopped this loop for
-                # 50-100 ms, which delayed the arrival times it records (bench/RESULTS.md).
-                # Frozen objects are never scanned again; kept pushes hold no reference cycles,
-                # so /sim/reset still frees them by reference counting.
-                kept = len(sim.received)
-                gc.freeze()
