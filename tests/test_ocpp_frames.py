@@ -254,6 +254,25 @@ async def test_silent_charger_is_closed_after_the_idle_limit(bridge: Bridge) -> 
         assert ws.close_code == 1001
 
 
+async def test_the_idle_limit_counts_from_the_last_message(bridge: Bridge) -> None:
+    # The limit is watched by one timer per limit, not per message: a charger that talks
+    # more often than the limit stays, and silence is measured from its last message.
+    bridge.ocpp.settings = bridge.ocpp.settings.model_copy(
+        update={"heartbeat_interval": 0, "silence_margin": 0.4}
+    )
+    loop = asyncio.get_running_loop()
+    async with raw(bridge.ocpp.port, "1.6") as ws:
+        for _ in range(8):  # 1.2 s in all, three times the limit
+            await asyncio.sleep(0.15)
+            await still_alive(ws)
+        last = loop.time()
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await ws.recv()
+        assert ws.close_code == 1001
+        assert 0.35 <= loop.time() - last < 2.0
+
+
 async def test_stalled_handshakes_time_out(make_bridge: MakeBridge) -> None:
     bridge = await make_bridge(ocpp={"security": {"handshake_timeout": 0.3}})
     port = bridge.ocpp.port

@@ -73,8 +73,14 @@ def validate(
     dialect: Dialect, action: str, payload: dict[str, Any], response: bool = False
 ) -> None:
     """Raise OcppCallError with the CALLERROR code the violation deserves."""
+    if response and not payload and (dialect, action) in _EMPTY_VALID:
+        return  # the same empty answer (a StatusNotification's) was valid before
+    key = (dialect, action, response)
+    check = _VALIDATORS.get(key)
+    if check is None:  # functools.cache's key building is a visible share per message
+        check = _VALIDATORS[key] = validator(dialect, action, response)
     try:
-        validator(dialect, action, response)(payload)
+        check(payload)
     except fastjsonschema.JsonSchemaValueException as exc:
         rule = exc.rule or ""
         if rule in _TYPE_RULES:
@@ -95,6 +101,13 @@ def validate(
             f"{where} is not a 32-bit integer",
             {"field": where, "rule": "int32"},
         )
+    if response and not payload:
+        _EMPTY_VALID.add((dialect, action))
+
+
+_VALIDATORS: dict[tuple[Dialect, str, bool], Validator] = {}
+#: (dialect, action) whose empty response passed its schema: the verdict cannot change.
+_EMPTY_VALID: set[tuple[Dialect, str]] = set()
 
 
 def _outside_int32(payload: dict[str, Any]) -> str | None:

@@ -31,6 +31,7 @@ from bridge.ocpp import auth, proxy, tls, v16, v201
 from bridge.ocpp.admission import Admission
 from bridge.ocpp.connection import connection_class, tls_reason
 from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
+from bridge.ocpp.idle import IdleWatch
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
 from bridge.ratelimit import LogLimiter, TokenBucket
@@ -343,36 +344,44 @@ class OcppServer:
         idle_limit = s.heartbeat_interval + s.silence_margin
         budget = TokenBucket(s.security.max_messages_per_second, s.security.message_burst)
         delayed, logged_at, in_a_row = 0, -math.inf, 0
-        while True:
-            try:
-                async with asyncio.timeout(idle_limit):
+        idle = IdleWatch(idle_limit)
+        loop = idle.loop
+        try:
+            while True:
+                idle.waiting_since = loop.time()
+                try:
                     frame = await connection.recv()
-            except TimeoutError:
-                log.warning("charger.silent", charge_point_id=session.charge_point_id,
-                            idle_s=idle_limit)  # fmt: skip
-                await connection.close(1001, "no message within the heartbeat interval")
-                return
-            wait = budget.take()
-            if wait > 0:
-                delayed += 1
-                now = time.monotonic()
-                if now - logged_at >= THROTTLE_LOG_WINDOW:
-                    log.warning("ocpp.throttled", charge_point_id=session.charge_point_id,
-                                peer=_peer(connection), delayed=delayed,
-                                max_messages_per_second=budget.rate,
-                                burst=budget.burst)  # fmt: skip
-                    delayed, logged_at = 0, now
-                await asyncio.sleep(wait)
-                in_a_row = 0
-            if self.sessions.get(session.charge_point_id) is not connection:
-                return  # replaced by a newer connection: nothing more from this one
-            answer = await session.handle(frame)
-            if answer is not None:
-                await connection.send(answer)
-            in_a_row += 1
-            if in_a_row >= _YIELD_EVERY:  # queued frames are read without suspending
-                in_a_row = 0
-                await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    if not idle.expired():
+                        raise
+                    log.warning("charger.silent", charge_point_id=session.charge_point_id,
+                                idle_s=idle_limit)  # fmt: skip
+                    await connection.close(1001, "no message within the heartbeat interval")
+                    return
+                idle.waiting_since = None
+                wait = budget.take()
+                if wait > 0:
+                    delayed += 1
+                    now = time.monotonic()
+                    if now - logged_at >= THROTTLE_LOG_WINDOW:
+                        log.warning("ocpp.throttled", charge_point_id=session.charge_point_id,
+                                    peer=_peer(connection), delayed=delayed,
+                                    max_messages_per_second=budget.rate,
+                                    burst=budget.burst)  # fmt: skip
+                        delayed, logged_at = 0, now
+                    await asyncio.sleep(wait)
+                    in_a_row = 0
+                if self.sessions.get(session.charge_point_id) is not connection:
+                    return  # replaced by a newer connection: nothing more from this one
+                answer = await session.handle(frame)
+                if answer is not None:
+                    await connection.send(answer)
+                in_a_row += 1
+                if in_a_row >= _YIELD_EVERY:  # queued frames are read without suspending
+                    in_a_row = 0
+                    await asyncio.sleep(0)
+        finally:
+            idle.stop()
 
 
 # -- logging -----------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ _STREAM_FROM = 1000
 _CHUNK_RECORDS = 200
 _SNIPPET = 200  # characters of an unexpected body quoted in error messages
 _READ = httpx.ByteStream(b"")  # stands in for a response's stream once its body has been read
+# Answer headers that send a push's answer through httpx (header decoding, body decoding).
+_SPECIAL = frozenset({b"retry-after", b"content-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,9 @@ class OicpClient:
         })  # fmt: skip
         timeouts = {"connect": settings.connect_timeout, "read": None, "write": None, "pool": None}
         self._extensions = {"timeout": timeouts}
+        # A status push in wire form around its body, from a request httpx builds once: the
+        # same bytes as before, without an httpx.Request (and Response) per push.
+        self._head = _head_template(self._url, self._headers)
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -146,10 +151,16 @@ class OicpClient:
         """
         content = self._encoder.encode(action, records)
         started = time.monotonic()
-        response = await self._post(content, timeout or self._settings.request_timeout)
+        total = timeout or self._settings.request_timeout
+        if self._transport is None:  # a transport given by the caller: through httpx
+            response = await self._post(content, total)
+            status, retry_after = response.status_code, response.headers.get("Retry-After")
+            body = response.content
+        else:
+            status, retry_after, body = await self._push(content, total)
         duration_ms = (time.monotonic() - started) * 1000.0
-        outcome = _outcome(response, duration_ms, self._known_ack)
-        self._known_ack = (response.content, outcome.acknowledgment)
+        outcome = _outcome(status, retry_after, body, duration_ms, self._known_ack)
+        self._known_ack = (body, outcome.acknowledgment)
         return outcome
 
     def data_body(self, action: ActionType, records: Sequence[str]) -> bytes:
@@ -182,8 +193,12 @@ class OicpClient:
                 {"Content-Length": str(self._data_length(action, records))},
             )  # fmt: skip
         duration_ms = (time.monotonic() - started) * 1000.0
-        outcome = _outcome(response, duration_ms, self._known_ack)
-        self._known_ack = (response.content, outcome.acknowledgment)
+        body = response.content
+        outcome = _outcome(
+            response.status_code, response.headers.get("Retry-After"), body, duration_ms,
+            self._known_ack,
+        )  # fmt: skip
+        self._known_ack = (body, outcome.acknowledgment)
         return outcome
 
     def _data_parts(self, action: ActionType) -> tuple[bytes, bytes]:
@@ -240,28 +255,74 @@ class OicpClient:
             # tens of milliseconds, which is the whole latency tail.
             response.stream = _READ
             return response
-        except TimeoutError:
-            raise HubTransportError(
-                f"timeout after {total}s (POST {shown})", maybe_applied=True
-            ) from None
-        except httpx.ConnectTimeout:
-            raise HubTransportError(
+        except (TimeoutError, httpx.RequestError) as exc:
+            error = self._transport_error(exc, total, shown)
+            raise error from error.__cause__
+
+    async def _push(self, content: bytes, total: float) -> tuple[int, str | None, bytes]:
+        """A status push on the own transport: (HTTP status, Retry-After, decoded body)."""
+        assert self._transport is not None
+        start, end = self._head
+        try:
+            async with asyncio.timeout(total):  # the whole exchange, as in _post
+                answer = await self._transport.send_bytes(
+                    self._url,
+                    b"%s%d%s%s" % (start, len(content), end, content),
+                    self._settings.connect_timeout,
+                )
+                body = answer.body
+                retry_after = None
+                special = [(n, v) for n, v in answer.headers if n.lower() in _SPECIAL]
+                if special:  # rare: let httpx read the headers and decode the body as before
+                    response = httpx.Response(
+                        answer.status, headers=answer.headers, stream=httpx.ByteStream(body)
+                    )
+                    retry_after = response.headers.get("Retry-After")
+                    body = await response.aread()
+                    response.stream = _READ  # no reference cycle (see _post)
+            return answer.status, retry_after, body
+        except (TimeoutError, httpx.RequestError) as exc:
+            error = self._transport_error(exc, total, self.status_url)
+            raise error from error.__cause__
+
+    def _transport_error(self, exc: Exception, total: float, shown: str) -> HubTransportError:
+        """What a failed exchange means for the push: whether the hub may have got it
+        (``maybe_applied``); chained to ``exc`` (``__cause__``) only for network errors."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return HubTransportError(
                 f"connect timeout after {self._settings.connect_timeout}s (POST {shown})"
-            ) from None
-        except httpx.PoolTimeout:  # never left this process
-            raise HubTransportError(f"timeout after {total}s (POST {shown})") from None
-        except httpx.TimeoutException:
-            raise HubTransportError(
-                f"timeout after {total}s (POST {shown})", maybe_applied=True
-            ) from None
-        except httpx.RequestError as exc:  # transport errors, undecodable answers
-            message = f"{_describe(exc)} (POST {shown})"
-            if shown.startswith("https:") and self._settings.client_cert is None:
-                # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
-                message += "; note: no client certificate configured (oicp.client_cert)"
-            # Only a connection that never opened is sure not to have carried the request.
-            sent = not isinstance(exc, httpx.ConnectError)
-            raise HubTransportError(message, maybe_applied=sent) from exc
+            )
+        if isinstance(exc, httpx.PoolTimeout):  # never left this process
+            return HubTransportError(f"timeout after {total}s (POST {shown})")
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            return HubTransportError(f"timeout after {total}s (POST {shown})", maybe_applied=True)
+        assert isinstance(exc, httpx.RequestError)  # transport errors, undecodable answers
+        message = f"{_describe(exc)} (POST {shown})"
+        if shown.startswith("https:") and self._settings.client_cert is None:
+            # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
+            message += "; note: no client certificate configured (oicp.client_cert)"
+        # Only a connection that never opened is sure not to have carried the request.
+        sent = not isinstance(exc, httpx.ConnectError)
+        error = HubTransportError(message, maybe_applied=sent)
+        error.__cause__ = exc
+        return error
+
+
+def _head_template(url: httpx.URL, headers: httpx.Headers) -> tuple[bytes, bytes]:
+    """The head of a push as httpx builds it, split around the Content-Length value."""
+    request = httpx.Request("POST", url, headers=headers, content=b"-")
+    start = bytearray(b"POST %s HTTP/1.1\r\n" % url.raw_path)
+    end = bytearray()
+    for name, value in request.headers.raw:
+        if name.lower() == b"content-length":
+            start += b"%s: " % name
+            end += b"\r\n"
+        elif end:
+            end += b"%s: %s\r\n" % (name, value)
+        else:
+            start += b"%s: %s\r\n" % (name, value)
+    end += b"\r\n"
+    return bytes(start), bytes(end)
 
 
 def ssl_context_for(settings: OicpSettings) -> ssl.SSLContext:
@@ -308,21 +369,24 @@ def _describe(exc: httpx.RequestError) -> str:
 
 
 def _outcome(
-    response: httpx.Response, duration_ms: float, known: tuple[bytes, Acknowledgment] | None
+    status: int,
+    retry_after_header: str | None,
+    content: bytes,
+    duration_ms: float,
+    known: tuple[bytes, Acknowledgment] | None,
 ) -> PushOutcome:
     """PushOutcome of an accepted push, else HubRejectedError; ``known``: a success seen before."""
-    status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if known is not None and status == 200 and response.content == known[0]:
+    if known is not None and status == 200 and content == known[0]:
         return PushOutcome(SUCCESS_CODE, status, duration_ms, known[1])
-    body = _json_or_none(response)
+    retry_after = parse_retry_after(retry_after_header)
+    body = _json_or_none(content)
 
     if status == 200:
         try:
             ack = Acknowledgment.model_validate(body)
         except ValidationError:
             raise HubRejectedError(
-                f"hub answered HTTP 200 without an OICP acknowledgment: {_snippet(response)}",
+                f"hub answered HTTP 200 without an OICP acknowledgment: {_snippet(content)}",
                 http_status=status,
                 retry_after=retry_after,
             ) from None
@@ -340,8 +404,8 @@ def _outcome(
 
     # Not 200: Hubject sends OicpERoamingFault (401/017, 404/300), FaultBody (400, 500) or HTML.
     code, description, info = _fault_fields(body)
-    if body is None and response.content:
-        info = info or _snippet(response)
+    if body is None and content:
+        info = info or _snippet(content)
     error = HubRejectedError(
         _rejection_message(status, code, description, info, None),
         code=code,
@@ -354,9 +418,9 @@ def _outcome(
     raise error
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _json_or_none(content: bytes) -> Any:
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except ValueError:  # includes UnicodeDecodeError
         return None
 
@@ -414,8 +478,8 @@ def _rejection_message(
     return f"{message}: {detail}" if detail else message
 
 
-def _snippet(response: httpx.Response) -> str:
-    text = re.sub(r"\s+", " ", response.content.decode("utf-8", "replace")).strip()
+def _snippet(content: bytes) -> str:
+    text = re.sub(r"\s+", " ", content.decode("utf-8", "replace")).strip()
     if not text:
         return "(empty body)"
     return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))

@@ -130,7 +130,22 @@ class Http11Connection(asyncio.Protocol):
             # The hub may have answered (e.g. 413) and closed before taking the whole body.
             if b"\r\n\r\n" not in self._buffer:
                 raise
-        return await self._read_answer(request, read_timeout)
+        return await self._read_answer(request, request.method, read_timeout)
+
+    async def exchange_bytes(
+        self, data: bytes, read_timeout: float | None, write_timeout: float | None
+    ) -> Answer:
+        """Send a POST already in its wire form (head and body), read its answer; errors as
+        :meth:`exchange` (without a request attached: the caller built none)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        try:
+            await self._drained(None, write_timeout)
+        except httpx.WriteError:
+            if b"\r\n\r\n" not in self._buffer:
+                raise
+        return await self._read_answer(None, "POST", read_timeout)
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ class Http11Connection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         await self._drained(request, timeout)
 
-    async def _drained(self, request: httpx.Request, timeout: float | None) -> None:
+    async def _drained(self, request: httpx.Request | None, timeout: float | None) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         if self._eof:
             raise self._write_error(request)
@@ -182,14 +197,14 @@ class Http11Connection(asyncio.Protocol):
         if self._eof:
             raise self._write_error(request)
 
-    def _write_error(self, request: httpx.Request) -> httpx.WriteError:
+    def _write_error(self, request: httpx.Request | None) -> httpx.WriteError:
         exc = httpx.WriteError(_lost_text(self._lost), request=request)
         exc.__cause__ = self._lost
         return exc
 
     # --- reading ------------------------------------------------------------------------------
 
-    async def _more(self, request: httpx.Request, timeout: float | None) -> None:
+    async def _more(self, request: httpx.Request | None, timeout: float | None) -> None:
         """Wait for more bytes (or the end of the connection)."""
         self._waiter = asyncio.get_running_loop().create_future()
         if timeout is None:
@@ -201,7 +216,7 @@ class Http11Connection(asyncio.Protocol):
         except TimeoutError:
             raise httpx.ReadTimeout("timed out reading the answer", request=request) from None
 
-    def _read_error(self, request: httpx.Request, message: str) -> httpx.TransportError:
+    def _read_error(self, request: httpx.Request | None, message: str) -> httpx.TransportError:
         """The connection ended before the answer was complete."""
         lost = self._lost
         if lost is not None and (isinstance(lost, ssl.SSLError) or lost.args):
@@ -210,7 +225,9 @@ class Http11Connection(asyncio.Protocol):
             return exc
         return httpx.RemoteProtocolError(message, request=request)
 
-    async def _read_answer(self, request: httpx.Request, timeout: float | None) -> Answer:
+    async def _read_answer(
+        self, request: httpx.Request | None, method: str, timeout: float | None
+    ) -> Answer:
         buffer = self._buffer
         while True:  # skip interim (1xx) answers
             end = buffer.find(b"\r\n\r\n")
@@ -245,7 +262,7 @@ class Http11Connection(asyncio.Protocol):
             elif lower == b"connection":
                 tokens = value.lower()
                 keep_alive = b"close" not in tokens and (keep_alive or b"keep-alive" in tokens)
-        if request.method == "HEAD" or status in _NO_BODY_STATUS:
+        if method == "HEAD" or status in _NO_BODY_STATUS:
             body = b""
         elif chunked:
             body = await self._read_chunked(request, timeout)
@@ -270,7 +287,7 @@ class Http11Connection(asyncio.Protocol):
             keep_alive = False
         return Answer(status, reason, headers, body, keep_alive)
 
-    async def _read_chunked(self, request: httpx.Request, timeout: float | None) -> bytes:
+    async def _read_chunked(self, request: httpx.Request | None, timeout: float | None) -> bytes:
         buffer = self._buffer
         body = bytearray()
         while True:
@@ -308,7 +325,7 @@ class Http11Connection(asyncio.Protocol):
 
 
 def _parse_head(
-    head: bytes, request: httpx.Request
+    head: bytes, request: httpx.Request | None
 ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)

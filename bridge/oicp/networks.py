@@ -69,7 +69,7 @@ class NetworkClient:
 def outcome(response: httpx.Response, sent: Mapping[str, Any], duration_ms: float) -> AssignOutcome:
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    answer = _json_or_none(response)
+    answer = _json_or_none(response.content)
     if status == 200 and isinstance(answer, dict):
         code, description, info = _fault_fields(answer)
         if code in (None, SUCCESS_CODE) and answer.get("NetworkName") == sent["NetworkName"]:

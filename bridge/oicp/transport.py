@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from bridge.oicp.http11 import Http11Connection
+from bridge.oicp.http11 import Answer, Http11Connection
 
 __all__ = ["Http11Transport"]
 
@@ -52,32 +52,65 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        answer = await self._send(request.url, request, None, timeouts)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),  # httpx decodes it (Content-Encoding) as usual
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+        )
+
+    async def send_bytes(
+        self, url: httpx.URL, data: bytes, connect_timeout: float | None
+    ) -> Answer:
+        """POST ``data`` (head and body in wire form, built once per push by the caller) to
+        ``url``'s origin and return the raw answer (body not decoded); no read, write or pool
+        timeout (the caller bounds the whole exchange). Pool, reuse and errors as
+        :meth:`handle_async_request`: a push needs neither an httpx.Request nor a Response,
+        and building them cost a fifth of the push lane (bench/RESULTS.md)."""
+        timeouts = {"connect": connect_timeout}
+        return await self._send(url, None, data, timeouts)
+
+    async def _send(
+        self,
+        url: httpx.URL,
+        request: httpx.Request | None,
+        data: bytes | None,
+        timeouts: dict[str, float | None],
+    ) -> Answer:
         if self._closed:
             raise RuntimeError("the transport is closed")
         if self._retired:
             retired, self._retired = self._retired, []
             for connection in retired:
                 connection.close()
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         slots = self._slots
         if slots is None and self._max is not None:
             slots = self._slots = asyncio.Semaphore(self._max)
         if slots is not None:
-            try:
-                async with asyncio.timeout(timeouts.get("pool")):
-                    await slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection", request=request) from None
+            pool = timeouts.get("pool")
+            if pool is None:  # no timer when there is no bound (the pushes: one at a time)
+                await slots.acquire()
+            else:
+                try:
+                    async with asyncio.timeout(pool):
+                        await slots.acquire()
+                except TimeoutError:
+                    raise httpx.PoolTimeout("no free connection", request=request) from None
         try:
-            return await self._exchange(request, timeouts)
+            return await self._exchange(url, request, data, timeouts)
         finally:
             if slots is not None:
                 slots.release()
 
     async def _exchange(
-        self, request: httpx.Request, timeouts: dict[str, float | None]
-    ) -> httpx.Response:
-        url = request.url
+        self,
+        url: httpx.URL,
+        request: httpx.Request | None,
+        data: bytes | None,
+        timeouts: dict[str, float | None],
+    ) -> Answer:
         scheme = url.raw_scheme
         port = url.port or _DEFAULT_PORTS.get(scheme)
         if port is None:
@@ -86,8 +119,13 @@ class Http11Transport(httpx.AsyncBaseTransport):
         connection = self._reuse(origin)
         if connection is None:
             connection = await self._connect(request, origin, timeouts.get("connect"))
+        read, write = timeouts.get("read"), timeouts.get("write")
         try:
-            answer = await connection.exchange(request, timeouts.get("read"), timeouts.get("write"))
+            if data is not None:
+                answer = await connection.exchange_bytes(data, read, write)
+            else:
+                assert request is not None
+                answer = await connection.exchange(request, read, write)
         except BaseException:  # an error or a cancellation (the caller's total timeout)
             connection.abort()  # out of step: never used again
             raise
@@ -95,12 +133,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             self._release(origin, connection)
         else:
             connection.close()
-        return httpx.Response(
-            answer.status,
-            headers=answer.headers,
-            stream=httpx.ByteStream(answer.body),  # httpx decodes it (Content-Encoding) as usual
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
-        )
+        return answer
 
     def _reuse(self, origin: Origin) -> Http11Connection | None:
         idle = self._idle.get(origin)
@@ -124,7 +157,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         idle.append(connection)
 
     async def _connect(
-        self, request: httpx.Request, origin: Origin, timeout: float | None
+        self, request: httpx.Request | None, origin: Origin, timeout: float | None
     ) -> Http11Connection:
         scheme, raw_host, port = origin
         host = raw_host.decode("ascii").strip("[]")  # IPv6 literals come bracketed

@@ -10,9 +10,11 @@ produced it.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
@@ -135,30 +137,105 @@ def _escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+class _Stamp:
+    """The second of the last timestamp and its text (one strftime per second, not per line)."""
+
+    second = -1
+    text = ""
+
+
+def _iso_now() -> str:
+    """UTC now as ``datetime.now(UTC).isoformat()`` writes it, with ``Z`` (as structlog's
+    ``TimeStamper(fmt="iso", utc=True)``: microseconds, left out when they are zero)."""
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    if second != _Stamp.second:
+        _Stamp.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Stamp.second = second
+    return f"{_Stamp.text}.{micro:06d}Z" if micro else f"{_Stamp.text}Z"
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["timestamp"] = _iso_now()
+    return event
+
+
+def _fallback(value: Any) -> Any:
+    """What structlog's JSONRenderer does with a value JSON cannot hold."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+# One encoder for every line: json.dumps with a ``default`` builds a new encoder per call.
+_encode = json.JSONEncoder(default=_fallback).encode
+_merge_contextvars = structlog.contextvars.merge_contextvars
+_format_exc_info = structlog.processors.format_exc_info
+
+
+def _json_line(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+    """The JSON format's whole chain in one call (a line per StatusNotification and per push
+    is on the hot path): level filter, context variables, level and logger name, timestamp,
+    taps, exception text, rendering; the same line the separate processors made."""
+    if _LEVELS.get(method, logging.INFO) < _Level.value:
+        raise structlog.DropEvent
+    event = _merge_contextvars(logger, method, event)
+    event["level"] = "error" if method == "exception" else method
+    event["logger"] = getattr(logger, "name", None)
+    event["timestamp"] = _iso_now()
+    for tap in _taps:
+        tap(dict(event))
+    if "exc_info" in event:
+        event = _format_exc_info(logger, method, event)
+    return _encode(event)
+
+
+_BoundLogger: Any = structlog.make_filtering_bound_logger(logging.DEBUG)
+
+
+class _JsonBoundLogger(_BoundLogger):  # type: ignore[misc]
+    """The JSON format's logger: what structlog's ``_process_event`` does for a chain that
+    renders to text (context, keywords, ``event``), without its generic dispatch."""
+
+    def _proxy_to_logger(self, method_name: str, event: str | None = None, **kw: Any) -> None:
+        if _LEVELS.get(method_name, logging.INFO) < _Level.value:
+            return  # dropped before any work
+        event_dict = self._context.copy()
+        event_dict.update(kw)
+        if event is not None:
+            event_dict["event"] = event
+        try:
+            line = _json_line(self._logger, method_name, event_dict)
+        except structlog.DropEvent:
+            return
+        self._logger.msg(line)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     lock = threading.Lock()
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=lambda event, **_: _encode(event))
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     # Values that are not text are rendered with repr(), which escapes control characters.
     escape: list[Any] = [] if fmt == "json" else [_escape_controls]
-    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    timestamper = _timestamp
+    chain: list[Any] = [
+        _filter,
+        structlog.contextvars.merge_contextvars,
+        _add_level_and_name,
+        timestamper,
+        _tap,
+        structlog.processors.format_exc_info,
+        *escape,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            _filter,
-            structlog.contextvars.merge_contextvars,
-            _add_level_and_name,
-            timestamper,
-            _tap,
-            structlog.processors.format_exc_info,
-            *escape,
-            renderer,
-        ],
+        processors=[_json_line] if fmt == "json" else chain,
         logger_factory=lambda name=None, *_: _Writer(name, out, lock),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        wrapper_class=_JsonBoundLogger if fmt == "json" else _BoundLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)

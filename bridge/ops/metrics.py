@@ -275,10 +275,18 @@ class BridgeMetrics:
             registry=self.registry,
         )
         self._push_children: dict[tuple[str, str, str | None], tuple[Any, Any]] = {}
+        self._status_children: dict[tuple[str, OcppStatus], Any] = {}
 
     # -- hooks (called by the bridge's components) -----------------------------------------
     def observe_status(self, charge_point_id: str, protocol: str, status: OcppStatus) -> None:
-        self.status_notifications.labels(protocol=protocol, ocpp_status=status.value).inc()
+        # Children looked up once, as for the pushes: one report per StatusNotification.
+        key = (protocol, status)
+        child = self._status_children.get(key)
+        if child is None:
+            child = self._status_children[key] = self.status_notifications.labels(
+                protocol=protocol, ocpp_status=status.value
+            )
+        child.inc()
 
     def observe_push(self, event: PushEvent) -> None:
         # The labelled children, looked up once: labels() per push was a measurable share of

@@ -260,7 +260,9 @@ class StagedStore(ABC):
         self._data: dict[str, Row] = {}
         self._in_flight: str | None = None
         self._assignments: dict[tuple[str, str], Row] = {}
-        self._batch: asyncio.Future[None] | None = None
+        # The next batch is due when this is not None: the futures of those who await it (one
+        # each, so a cancelled waiter cancels only its own; cheaper than asyncio.shield).
+        self._batch: list[asyncio.Future[None]] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.migration: str | None = None  # what opening did to the schema (for the log)
 
@@ -358,21 +360,22 @@ class StagedStore(ABC):
 
     async def commit(self) -> None:
         """Return when every row put so far is durable (raises StoreError if it cannot be)."""
-        batch = self._next_batch()
+        waiter = asyncio.get_running_loop().create_future()
+        self._next_batch().append(waiter)
         self._awaited = True
         self._hurry.set()
-        await asyncio.shield(batch)
+        await waiter
 
     def commit_soon(self) -> None:
         """Have everything put so far written with the next batch, without waiting for it."""
         if self.is_open:
             self._next_batch()
 
-    def _next_batch(self) -> asyncio.Future[None]:
+    def _next_batch(self) -> list[asyncio.Future[None]]:
         if not self.is_open:
             raise StoreError("state database is not open")
         if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
+            self._batch = []
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush_loop(), name="store-flush")
         return self._batch
@@ -400,10 +403,13 @@ class StagedStore(ABC):
                 await self._write(batch)
             except StoreError as exc:
                 self._requeue(batch)  # nothing accepted is dropped: the next commit retries
-                waiters.set_exception(exc)
-                waiters.exception()  # retrieved here; waiters re-raise it
+                for waiter in waiters:
+                    if not waiter.done():  # done: cancelled, the waiter went away
+                        waiter.set_exception(exc)
             else:
-                waiters.set_result(None)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     async def _gather(self) -> None:
         """Let more writes join the next batch, as long as that costs nobody time in vain.
