@@ -60,7 +60,7 @@ chaos: $(STAMP)
 	CHAOS_SEQUENCES=$(CHAOS_SEQUENCES) CHAOS_STEPS=$(CHAOS_STEPS) CHAOS_SEED=$(CHAOS_SEED) \
 		$(BIN)/pytest -q -s -p no:cacheprovider tests/test_model.py
 
-## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~5 min, 3 runs);
+## bench: fleet-scale benchmark vs. the ocpp-package baseline, quick sizes (~4 min, 3 runs);
 ##        BENCH_ARGS=--full for 10,000 chargers (see bench/README.md)
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
