@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,12 @@ def start_bridge(workdir: Path) -> tuple[subprocess.Popen[str], str]:
         "ops": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "WARNING"},
         "api": {"tokens": [{"name": "bench", "hash": hash_token(TOKEN), "scope": "write"}]},
+        # The operator facts every EVSE data record needs (as a production configuration has):
+        # without them each new EVSE's record is invalid and logged as such.
+        "catalog": {"operator_defaults": {
+            "hotline_phone": "+4930123456", "accessibility": "Free publicly accessible",
+            "payment_options": ["Contract"], "authentication_modes": ["NFC RFID Classic"],
+            "calibration_law": "Not Available"}},
     }))  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "run", "--config", str(config)],
@@ -85,6 +92,8 @@ def start_bridge(workdir: Path) -> tuple[subprocess.Popen[str], str]:
     for line in proc.stdout:
         if '"bridge.started"' in line:
             port = json.loads(line)["ops_port"]
+            # Keep reading its log: a full pipe would stop the bridge at its next line.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, f"http://127.0.0.1:{port}/api/v2"
     raise SystemExit("the bridge did not start")
 

@@ -380,3 +380,18 @@ def test_every_built_record_validates(
 def _watts(c: dict[str, Any]) -> int:
     phases = 3 if c["power_type"] == "AC_3_PHASE" else 1
     return int(phases * c["max_voltage"] * c["max_amperage"])
+
+
+# -- which catalog changes rebuild records ---------------------------------------------------------
+def test_a_location_stamped_by_a_station_write_rebuilds_no_record() -> None:
+    """A station's write stamps its location's last_updated (OCPI); no record carries it, so it
+    must not rebuild every station of the location (a batch at one location would cost N²)."""
+    from bridge.catalog.catalog import Change, Entry, Source
+    from bridge.oicp.evse_data import _says_more
+
+    before = Entry(location(), Source.API, 1)
+    stamped = location().model_copy(update={"last_updated": datetime(2030, 1, 1, tzinfo=UTC)})
+    assert not _says_more(Change("location", before, Entry(stamped, Source.API, 2)))
+    renamed = location(name="Another name")
+    assert _says_more(Change("location", before, Entry(renamed, Source.API, 2)))
+    assert _says_more(Change("location", None, before))

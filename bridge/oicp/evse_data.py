@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from bridge.catalog.catalog import Catalog, Change, Entry
+from bridge.catalog.catalog import Catalog, Change, Entry, content
 from bridge.catalog.enums import DeploymentState
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody
@@ -71,7 +71,10 @@ class EvseDataService:
         for change in changes:
             if change.kind == "station":
                 stations.add(change.id)
-            elif change.kind == "location":
+            elif change.kind == "location" and _says_more(change):
+                # Only a location whose content changed: a station's write stamps its location's
+                # last_updated too (OCPI), which no record carries; rebuilding every station of
+                # the location for it made a batch of N stations at one location cost N².
                 stations.update(e.body.id for e in self.catalog.stations_at(change.id))
         for station_id in sorted(stations):
             self.station_changed(station_id)
@@ -140,3 +143,9 @@ async def watch_offsets(
         await asyncio.sleep(interval)
         if service.offsets_changed():
             commit()
+
+
+def _says_more(change: Change) -> bool:
+    """A created location, or one whose content changed (not only its last_updated)."""
+    before = change.before
+    return before is None or content(before.body) != content(change.after.body)
