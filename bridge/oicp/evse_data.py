@@ -107,9 +107,10 @@ class EvseDataService:
             want = shared and evse.status is not OcpiStatus.REMOVED
             if self.outbox.set_built(body.id, built, want=want):
                 errors = [str(e) for e in built.errors]
-                log.warning("evse_data.invalid" if errors else "evse_data.valid",
-                            evse_id=evse.evse_id, charge_point_id=body.id,
-                            errors=errors)  # fmt: skip
+                # A record that fails is a warning; one that passes again is good news (INFO).
+                emit = log.warning if errors else log.info
+                emit("evse_data.invalid" if errors else "evse_data.valid",
+                     evse_id=evse.evse_id, charge_point_id=body.id, errors=errors)  # fmt: skip
                 if self.on_invalid is not None:
                     self.on_invalid(evse.evse_id, errors)
             built_ids.add(evse.evse_id)
