@@ -66,7 +66,7 @@ async def measure(
 ) -> dict[str, Any]:
     from bridge.app import Bridge
     from bridge.config import Settings
-    from bridge.eventloop import loop_name
+    from bridge.eventloop import loop_name, tune_gc
     from bridge.status.table import OcppStatus
 
     ids = [f"CP{n:05d}" for n in range(1, chargers + 1)]
@@ -86,6 +86,7 @@ async def measure(
     try:
         await _wait_port(port)
         await bridge.start()
+        tune_gc()  # as `oicp-bridge run` does once started
         worker = bridge.worker
         assert worker is not None
         for r in range(rounds + 1):  # round 0 warms up (inserts, connection, caches)

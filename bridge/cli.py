@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import signal
 import sys
@@ -298,24 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(settings: Settings) -> int:
     from bridge.app import Bridge
+    from bridge.eventloop import tune_gc
     from bridge.ops.limits import log_open_file_limit
 
     log_open_file_limit(len(settings.chargers), allow_unlisted=settings.ocpp.allow_unlisted)
     bridge = Bridge(settings)
-    await bridge.run(on_started=_tune_gc)
+    await bridge.run(on_started=tune_gc)
     return 0
-
-
-def _tune_gc() -> None:
-    """Keep the cyclic GC off the long-lived start-up objects and collect young ones less often.
-
-    With thousands of connections the default thresholds cause ~160 ms stop-the-world
-    generation-2 collections every few seconds; freezing what exists after start-up and a
-    larger generation-0 threshold cut GC time by ~80 % (bench/RESULTS.md, E5).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 def _api_token(name: str, scope: str) -> int:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +51,7 @@ def emit(log: Any) -> None:
 
 def structlog_chain(stream: io.StringIO) -> None:
     """The processors the JSON format used before its chain became one call."""
-    lock = bridge_logging.threading.Lock()
+    lines = bridge_logging._Lines(stream)
     structlog.configure(
         processors=[
             bridge_logging._filter,
@@ -58,7 +62,7 @@ def structlog_chain(stream: io.StringIO) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=lambda name=None, *_: bridge_logging._Writer(name, stream, lock),
+        logger_factory=lambda name=None, *_: bridge_logging._Writer(name, lines),
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
@@ -102,3 +106,55 @@ def test_timestamps_as_datetime_isoformat_writes_them(monkeypatch: pytest.Monkey
         monkeypatch.setattr(bridge_logging.time, "time_ns", lambda ns=ns: ns)
         expected = datetime.fromtimestamp(ns // 1000 / 1e6, UTC).isoformat()
         assert bridge_logging._iso_now() == expected.replace("+00:00", "Z")
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_lines_on_the_loop_are_written_once_per_iteration_in_order() -> None:
+    stream = CountingStream()
+    lines = bridge_logging._Lines(stream)
+    for n in range(50):
+        lines.write(f"line {n}")
+    assert stream.getvalue() == ""  # gathered, not yet written
+    done = threading.Event()
+    threading.Thread(target=lambda: (lines.write("from a thread"), done.set())).start()
+    done.wait(5)
+    # A thread without a loop writes at once, and what the loop gathered goes first.
+    assert stream.getvalue().splitlines() == [*(f"line {n}" for n in range(50)), "from a thread"]
+    lines.write("after")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines()[-1] == "after"
+    assert stream.writes == 2
+
+
+def test_lines_without_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    lines = bridge_logging._Lines(stream)
+    lines.write("a")
+    lines.write("b")
+    assert stream.getvalue() == "a\nb\n"
+    assert stream.writes == 2
+
+
+def test_lines_still_gathered_at_exit_are_written() -> None:
+    script = (
+        "import asyncio, structlog\n"
+        "from bridge.ops.logging import setup_logging\n"
+        "async def main():\n"
+        "    setup_logging('INFO', 'json')\n"
+        "    structlog.get_logger('t').info('last.words', n=1)\n"
+        "    raise SystemExit(0)\n"  # leaves the loop before it runs the flush
+        "asyncio.new_event_loop().run_until_complete(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert json.loads(out.stdout)["event"] == "last.words"

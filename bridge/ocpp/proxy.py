@@ -44,6 +44,7 @@ from bridge.ocpp.rpc import DIALECTS
 from bridge.ocpp.session import StatusSink
 from bridge.ocpp.tap import Note, Tap, Verdict
 from bridge.ocpp.upstream import Refusal, Upstream, refusal_for
+from bridge.ocpp.wire import send_now
 from bridge.ratelimit import TokenBucket
 
 log = structlog.get_logger("bridge.proxy")
@@ -339,7 +340,8 @@ class Proxy:
                 if note is not None:
                     self._note(link, note, TO_CSMS)
             try:
-                await upstream.send(frame)
+                if not send_now(upstream, frame):
+                    await upstream.send(frame)
             except ConnectionClosed:
                 return  # the CSMS side ended; its pump closes the charger
             relayed(TO_CSMS, time.perf_counter() - started)
@@ -372,7 +374,8 @@ class Proxy:
                 elif isinstance(verdict, Note):
                     self._note(link, verdict, TO_CHARGER)
             try:
-                await charger.send(frame)
+                if not send_now(charger, frame):
+                    await charger.send(frame)
             except ConnectionClosed:
                 return  # the charger side ended; its pump closes the CSMS connection
             relayed(TO_CHARGER, time.perf_counter() - started)

@@ -34,6 +34,7 @@ from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path,
 from bridge.ocpp.idle import IdleWatch
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
+from bridge.ocpp.wire import send_now
 from bridge.ratelimit import LogLimiter, TokenBucket
 from bridge.status.registry import Registry
 
@@ -374,7 +375,7 @@ class OcppServer:
                 if self.sessions.get(session.charge_point_id) is not connection:
                     return  # replaced by a newer connection: nothing more from this one
                 answer = await session.handle(frame)
-                if answer is not None:
+                if answer is not None and not send_now(connection, answer):
                     await connection.send(answer)
                 in_a_row += 1
                 if in_a_row >= _YIELD_EVERY:  # queued frames are read without suspending
