@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import resource
+import sqlite3
 import statistics
 import subprocess
 import time
@@ -40,6 +42,46 @@ def machine() -> dict[str, Any]:
         "packages": versions,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
     }
+
+
+def speed(workdir: Path) -> dict[str, float]:
+    """How fast this machine is at what the bridge spends its time on, for comparing runs on
+    machines of one kind (their speed differs by up to 2x): a fixed Python workload (an OCPP
+    frame decoded, validated in Python, answered and encoded: µs each, median of 5) and a
+    one-row SQLite commit as the bridge writes them (WAL, synchronous FULL: µs of wall time,
+    median of 200) in the directory that holds the run's state databases."""
+    frame = (
+        '[2,"19223201","StatusNotification",{"connectorId":1,"errorCode":"NoError",'
+        '"status":"Charging","timestamp":"2026-12-01T12:00:00.000Z"}]'
+    )
+    loops = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for n in range(20_000):
+            message = json.loads(frame)
+            payload = message[3]
+            ok = payload["status"] in ("Available", "Charging") and payload["connectorId"] > 0
+            json.dumps([3, message[1], {"ok": ok, "n": n}])
+        loops.append((time.perf_counter() - started) / 20_000 * 1e6)
+    path = workdir / "speed.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS c (k TEXT PRIMARY KEY, v TEXT)")
+        commits = []
+        for n in range(200):
+            started = time.perf_counter()
+            db.execute("BEGIN")
+            db.execute("INSERT OR REPLACE INTO c VALUES (?, ?)", (f"k{n % 20}", "x" * 60))
+            db.execute("COMMIT")
+            commits.append((time.perf_counter() - started) * 1e6)
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {"python_frame_us": round(statistics.median(loops), 2),
+            "sqlite_commit_us": round(statistics.median(commits))}  # fmt: skip
 
 
 def check_monotonic_shared() -> bool:
@@ -263,8 +305,12 @@ def targets_table(results: dict[str, Any]) -> str:
 
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
-    return (f"machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, "
+    text = (f"machine: {m['cores']} cores, {m['cpu']}, {m['memory_gib']} GiB, "
             f"Python {m['python']}, kernel {m['kernel']}")  # fmt: skip
+    if "speed" in m:
+        text += (f"; speed: {m['speed']['python_frame_us']} µs per OCPP frame in Python, "
+                 f"{m['speed']['sqlite_commit_us']} µs per SQLite commit (FULL)")  # fmt: skip
+    return text
 
 
 def noise_lines(results: dict[str, Any]) -> list[str]:

@@ -71,6 +71,7 @@ from bench.report import (  # noqa: F401
     hub_correct,
     machine,
     noise_lines,
+    speed,
     table,
     targets,
     targets_table,
@@ -94,7 +95,7 @@ async def run(cfg: Config) -> dict[str, Any]:
     ctx = Context(cfg)
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine() | {"speed": speed(cfg.workdir)},
         "monotonic_clock_shared": check_monotonic_shared(),
         "settings": asdict(cfg) | {"workdir": str(cfg.workdir)},
         "noise": {},
