@@ -522,8 +522,19 @@ class Bridge:
         if self.hub_tls is not None and self.hub_tls.paths:
             files.append("the hub client's")
             self.hub_tls.request_check()
+        upstream = self.ocpp.proxy.upstream if self.ocpp.proxy is not None else None
+        if upstream is not None and upstream.has_files:
+            try:
+                upstream.reload()  # new CSMS connections use them; open ones keep theirs
+            except ConfigError as exc:
+                log.error("proxy.reload_failed", field=exc.field, error=exc.reason,
+                          outcome="the CSMS connection's files in use stay")  # fmt: skip
+            else:
+                files.append("the CSMS connection's")
         action = (
-            f"reload changed TLS files: {' and '.join(files)}" if files else "none: no TLS files"
+            f"reload changed TLS and password files: {', '.join(files)}"
+            if files
+            else "none: no TLS or password files"
         )
         log.info("bridge.sighup", action=action)
 

@@ -209,6 +209,38 @@ async def test_per_charger_credentials_replace_the_chargers_own(make_bridge: Mak
         assert csms.handshakes[0].forwarded_for == "127.0.0.1"
 
 
+async def test_sighup_rereads_upstream_password_files_all_or_nothing(
+    make_bridge: MakeBridge, tmp_path: Path, events: Events
+) -> None:
+    files = {cp_id: tmp_path / f"{cp_id}.upstream" for cp_id in CHARGERS}
+    for cp_id, path in files.items():
+        path.write_text(f"old-secret-for-{cp_id}\n")
+    async with CsmsSimulator(passwords={"CP16": "old-secret-for-CP16"}) as csms:
+        digest = hash_password(PASSWORD, n=2**10)
+        chargers = {cp_id: {**entry, "password_hash": digest,
+                            "upstream_password_file": files[cp_id]}
+                    for cp_id, entry in CHARGERS.items()}  # fmt: skip
+        ocpp = {**proxy_ocpp(csms.url, credentials="per_charger"), "security": {"profile": 1}}
+        bridge = await make_bridge(ocpp=ocpp, chargers=chargers)
+        async with session_charger(bridge.ocpp.port, "CP16", headers=LOGIN) as cp:
+            assert (await cp.boot()).status == "Accepted"
+            # The CSMS's password changes; the file is renewed, then the bridge is told.
+            csms.passwords["CP16"] = "new-secret-for-CP16"
+            files["CP16"].write_text("new-secret-for-CP16\n")
+            files["CP201"].write_text("")  # unusable: nothing of this reload is taken
+            bridge._on_sighup()  # what the SIGHUP handler of `oicp-bridge run` calls
+            (failed,) = events.named("proxy.reload_failed")
+            assert failed["field"] == "chargers.CP201.upstream_password_file"
+            assert (await cp.boot()).status == "Accepted"  # the open connection is not touched
+        assert [h.authorization for h in csms.handshakes] == [basic("CP16", "old-secret-for-CP16")]
+        files["CP201"].write_text("new-secret-for-CP201\n")
+        bridge._on_sighup()
+        assert "the CSMS connection's" in events.named("bridge.sighup")[-1]["action"]
+        async with session_charger(bridge.ocpp.port, "CP16", headers=LOGIN) as cp:
+            assert (await cp.boot()).status == "Accepted"
+        assert csms.handshakes[-1].authorization == basic("CP16", "new-secret-for-CP16")
+
+
 # -- subprotocols ----------------------------------------------------------------------------------
 async def test_offers_exactly_what_the_charger_offered_and_answers_the_csms_choice(
     make_bridge: MakeBridge, hub: HubSimulator

@@ -70,12 +70,33 @@ class Upstream:
         self._modes = {cp: c.mode for cp, c in chargers.items() if c.mode is not None}
         self._listed = frozenset(chargers)
         self._template = self.settings.url or ""
-        self.tls = _tls_context(self.settings) if self._template.startswith("wss:") else None
-        self._passwords: dict[str, bytes] = {}
+        self._ocpp, self._chargers = ocpp, chargers
+        self.tls, self._passwords = self._read_files()
+
+    def _read_files(self) -> tuple[ssl.SSLContext | None, dict[str, bytes]]:
+        """The TLS context and the per-charger passwords, from their files (ConfigError)."""
+        tls = _tls_context(self.settings) if self._template.startswith("wss:") else None
+        passwords: dict[str, bytes] = {}
         if self.settings.credentials == "per_charger":
-            for cp_id, charger in chargers.items():
-                if charger_mode(ocpp, charger) == "proxy":
-                    self._passwords[cp_id] = load_upstream_password(cp_id, charger)
+            for cp_id, charger in self._chargers.items():
+                if charger_mode(self._ocpp, charger) == "proxy":
+                    passwords[cp_id] = load_upstream_password(cp_id, charger)
+        return tls, passwords
+
+    @property
+    def has_files(self) -> bool:
+        """Whether anything is read from files that a renewal may change (what SIGHUP reloads)."""
+        s = self.settings
+        tls_files = self.tls is not None and (s.ca_bundle or s.client_cert) is not None
+        return tls_files or any(
+            self._chargers[cp_id].upstream_password_file is not None for cp_id in self._passwords
+        )
+
+    def reload(self) -> None:
+        """Read the CA bundle, client certificate and password files again; connections
+        opened from now on use them, open ones keep theirs. All or nothing: if any file cannot
+        be used, ConfigError names it and the ones in use stay."""
+        self.tls, self._passwords = self._read_files()
 
     # -- which chargers ---------------------------------------------------------------------
     def mode_for(self, charge_point_id: str) -> OcppMode:
