@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 import ssl
@@ -12,7 +11,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -33,7 +32,7 @@ from bridge.delivery.networks import HubKnows, NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load, run_weekly_data_full_load
 from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
-from bridge.errors import ConfigError, DatabaseLockedError
+from bridge.errors import ConfigError
 from bridge.eventloop import loop_name
 from bridge.hubsim import HubSimulator
 from bridge.hubsim.statefile import StateFile
@@ -54,51 +53,10 @@ from bridge.status.registry import Registry
 from bridge.status.table import TABLE, OcppStatus, OicpStatus, effective_table
 from bridge.store import make_store
 from bridge.store.base import EvseDataRow
+from bridge.store.local import DatabaseLock, api_url_file
 from bridge.store.postgres import PostgresStore
 
 log = structlog.get_logger("bridge")
-
-
-class DatabaseLock:
-    """One bridge per state database: two would push in parallel, which OICP forbids."""
-
-    def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + ".lock")
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise DatabaseLockedError(
-                f"another bridge process is using {self.path.with_suffix('')}; "
-                "two bridges on one database would push in parallel: stop the other one first"
-            ) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
-
-    def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock now (a bridge runs on this database)."""
-        if not self.path.exists() or self._file is not None:
-            return False
-        with self.path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
 
 
 class Bridge:
@@ -537,10 +495,6 @@ class Bridge:
             else "none: no TLS or password files"
         )
         log.info("bridge.sighup", action=action)
-
-
-def api_url_file(database: Path) -> Path:
-    return database.with_name(database.name + ".api")
 
 
 def catalog_setup(settings: Settings, ocpp: OcppServer) -> SetUp:

@@ -22,7 +22,7 @@ TOKEN_ENV = "BRIDGE_API_TOKEN"
 
 def running_api(database: Path) -> str | None:
     """The API URL of the bridge running on ``database``; None if none runs there."""
-    from bridge.app import DatabaseLock, api_url_file
+    from bridge.store.local import DatabaseLock, api_url_file
 
     if not DatabaseLock(database).held_elsewhere():
         return None
