@@ -258,3 +258,20 @@ def _summary(endpoint: Endpoint, body: dict[str, Any] | None) -> _Summary:
             status = rec.get("EvseStatus") if endpoint == "status" else None
             records.append((str(rec.get("EvseID")), None if status is None else str(status)))
     return (action if isinstance(action, str) else None), tuple(records)
+
+
+def acknowledgment(code: str, additional_info: str | None) -> _Answer:
+    description = _DESCRIPTIONS.get(code)
+    http_status = _CODE_HTTP_STATUS.get(code)
+    if http_status is not None:
+        # Hubject answers these with an OicpERoamingFault, not an acknowledgment.
+        fault = {"Code": code, "Description": description, "AdditionalInfo": additional_info}
+        return _Answer(http_status, {"StatusCode": fault}, code)
+    body = {
+        "Result": code == "000",
+        "StatusCode": {"Code": code, "Description": description, "AdditionalInfo": additional_info},
+        "SessionID": None,
+        "CPOPartnerSessionID": None,
+        "EMPPartnerSessionID": None,
+    }
+    return _Answer(200, body, code)

@@ -11,7 +11,6 @@ Not a production component: no authentication beyond optional TLS client certifi
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections import Counter
@@ -23,19 +22,19 @@ from typing import Any, Self
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from bridge.config import evse_belongs_to
+from bridge.hubsim.actions import apply_push
+from bridge.hubsim.control import control_routes, json_object
 from bridge.hubsim.data import DATA_ROUTE_22, data_version, validation_errors, without_data
 from bridge.hubsim.faults import (
-    _CODE_HTTP_STATUS,
-    _DESCRIPTIONS,
     Endpoint,
     Faults,
     _Answer,
     _fault_body,
     _http_failure,
     _summary,
+    acknowledgment,
 )
-from bridge.hubsim.networks import NETWORK_ROUTES, SimNetworks, read_state_change
+from bridge.hubsim.networks import NETWORK_ROUTES, SimNetworks
 from bridge.hubsim.statefile import StateFile
 from bridge.oicp.models import ActionType, PushEvseDataRequest, PushEvseStatusRequest
 
@@ -67,7 +66,7 @@ class ReceivedPush:
     @property
     def body(self) -> dict[str, Any] | None:
         """The parsed JSON body, None if it is not a JSON object."""
-        return _json_object(self.raw)
+        return json_object(self.raw)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,17 +132,8 @@ class HubSimulator:
         app.router.add_post(DATA_ROUTE, self._on_data)
         for route in NETWORK_ROUTES:
             app.router.add_post(route, self._on_network)
-        app.router.add_get("/sim/networks", self._on_sim_networks)
-        app.router.add_post("/sim/networks/state", self._on_sim_network_state)
         app.router.add_post(DATA_ROUTE_22, self._on_data)
-        app.router.add_get("/sim/state", self._on_sim_state)
-        app.router.add_get("/sim/received", self._on_sim_received)
-        app.router.add_get("/sim/stats", self._on_sim_stats)
-        app.router.add_get("/sim/faults", self._on_sim_get_faults)
-        app.router.add_post("/sim/faults", self._on_sim_faults)
-        app.router.add_post("/sim/clear", self._on_sim_clear)
-        app.router.add_post("/sim/reset", self._on_sim_reset)
-        app.router.add_post("/sim/forget", self._on_sim_forget)
+        app.add_routes(control_routes(self))
         # handler_cancellation: a client that timed out must not stay "in flight" while its
         # handler sleeps on; short shutdown_timeout so stop() does not wait for hung handlers.
         runner = web.AppRunner(
@@ -263,7 +253,7 @@ class HubSimulator:
         handed_off = False
         try:
             work.raw = await request.read()
-            work.body = _json_object(work.raw)
+            work.body = json_object(work.raw)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             summary = self.faults._summary(endpoint, work.body)
@@ -339,7 +329,7 @@ class HubSimulator:
             return _http_failure(failure)
         coded = self.faults._take("answer_code", summary)
         if coded is not None:
-            return _ack(coded.code, f"simulated answer {coded.code}")
+            return acknowledgment(coded.code, f"simulated answer {coded.code}")
 
         if problem is not None:
             return problem
@@ -355,12 +345,13 @@ class HubSimulator:
             if self.require_data_for_status and status_req.ActionType is not ActionType.DELETE:
                 missing = without_data(self._data, operator, (e for e, _ in items))
                 if missing:
-                    return _ack("022", f"no EVSE data for EvseID {', '.join(missing[:20])}")
-            return _apply(self._status, operator, ose.OperatorID, status_req.ActionType, items)
+                    listed = ", ".join(missing[:20])
+                    return acknowledgment("022", f"no EVSE data for EvseID {listed}")
+            return apply_push(self._status, operator, ose.OperatorID, status_req.ActionType, items)
         data_req = PushEvseDataRequest.model_validate(body)
         oed = data_req.OperatorEvseData
         items = [(r["EvseID"], r) for r in oed.EvseDataRecord]
-        return _apply(self._data, operator, oed.OperatorID, data_req.ActionType, items)
+        return apply_push(self._data, operator, oed.OperatorID, data_req.ActionType, items)
 
     def _check_body(
         self, request: web.Request, endpoint: Endpoint, body: dict[str, Any] | None
@@ -404,126 +395,6 @@ class HubSimulator:
             return _fault_body(400, "Validation error", errors)
         return None
 
-    # -- control endpoints -----------------------------------------------------------------
-
-    async def _on_sim_state(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "status": self.state,
-                "status_by_operator": self.state_by_operator,
-                "data": self.data_state,
-            }
-        )
-
-    async def _on_sim_networks(self, request: web.Request) -> web.Response:
-        return web.json_response(self.networks.describe())
-
-    async def _on_sim_network_state(self, request: web.Request) -> web.Response:
-        try:
-            operator, network, state = await read_state_change(request)
-            self.networks.set_state(operator, network, state)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.networks.describe())
-
-    async def _on_sim_received(self, request: web.Request) -> web.Response:
-        return web.json_response([p.to_json() for p in self.received])
-
-    async def _on_sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
-
-    async def _on_sim_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.describe())
-
-    async def _on_sim_faults(self, request: web.Request) -> web.Response:
-        spec = _json_object(await request.read())
-        if spec is None:
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.apply(spec)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"faults": self.faults.describe()})
-
-    async def _on_sim_clear(self, request: web.Request) -> web.Response:
-        self.faults.clear()
-        return web.json_response({"faults": {}})
-
-    async def _on_sim_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"reset": True})
-
-    async def _on_sim_forget(self, request: web.Request) -> web.Response:
-        spec = _json_object(await request.read())
-        evse_id = spec.get("evse_id") if spec else None
-        if not isinstance(evse_id, str):
-            return web.json_response({"error": 'body must be {"evse_id": "..."}'}, status=400)
-        return web.json_response({"forgotten": self.faults.forget(evse_id)})
-
-
-def _apply(
-    store: dict[str, dict[str, Any]],
-    path_operator: str,
-    body_operator: str,
-    action: ActionType,
-    items: list[tuple[str, Any]],
-) -> _Answer:
-    """Apply one push to ``store`` with OICP semantics; all or nothing."""
-    if body_operator != path_operator:
-        return _ack(
-            "018",
-            f"OperatorID {body_operator!r} in the body differs from {path_operator!r} in the URL",
-        )
-    seen: set[str] = set()
-    for evse_id, _ in items:
-        if not evse_belongs_to(evse_id, path_operator):
-            return _ack("018", f"EvseID {evse_id} does not belong to operator {path_operator}")
-        if evse_id in seen:
-            return _ack("018", f"EvseID {evse_id} appears more than once in the request")
-        seen.add(evse_id)
-
-    current = store.setdefault(path_operator, {})
-    if action is ActionType.INSERT:
-        existing = [evse_id for evse_id, _ in items if evse_id in current]
-        if existing:
-            return _ack(
-                "022",
-                f"insert aborted: EvseID {', '.join(existing)} already exists; "
-                "nothing was inserted",
-            )
-        current.update(items)
-    elif action is ActionType.UPDATE:
-        missing = [evse_id for evse_id, _ in items if evse_id not in current]
-        if missing:
-            return _ack(
-                "022",
-                f"update aborted: EvseID {', '.join(missing)} does not exist; nothing was updated",
-            )
-        current.update(items)
-    elif action is ActionType.DELETE:
-        for evse_id, _ in items:
-            current.pop(evse_id, None)
-    else:  # fullLoad: the new set replaces the old one (an empty list deletes everything)
-        store[path_operator] = dict(items)
-    return _ack("000", None)
-
-
-def _ack(code: str, additional_info: str | None) -> _Answer:
-    description = _DESCRIPTIONS.get(code)
-    http_status = _CODE_HTTP_STATUS.get(code)
-    if http_status is not None:
-        # Hubject answers these with an OicpERoamingFault, not an acknowledgment.
-        fault = {"Code": code, "Description": description, "AdditionalInfo": additional_info}
-        return _Answer(http_status, {"StatusCode": fault}, code)
-    body = {
-        "Result": code == "000",
-        "StatusCode": {"Code": code, "Description": description, "AdditionalInfo": additional_info},
-        "SessionID": None,
-        "CPOPartnerSessionID": None,
-        "EMPPartnerSessionID": None,
-    }
-    return _Answer(200, body, code)
-
 
 @dataclass(slots=True)
 class _Work:
@@ -544,11 +415,3 @@ def _drop(request: web.Request) -> web.Response:
     if transport is not None:
         transport.abort()
     return web.Response(status=500)
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
