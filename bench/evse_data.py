@@ -38,8 +38,9 @@ from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody
 from bridge.config import OicpSettings
 from bridge.delivery.data_outbox import DataOutbox
+from bridge.delivery.lane import RetrySettings
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.worker import PushWorker, RetrySettings
+from bridge.delivery.worker import PushWorker
 from bridge.oicp.client import OicpClient, PushOutcome
 from bridge.oicp.evse_schema import compile_all
 from bridge.oicp.models import ActionType

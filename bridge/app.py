@@ -28,10 +28,11 @@ from bridge.config import Settings
 from bridge.delivery.data_outbox import DataAcknowledged, DataOutbox
 from bridge.delivery.hubhealth import HubHealth
 from bridge.delivery.ingest import Ingest
+from bridge.delivery.lane import PushClient, RetrySettings
 from bridge.delivery.networks import HubKnows, NetworkPushes, StatusAcknowledged
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import run_daily_full_load, run_weekly_data_full_load
-from bridge.delivery.worker import PushClient, PushWorker, RetrySettings
+from bridge.delivery.worker import PushWorker
 from bridge.errors import ConfigError
 from bridge.eventloop import loop_name
 from bridge.hubsim import HubSimulator

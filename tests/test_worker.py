@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.delivery.lane import SendFullLoad, SendNetwork, SendRecord, Wait
+from bridge.delivery.lane import RetrySettings, SendFullLoad, SendNetwork, SendRecord, Wait
 from bridge.delivery.outbox import Outbox
 from bridge.delivery.scheduler import next_run
-from bridge.delivery.worker import PushWorker, RetrySettings
+from bridge.delivery.worker import PushWorker
 from bridge.errors import StoreError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import Acknowledgment, ActionType

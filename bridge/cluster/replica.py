@@ -27,8 +27,9 @@ import structlog
 from bridge.cluster.lease import Lease, Role
 from bridge.delivery.data_push import DATA_FULL_LOAD
 from bridge.delivery.ingest import Ingest
+from bridge.delivery.lane_steps import FULL_LOAD
 from bridge.delivery.outbox import Outbox
-from bridge.delivery.worker import FULL_LOAD, PushWorker
+from bridge.delivery.worker import PushWorker
 from bridge.errors import HubError, StoreError
 from bridge.status.engine import StatusEngine
 from bridge.store.base import EvseDataRow

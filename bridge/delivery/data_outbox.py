@@ -22,12 +22,12 @@ goes alone from then on (``solo``), so one bad record never holds up the others.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from bridge.delivery.queue import PendingQueue
 from bridge.oicp.evse_schema import FieldError
 from bridge.oicp.models import ActionType
 from bridge.oicp.records import Built
@@ -46,7 +46,15 @@ class DataBatch:
     digests: tuple[str | None, ...]  # each record's digest when the batch was taken
 
 
-class DataOutbox:
+class DataOutbox(PendingQueue[EvseDataRow]):
+    """The EVSE data outbox; its queue (``bridge.delivery.queue``) holds a data delete back
+    (``_held``) while the hub may still hold the EVSE's status, until :meth:`release`."""
+
+    #: Not the record: a follower builds it from its own copy of the catalog.
+    FOLLOWED = ("hub_digest", "hub_holds", "acknowledged", "pending_since", "attempts",
+                "last_outcome", "last_code", "last_info", "last_push_at",
+                "parked_code")  # fmt: skip
+
     def __init__(
         self,
         store: StagedStore,
@@ -55,62 +63,22 @@ class DataOutbox:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        # ``changed`` is shared with the status outbox: the lane wakes up for either.
+        super().__init__(clock=clock, monotonic=monotonic, changed=changed)
         self.store = store
-        self.clock = clock
-        self.monotonic = monotonic
-        self.rows: dict[str, EvseDataRow] = {}
-        self._pending: dict[str, None] = {}
-        self._waiting: dict[str, float] = {}
-        self._wake_ups: list[tuple[float, str]] = []
-        self._held: dict[str, None] = {}  # deletes waiting until the hub drops the status
         self.solo: set[str] = set()
-        #: Shared with the status outbox: the lane wakes up for either.
-        self.changed = changed or asyncio.Event()
         #: Whether the hub may still hold this EVSE's *status* (its data delete waits).
         self.status_at_hub: Callable[[str], bool] = lambda evse_id: False
         #: Called when an EVSE's data becomes acknowledged (its held status may go now).
         self.on_ready: Callable[[str], None] | None = None
 
     # -- loading -----------------------------------------------------------------------------
-    def restore(self, rows: Iterable[EvseDataRow]) -> None:
-        ordered = sorted(rows, key=lambda r: (r.pending_since is None, r.pending_since or 0))
-        for row in ordered:
-            self.rows[row.evse_id] = row
-            if row.pending_since is not None and _needs_push(row):
-                self._pending[row.evse_id] = None
-        if self._pending:
-            self.changed.set()
+    def _resumes(self, row: EvseDataRow) -> bool:
+        return _needs_push(row)
 
     def reload(self, rows: Iterable[EvseDataRow]) -> None:
-        """Start again from ``rows`` (a replica that becomes the push leader)."""
-        self.rows.clear()
-        self._pending.clear()
-        self._waiting.clear()
-        self._wake_ups.clear()
-        self._held.clear()
         self.solo.clear()
-        self.restore(rows)
-
-    def follow(self, row: EvseDataRow) -> None:
-        """What the leader wrote of an EVSE's data at the hub (a follower's view, for reads:
-        the record itself this replica builds from its own copy of the catalog)."""
-        mine = self.rows.get(row.evse_id)
-        if mine is None:
-            self.rows[row.evse_id] = row
-            return
-        for name in (
-            "hub_digest",
-            "hub_holds",
-            "acknowledged",
-            "pending_since",
-            "attempts",
-            "last_outcome",
-            "last_code",
-            "last_info",
-            "last_push_at",
-            "parked_code",
-        ):
-            setattr(mine, name, getattr(row, name))  # fmt: skip
+        super().reload(rows)
 
     # -- what the catalog says -----------------------------------------------------------------
     def set_built(self, charge_point_id: str, built: Built, *, want: bool) -> bool:
@@ -204,26 +172,6 @@ class DataOutbox:
         """Shared EVSEs whose record fails the schema (not pushed, status held)."""
         return sum(1 for r in self.rows.values() if r.want and r.errors is not None)
 
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._waiting) + len(self._held)
-
-    def is_pending(self, evse_id: str) -> bool:
-        return evse_id in self._pending or evse_id in self._waiting or evse_id in self._held
-
-    def oldest_pending_age(self) -> float:
-        rows = self.rows
-        since = [rows[e].pending_since for e in (*self._pending, *self._waiting, *self._held)]
-        known = [s for s in since if s is not None]
-        return max(0.0, self.clock() - min(known)) if known else 0.0
-
-    def next_due(self) -> float | None:
-        while self._wake_ups:
-            at, evse_id = self._wake_ups[0]
-            if self._waiting.get(evse_id) == at:
-                return at
-            heapq.heappop(self._wake_ups)
-        return None
-
     def next_batch(self, limit: int, now: float | None = None) -> DataBatch | None:
         """The records that go next: the longest-pending EVSE's action, and up to ``limit``
         pending EVSEs with the same action (an EVSE marked ``solo`` goes alone)."""
@@ -252,13 +200,6 @@ class DataOutbox:
         if action is None:
             return None
         return DataBatch(action, tuple(taken), tuple(r.digest for r in taken))
-
-    def release(self, evse_id: str) -> None:
-        """The hub no longer holds this EVSE's status: its data delete may go."""
-        if evse_id in self._held:
-            del self._held[evse_id]
-            self._pending[evse_id] = None
-            self.changed.set()
 
     def recheck_held(self) -> None:
         """Release every held delete whose status the hub no longer holds (after a status
@@ -313,24 +254,6 @@ class DataOutbox:
         self.store.put_evse_data(row)
         self.move_back(row.evse_id, until)
         return row.attempts
-
-    def move_back(self, evse_id: str, until: float | None = None) -> None:
-        if evse_id not in self._pending and evse_id not in self._waiting:
-            return
-        self._pending.pop(evse_id, None)
-        if until is None:
-            self._waiting.pop(evse_id, None)
-            self._pending[evse_id] = None
-        else:
-            self._waiting[evse_id] = until
-            heapq.heappush(self._wake_ups, (until, evse_id))
-
-    def _wake(self, now: float) -> None:
-        while self._wake_ups and self._wake_ups[0][0] <= now:
-            at, evse_id = heapq.heappop(self._wake_ups)
-            if self._waiting.get(evse_id) == at:
-                del self._waiting[evse_id]
-                self._pending[evse_id] = None
 
     def set_hub_holds(self, row: EvseDataRow, holds: bool) -> None:
         """A 022: the hub's view differs (insert of an existing / update of a missing one)."""

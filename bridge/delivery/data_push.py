@@ -26,8 +26,15 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from bridge.delivery.data_outbox import DataBatch, DataOutbox
-from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
-from bridge.errors import HubError, HubRejectedError
+from bridge.delivery.policy import (
+    Verdict,
+    backoff,
+    classify,
+    doubling,
+    failure_code,
+    is_ambiguous,
+)
+from bridge.errors import HubError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
 from bridge.store.base import EvseDataRow
@@ -158,7 +165,7 @@ class DataSender:
             log.info("data.ok", hub_code=exc.code, absent=True, **detail)
         else:
             self._refused(exc, rows, detail)
-        w._emit("data_" + batch.action.value, verdict.value, exc.code or _http(exc), duration)
+        w._emit("data_" + batch.action.value, verdict.value, failure_code(exc), duration)
 
     def _alone(self, rows: Sequence[EvseDataRow], detail: dict[str, object], why: str) -> None:
         """Each record of a refused batch goes on its own, to find the one at fault."""
@@ -193,7 +200,7 @@ class DataSender:
             named = {0: [f"{r}: {m}" for r, m in getattr(exc, "field_errors", ())] or [str(exc)]}
         for i, row in enumerate(rows):
             if i in named:
-                self.outbox.park(row, exc.code or _http(exc), "; ".join(named[i]))
+                self.outbox.park(row, failure_code(exc), "; ".join(named[i]))
                 log.error("data.parked", evse_id=row.evse_id, field_errors=named[i], **detail)
             else:
                 self.outbox.move_back(row.evse_id)
@@ -283,10 +290,4 @@ class DataSender:
             log.warning("data.fullload.retry", retry_in_s=round(full.not_before - now, 2),
                         **detail)  # fmt: skip
             outcome = verdict.value
-        w._emit("data_fullLoad", outcome, exc.code or _http(exc), duration)
-
-
-def _http(exc: HubError) -> str | None:
-    if isinstance(exc, HubRejectedError) and exc.http_status is not None:
-        return f"http_{exc.http_status}"
-    return f"http_{exc.http_status}" if exc.http_status is not None else "transport"
+        w._emit("data_fullLoad", outcome, failure_code(exc), duration)

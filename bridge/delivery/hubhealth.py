@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from bridge.delivery.worker import PushClient
+from bridge.delivery.lane import PushClient
 from bridge.errors import HubError, HubTransportError
 from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType

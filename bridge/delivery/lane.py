@@ -14,18 +14,25 @@ assignment* or *send this EVSE's record*; the push worker carries it out. Every
 hub service that shares the lane belongs here, as one more input of the same decision; so
 does whether this replica may use the lane at all (the push lease of replicas: not the leader,
 or a lease that would not outlive the request → wait).
+
+The lane's parts are named here too, for the worker and whoever builds it: the rate limit
+(``Limiter``), the lease (``Gate``), the client, the retry settings and the event each attempt
+reports (``PushEvent``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.delivery.data_outbox import DataBatch, DataOutbox
 from bridge.delivery.outbox import Outbox
+from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
+from bridge.status.table import OicpStatus
 from bridge.store.base import EvseRow
 
 
@@ -35,6 +42,71 @@ class Limiter(Protocol):
     def free_at(self, now: float | None = None) -> float: ...
 
     def take(self) -> float: ...
+
+
+class Unlimited:
+    """No rate limit (EVSE data without one of its own)."""
+
+    def free_at(self, now: float | None = None) -> float:
+        return 0.0
+
+    def take(self) -> float:
+        return 0.0
+
+
+class Gate(Protocol):
+    """Whether this process may use the lane (``bridge.cluster.lease``)."""
+
+    def lease_until(self) -> float:
+        """Monotonic time until which this process holds the lane (-inf: it does not)."""
+        ...
+
+    async def reserve(self, seconds: float) -> bool:
+        """Make the lease outlive a request of ``seconds`` from now; False: it cannot."""
+        ...
+
+
+class AlwaysLeader:
+    """The one process of a SQLite database: the lane is always its own."""
+
+    def lease_until(self) -> float:
+        return math.inf
+
+    async def reserve(self, seconds: float) -> bool:
+        return True
+
+
+class PushClient(Protocol):
+    async def push_evse_status(
+        self,
+        action: ActionType,
+        records: Sequence[tuple[str, OicpStatus]],
+        *,
+        timeout: float | None = None,
+    ) -> PushOutcome: ...
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """What the metrics hook is told about every attempt."""
+
+    action: str
+    outcome: str  # ok | retry | defer | flip | absent | pause | park | refused (a fullLoad)
+    code: str | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    initial: float = 1.0  # first backoff (s); doubles per consecutive failure
+    cap: float = 300.0  # longest backoff (s)
+    pause: float = 60.0  # retry interval while the hub reports a configuration error (s)
+    max_flips: int = 2  # insert<->update switches per EVSE before it is parked
+    max_attempts: int = 10  # per-EVSE refusals (retryable codes) before it is parked
+    settle: float | None = None  # hold after an ambiguous outcome; None: that request's timeout
+    push_timeout: float = 20.0  # whole-request timeout of a single push (oicp.request_timeout)
+    full_load_timeout: float = 120.0  # whole-request timeout of a fullLoad
+    data_full_load_timeout: float = 300.0  # whole-request timeout of a data fullLoad
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +163,13 @@ class FullLoadRequests:
         self.not_before = 0.0  # monotonic
         self.failures = 0  # consecutive failed attempts (retryable)
         self.refusals = 0  # consecutive refusals (the hub does not take this body)
+
+    def request(self) -> asyncio.Future[int]:
+        """One more waiter; its future gives the record count, or the hub's refusal."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieved)  # a caller that does not wait must not leak a warning
+        self.waiters.append(fut)
+        return fut
 
     @property
     def requested(self) -> bool:
@@ -229,3 +308,8 @@ def action_for(row: EvseRow) -> ActionType:
 def _earliest(*times: float | None) -> float | None:
     known = [t for t in times if t is not None]
     return min(known) if known else None
+
+
+def _retrieved(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled():
+        fut.exception()

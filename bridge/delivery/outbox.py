@@ -17,11 +17,10 @@ Order is first-pending-first-pushed; an EVSE whose push was refused for now goes
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from bridge.delivery.queue import PendingQueue
 from bridge.status.engine import EvseChange
 from bridge.status.table import OicpStatus
 from bridge.store.base import REMOVED, EvseRow, StagedStore
@@ -31,7 +30,14 @@ from bridge.store.base import REMOVED, EvseRow, StagedStore
 Current = Mapping[str, tuple[str, OicpStatus]]
 
 
-class Outbox:
+class Outbox(PendingQueue[EvseRow]):
+    """The status outbox; its queue (``bridge.delivery.queue``) holds an EVSE's status back
+    (``_held``) while ``gate`` says no, until :meth:`release`."""
+
+    FOLLOWED = ("hub_status", "hub_holds", "hub_acked_at", "pending_since", "attempts",
+                "last_outcome", "last_code", "last_info", "last_push_at",
+                "parked_code")  # fmt: skip
+
     def __init__(
         self,
         store: StagedStore,
@@ -39,60 +45,13 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(clock=clock, monotonic=monotonic)
         self.store = store
-        self.clock = clock
-        self.monotonic = monotonic
-        self.rows: dict[str, EvseRow] = {}
-        self._pending: dict[str, None] = {}  # insertion-ordered set of EvseIDs ready to go
-        self._waiting: dict[str, float] = {}  # EvseID → monotonic time before which it waits
-        self._wake_ups: list[tuple[float, str]] = []  # heap over _waiting (may hold stale ones)
-        #: EVSEs whose status waits until the hub holds their data (``gate`` said no).
-        self._held: dict[str, None] = {}
         #: Whether an EVSE's status may go to the hub now (EVSE data: only once the hub holds
         #: the EVSE's data; ``DataOutbox.status_may_go``). None: always. Deletes always may.
         self.gate: Callable[[str], bool] | None = None
-        self.changed = asyncio.Event()
 
-    # -- loading and changes ---------------------------------------------------------------
-    def restore(self, rows: Iterable[EvseRow]) -> None:
-        ordered = sorted(rows, key=lambda r: (r.pending_since is None, r.pending_since or 0))
-        for row in ordered:
-            self.rows[row.evse_id] = row
-            if row.pending_since is not None:
-                self._pending[row.evse_id] = None
-        if self._pending:
-            self.changed.set()
-
-    def reload(self, rows: Iterable[EvseRow]) -> None:
-        """Start again from ``rows`` (a replica that becomes the push leader: the database holds
-        what the previous leader learnt of the hub)."""
-        self.rows.clear()
-        self._pending.clear()
-        self._waiting.clear()
-        self._wake_ups.clear()
-        self._held.clear()
-        self.restore(rows)
-
-    def follow(self, row: EvseRow) -> None:
-        """What the leader wrote of an EVSE's hub-side state (a follower's view, for reads)."""
-        mine = self.rows.get(row.evse_id)
-        if mine is None:
-            self.rows[row.evse_id] = row
-            return
-        for name in (
-            "hub_status",
-            "hub_holds",
-            "hub_acked_at",
-            "pending_since",
-            "attempts",
-            "last_outcome",
-            "last_code",
-            "last_info",
-            "last_push_at",
-            "parked_code",
-        ):
-            setattr(mine, name, getattr(row, name))  # fmt: skip
-
+    # -- changes -----------------------------------------------------------------------------
     def reconcile(self, current: Current) -> list[str]:
         """At start: bring every row in line with what the bridge computes now.
 
@@ -197,39 +156,6 @@ class Outbox:
             self._held[evse_id] = None
         return found
 
-    def release(self, evse_id: str) -> None:
-        """The gate opened for this EVSE (the hub holds its data now): queue its status."""
-        if evse_id in self._held:
-            del self._held[evse_id]
-            self._pending[evse_id] = None
-            self.changed.set()
-
-    def held(self) -> int:
-        """Statuses waiting for their EVSE's data to reach the hub."""
-        return len(self._held)
-
-    def next_due(self) -> float | None:
-        """Monotonic time when the first waiting EVSE may go again (None: none waits)."""
-        while self._wake_ups:
-            at, evse_id = self._wake_ups[0]
-            if self._waiting.get(evse_id) == at:
-                return at
-            heapq.heappop(self._wake_ups)  # stale: pushed, changed or moved since
-        return None
-
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._waiting) + len(self._held)
-
-    def is_pending(self, evse_id: str) -> bool:
-        return evse_id in self._pending or evse_id in self._waiting or evse_id in self._held
-
-    def oldest_pending_age(self) -> float:
-        # Round robin moves EVSEs to the back, so the oldest is not always first: look at all.
-        rows = self.rows
-        since = [rows[e].pending_since for e in (*self._pending, *self._waiting, *self._held)]
-        known = [s for s in since if s is not None]
-        return max(0.0, self.clock() - min(known)) if known else 0.0
-
     # -- outcomes --------------------------------------------------------------------------
     def acknowledged(self, evse_id: str, sent: OicpStatus, code: str) -> EvseRow:
         """The hub accepted ``sent`` (insert or update) for this EVSE."""
@@ -282,26 +208,6 @@ class Outbox:
         self.store.put_evse(row)
         self.move_back(evse_id)
         return row.attempts
-
-    def move_back(self, evse_id: str, until: float | None = None) -> None:
-        """Queue a pending EVSE again at the back (after the monotonic ``until`` if given)."""
-        if not self.is_pending(evse_id):
-            return
-        self._pending.pop(evse_id, None)
-        self._held.pop(evse_id, None)
-        if until is None:
-            self._waiting.pop(evse_id, None)
-            self._pending[evse_id] = None
-        else:
-            self._waiting[evse_id] = until
-            heapq.heappush(self._wake_ups, (until, evse_id))
-
-    def _wake(self, now: float) -> None:
-        while self._wake_ups and self._wake_ups[0][0] <= now:
-            at, evse_id = heapq.heappop(self._wake_ups)
-            if self._waiting.get(evse_id) == at:
-                del self._waiting[evse_id]
-                self._pending[evse_id] = None
 
     def set_hub_holds(self, evse_id: str, holds: bool) -> None:
         row = self.rows[evse_id]

@@ -62,3 +62,25 @@ def backoff(attempt: int, initial: float, cap: float, retry_after: float | None 
 def doubling(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff without jitter (a lower bound someone can rely on)."""
     return float(min(cap, initial * 2 ** max(0, attempt - 1)))
+
+
+def failure_code(error: HubError) -> str:
+    """What the metrics count a failed request under: the hub's OICP code, else its HTTP status,
+    else ``transport`` (no answer at all)."""
+    if error.code:
+        return error.code
+    return f"http_{error.http_status}" if error.http_status is not None else "transport"
+
+
+def failure_detail(
+    error: HubError, duration: float, fields: dict[str, object]
+) -> dict[str, object]:
+    """The fields a failed request is logged with."""
+    return {
+        "hub_code": error.code,
+        "http_status": error.http_status,
+        "duration_ms": round(duration * 1000, 1),
+        "error": str(error),
+        "additional_info": error.additional_info,
+        **fields,
+    }

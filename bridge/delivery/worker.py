@@ -4,7 +4,10 @@ OICP requires data pushes to be strictly sequential ("MUST never be executed in 
 a single task sends every push and every fullLoad; nothing else calls the hub.
 
 What goes to the hub next is one decision (:func:`bridge.delivery.lane.next_step`); the loop in
-:meth:`PushWorker.run` carries it out, and this module says what each outcome changes.
+:meth:`PushWorker.run` carries it out, and this module says what each outcome of a status push
+changes and how the whole lane reacts to failures. The requests that are not one EVSE's status
+have modules of their own: the fullLoad and network assignments (``bridge.delivery.lane_steps``),
+EVSE data (``bridge.delivery.data_push``).
 
 After a request, failures are told apart by what they concern:
 
@@ -21,34 +24,44 @@ After a request, failures are told apart by what they concern:
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
 import structlog
 
 from bridge.delivery.data_outbox import DataOutbox
 from bridge.delivery.data_push import DataSender
 from bridge.delivery.lane import (
+    AlwaysLeader,
     DataLane,
     FullLoadRequests,
+    Gate,
     Limiter,
+    PushClient,
+    PushEvent,
+    RetrySettings,
     SendData,
     SendDataFullLoad,
     SendFullLoad,
     SendNetwork,
     SendRecord,
     Step,
+    Unlimited,
     Wait,
     next_step,
 )
-from bridge.delivery.networks import NETWORK, NetworkPushes
-from bridge.delivery.outbox import Current, Outbox
-from bridge.delivery.policy import Verdict, backoff, classify, doubling, is_ambiguous
+from bridge.delivery.lane_steps import send_full_load, send_network
+from bridge.delivery.networks import NetworkPushes
+from bridge.delivery.outbox import Outbox
+from bridge.delivery.policy import (
+    Verdict,
+    backoff,
+    classify,
+    failure_code,
+    failure_detail,
+    is_ambiguous,
+)
 from bridge.errors import HubError, NotLeaderError
-from bridge.oicp.client import PushOutcome
 from bridge.oicp.models import ActionType
 from bridge.oicp.networks import NetworkClient
 from bridge.status.engine import StatusEngine
@@ -56,63 +69,6 @@ from bridge.status.table import OicpStatus
 from bridge.store.base import EvseRow
 
 log = structlog.get_logger("bridge.push")
-
-FULL_LOAD = "fullLoad"  # the target of a fullLoad request (EvseIDs are the others)
-
-
-class Gate(Protocol):
-    """Whether this process may use the lane (``bridge.cluster.lease``)."""
-
-    def lease_until(self) -> float:
-        """Monotonic time until which this process holds the lane (-inf: it does not)."""
-        ...
-
-    async def reserve(self, seconds: float) -> bool:
-        """Make the lease outlive a request of ``seconds`` from now; False: it cannot."""
-        ...
-
-
-class AlwaysLeader:
-    """The one process of a SQLite database: the lane is always its own."""
-
-    def lease_until(self) -> float:
-        return math.inf
-
-    async def reserve(self, seconds: float) -> bool:
-        return True
-
-
-class PushClient(Protocol):
-    async def push_evse_status(
-        self,
-        action: ActionType,
-        records: Sequence[tuple[str, OicpStatus]],
-        *,
-        timeout: float | None = None,
-    ) -> PushOutcome: ...
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    initial: float = 1.0  # first backoff (s); doubles per consecutive failure
-    cap: float = 300.0  # longest backoff (s)
-    pause: float = 60.0  # retry interval while the hub reports a configuration error (s)
-    max_flips: int = 2  # insert<->update switches per EVSE before it is parked
-    max_attempts: int = 10  # per-EVSE refusals (retryable codes) before it is parked
-    settle: float | None = None  # hold after an ambiguous outcome; None: that request's timeout
-    push_timeout: float = 20.0  # whole-request timeout of a single push (oicp.request_timeout)
-    full_load_timeout: float = 120.0  # whole-request timeout of a fullLoad
-    data_full_load_timeout: float = 300.0  # whole-request timeout of a data fullLoad
-
-
-@dataclass(frozen=True)
-class PushEvent:
-    """What the metrics hook is told about every attempt."""
-
-    action: str
-    outcome: str  # ok | retry | defer | flip | absent | pause | park | refused (a fullLoad)
-    code: str | None
-    duration_s: float
 
 
 class PushWorker:
@@ -157,7 +113,7 @@ class PushWorker:
         self.data = data
         self.data_full_load = FullLoadRequests()
         self.last_data_full_load: float | None = None
-        self.data_limiter: Limiter = data_limiter or _Unlimited()
+        self.data_limiter: Limiter = data_limiter or Unlimited()
         self._data_lane: DataLane | None = None
         self._data_sender: DataSender | None = None
         if data is not None:
@@ -216,9 +172,9 @@ class PushWorker:
                 if isinstance(step, Wait):
                     await self._wait(step.until)
                 elif isinstance(step, SendFullLoad):
-                    await self._full_load()
+                    await send_full_load(self)
                 elif isinstance(step, SendNetwork):
-                    await self._network(step.name)
+                    await send_network(self, step.name)
                 elif isinstance(step, SendRecord):
                     await self._push(step.row, step.action)
                     self._turn(data_next=True)
@@ -261,9 +217,7 @@ class PushWorker:
     def request_full_load(self) -> asyncio.Future[int]:
         """Ask for a fullLoad (sent between pushes); the future gives the record count, or the
         hub's refusal. Requests made while one waits are served by the same fullLoad."""
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieved)  # a caller that does not wait must not leak a warning
-        self.full_load.waiters.append(fut)
+        fut = self.full_load.request()
         self.outbox.changed.set()
         return fut
 
@@ -272,9 +226,7 @@ class PushWorker:
         record count, or the hub's refusal."""
         if self.data is None:
             raise HubError("EVSE data is not enabled (evse_data.enabled)")
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieved)
-        self.data_full_load.waiters.append(fut)
+        fut = self.data_full_load.request()
         self.outbox.changed.set()
         return fut
 
@@ -358,7 +310,7 @@ class PushWorker:
     ) -> None:
         verdict = classify(exc, action.value)
         ambiguous = is_ambiguous(exc)
-        detail = _detail(exc, duration, fields)
+        detail = failure_detail(exc, duration, fields)
         self.outbox.failed(evse_id, verdict.value, exc.code, exc.additional_info or str(exc))
         if ambiguous:
             self.outbox.ambiguous(evse_id)
@@ -369,11 +321,8 @@ class PushWorker:
         elif verdict is Verdict.PAUSE:
             self._pause(exc, detail)
         elif verdict is Verdict.DEFER:
-            self._last_deferred = evse_id
-            if self._hub_refuses or deferred_before not in (None, evse_id):
-                # Two different requests in a row refused for now: that is the hub. Every
-                # request waits, and none is held against its EVSE, until one succeeds.
-                self._hub_refuses = True
+            if self._deferred(evse_id, deferred_before):
+                # Every request waits, and none is held against its EVSE, until one succeeds.
                 self.outbox.move_back(evse_id)
                 self._hub_failed(exc, detail, ambiguous, self.retry.push_timeout)
             else:  # this EVSE's problem: to the back of the queue, on a backoff of its own
@@ -407,7 +356,7 @@ class PushWorker:
             log.error("push.parked", attempts=self.outbox.rows[evse_id].attempts, **detail)
         if self.data is not None and not self._status_at_hub(evse_id):
             self.data.release(evse_id)  # gone (or given up on): its data delete may go
-        self._emit(action.value, verdict.value, exc.code or _http(exc), duration)
+        self._emit(action.value, verdict.value, failure_code(exc), duration)
 
     # -- outcomes for the whole lane -----------------------------------------------------------
     def _hub_failed(
@@ -421,6 +370,14 @@ class PushWorker:
             self._hold_until = max(self._hold_until, time.monotonic() + settle)
         log.warning("push.retry", retry_in_s=round(delay, 2), failures=self._failures,
                     ambiguous=ambiguous, **detail)  # fmt: skip
+
+    def _deferred(self, target: str, before: str | None) -> bool:
+        """A request for ``target`` was refused for now; True: so was a different one just
+        before it (``before``), or the hub refuses still: that is the hub, not the request."""
+        self._last_deferred = target
+        if self._hub_refuses or before not in (None, target):
+            self._hub_refuses = True
+        return self._hub_refuses
 
     def _unsettled(self, timeout: float) -> float:
         """The hub may still apply a request: note until when (wall clock) and return the
@@ -453,168 +410,3 @@ class PushWorker:
     def _emit(self, action: str, outcome: str, code: str | None, duration: float) -> None:
         if self.on_push is not None:
             self.on_push(PushEvent(action, outcome, code, duration))
-
-    # -- fullLoad --------------------------------------------------------------------------
-    async def _full_load(self) -> None:
-        full = self.full_load
-        timeout = self.retry.full_load_timeout
-        if not await self.gate.reserve(timeout) or not await self._sending(FULL_LOAD, timeout):
-            full.not_before = time.monotonic() + self.retry.initial
-            return  # the lease cannot cover it now: single pushes go on, it is tried again
-        batch = list(full.waiters)  # requests made while it is in flight wait for the next
-        sent = self.engine.snapshot()
-        if self.outbox.gate is not None:  # an EVSE the hub has no data for is not sent
-            gate = self.outbox.gate
-            sent = {evse_id: v for evse_id, v in sent.items() if gate(evse_id)}
-        records = [(evse_id, sent[evse_id][1]) for evse_id in sorted(sent)]
-        self.limiter.take()
-        started = time.monotonic()
-        self.in_flight = True
-        try:
-            outcome = await self.client.push_evse_status(
-                ActionType.FULL_LOAD, records, timeout=self.retry.full_load_timeout
-            )
-        except HubError as exc:
-            self.in_flight = False
-            self._full_load_failed(exc, batch, sent, time.monotonic() - started)
-            if not is_ambiguous(exc):
-                self.outbox.store.put_in_flight(None)
-            self.outbox.store.commit_soon()
-            return
-        except asyncio.CancelledError:
-            self.in_flight = False
-            self.outbox.full_load_ambiguous(sent)
-            self._unsettled(self.retry.full_load_timeout)
-            raise
-        self.in_flight = False
-        self._succeeded()
-        self.outbox.full_load_done(sent, self.engine.snapshot())
-        if self.data is not None:
-            self.data.recheck_held()
-        if self.networks is not None:
-            self.networks[0].changed()
-        self.last_full_load = self.clock()
-        self.outbox.store.put_meta("last_full_load", str(self.last_full_load))
-        self.outbox.store.put_in_flight(None)
-        self._emit(FULL_LOAD, "ok", outcome.code, outcome.duration_ms / 1000)
-        log.info("fullload.ok", action=FULL_LOAD, records=len(records), hub_code=outcome.code,
-                 duration_ms=round(outcome.duration_ms, 1))  # fmt: skip
-        # Raises StoreError if it cannot be kept: the waiters then wait for the retry.
-        await self.outbox.store.commit()
-        full.resolve(batch, len(records))
-
-    def _full_load_failed(
-        self,
-        exc: HubError,
-        batch: list[asyncio.Future[int]],
-        sent: Current,
-        duration: float,
-    ) -> None:
-        full = self.full_load
-        verdict = classify(exc, FULL_LOAD)
-        ambiguous = is_ambiguous(exc)
-        detail = _detail(exc, duration, {"action": FULL_LOAD, "records": len(sent)})
-        if ambiguous:
-            self.outbox.full_load_ambiguous(sent)
-            self._flips.clear()
-        deferred_before, self._last_deferred = self._last_deferred, None
-        now = time.monotonic()
-        outcome = verdict.value
-        if verdict is Verdict.RETRY:
-            self._hub_failed(exc, detail, ambiguous, self.retry.full_load_timeout)
-        elif verdict is Verdict.PAUSE:
-            self._pause(exc, detail)
-        elif verdict is Verdict.DEFER:
-            self._last_deferred = FULL_LOAD
-            if self._hub_refuses or deferred_before not in (None, FULL_LOAD):
-                self._hub_refuses = True
-                self._hub_failed(exc, detail, ambiguous, self.retry.full_load_timeout)
-        if verdict is Verdict.PARK:  # the hub refuses this body: give up until asked again
-            outcome = "refused"
-            full.refusals += 1
-            wait = doubling(full.refusals, self.retry.initial, self.retry.cap)
-            full.not_before = now + wait
-            full.fail(batch, exc)
-            log.error("fullload.failed", retry_not_before_s=round(wait, 2), **detail)
-        else:  # retried on its own backoff, after the hold: single pushes go in between
-            full.failures += 1
-            wait = backoff(full.failures, self.retry.initial, self.retry.cap, exc.retry_after)
-            full.not_before = max(self._hold_until, now) + max(wait, self.retry.initial)
-            if verdict is Verdict.DEFER:
-                log.warning("fullload.retry", retry_in_s=round(full.not_before - now, 2),
-                            **detail)  # fmt: skip
-        self._emit(FULL_LOAD, outcome, exc.code or _http(exc), duration)
-
-    # -- network assignments ---------------------------------------------------------------------
-    async def _network(self, name: str) -> None:
-        """Send one network's assignment (``bridge.delivery.networks`` says what and records
-        what the hub acknowledged); failures are handled as for the other requests."""
-        assert self.networks is not None
-        pushes, client = self.networks
-        body = pushes.body(name)
-        timeout = self.retry.push_timeout
-        if body is None or not await self._sending(f"{NETWORK}:{name}", timeout):
-            return
-        self.limiter.take()
-        fields = {"action": NETWORK, "network": name,
-                  "evses": sum(len(g["Evses"]) for g in body["GroupsAssignments"])}  # fmt: skip
-        started = time.monotonic()
-        self.in_flight = True
-        try:
-            outcome = await client.assign(body, timeout=timeout)
-        except HubError as exc:
-            self.in_flight = False
-            duration = time.monotonic() - started
-            verdict, detail = classify(exc, NETWORK), _detail(exc, duration, fields)
-            if verdict is Verdict.RETRY:
-                self._hub_failed(exc, detail, is_ambiguous(exc), timeout)
-            elif verdict is Verdict.PAUSE:
-                self._pause(exc, detail)
-            else:  # refused for now (own backoff), or as it is (held until it changes)
-                wait = pushes.refused(name, body, exc, retry=verdict is Verdict.DEFER)
-                log.error("network.refused", retry_in_s=round(wait, 2) or None, **detail)
-            if not is_ambiguous(exc):
-                self.outbox.store.put_in_flight(None)
-            self.outbox.store.commit_soon()
-            self._emit(NETWORK, verdict.value, exc.code or _http(exc), duration)
-            return
-        except asyncio.CancelledError:  # the hub may still apply it: the next process waits
-            self.in_flight = False
-            self._unsettled(timeout)
-            raise
-        self.in_flight = False
-        self._succeeded()
-        pushes.acknowledged(name, body, self.clock())
-        self.outbox.store.put_in_flight(None)
-        self._emit(NETWORK, "ok", outcome.code, outcome.duration_ms / 1000)
-        log.info("network.ok", hub_code=outcome.code, duration_ms=round(outcome.duration_ms, 1),
-                 **fields)  # fmt: skip
-        await self.outbox.store.commit()  # what the hub assigned is durable before it counts
-
-
-class _Unlimited:
-    def free_at(self, now: float | None = None) -> float:
-        return 0.0
-
-    def take(self) -> float:
-        return 0.0
-
-
-def _detail(exc: HubError, duration: float, fields: dict[str, object]) -> dict[str, object]:
-    return {
-        "hub_code": exc.code,
-        "http_status": exc.http_status,
-        "duration_ms": round(duration * 1000, 1),
-        "error": str(exc),
-        "additional_info": exc.additional_info,
-        **fields,
-    }
-
-
-def _http(exc: HubError) -> str | None:
-    return f"http_{exc.http_status}" if exc.http_status is not None else "transport"
-
-
-def _retrieved(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled():
-        fut.exception()
