@@ -332,6 +332,16 @@ def test_kept_reports_are_reused_until_the_station_or_its_location_changes() -> 
     assert second[0] is first[0]  # CP1: same body, same location, same facts
     assert second[1] is not first[1] and second == assess(catalog, FACTS)
     assert {f.code for f in second[1].findings} == {"postal_code_empty"}
+    # A station's write stamps its location; the other stations there keep their reports.
+    neighbour = StationBody.model_validate({**station().model_dump(), "id": "CP3",
+                                            "location_id": "L2"})  # fmt: skip
+    neighbour.evses[0].uid, neighbour.evses[0].evse_id = "E3", "DE*ABC*E3*1"
+    location_before = catalog.locations["L2"].body
+    catalog.apply(catalog.plan_station(neighbour, now=T0.replace(hour=13)))
+    assert catalog.locations["L2"].body is not location_before  # stamped
+    again = assess_kept(stations_of(catalog), FACTS, kept)
+    assert again[1] is second[1] and again == assess(catalog, FACTS)
+    assert kept["CP2"][1] is catalog.locations["L2"].body  # found by identity from now on
     # Other operator facts: every station again.
     third = assess_kept(stations_of(catalog), OperatorFacts(), kept)
     assert third[0] is not second[0] and third == assess(catalog, OperatorFacts())

@@ -325,25 +325,46 @@ def assess_kept(
     defaults: OperatorFacts,
     kept: Kept,
 ) -> list[EvseQuality]:
-    """``assess`` of ``stations_of``'s list, reusing ``kept`` reports of stations whose body,
-    location and defaults are the very objects they were made from (a write replaces bodies,
-    never changes them): a repeated report only assesses what changed. Safe in a worker thread
-    (the API and /metrics may run it at once: each entry is replaced whole)."""
+    """``assess`` of ``stations_of``'s list, reusing ``kept`` reports of stations whose body and
+    defaults are the very objects they were made from (a write replaces bodies, never changes
+    them) and whose location says the same: a repeated report only assesses what changed. Safe
+    in a worker thread (the API and /metrics may run it at once: each entry is replaced whole).
+    """
     out: list[EvseQuality] = []
+    same: dict[tuple[int, int], bool] = {}
     for station, location in stations:
         entry = kept.get(station.id)
         if (
             entry is not None
             and entry[0] is station
-            and entry[1] is location
             and entry[2] is defaults
+            and _says_the_same(entry[1], location, same)
         ):
+            if entry[1] is not location:  # the next run finds it by identity
+                kept[station.id] = (station, location, defaults, entry[3])
             out += entry[3]
             continue
         items = assess_station(station, location, defaults)
         kept[station.id] = (station, location, defaults, items)
         out += items
     return out
+
+
+def _says_the_same(
+    before: LocationBody | None, now: LocationBody | None, same: dict[tuple[int, int], bool]
+) -> bool:
+    """Whether a location body says what the one a report was made from said, ``last_updated``
+    aside: a station's write stamps its location (OCPI), which no report shows, and without this
+    a write at a location of N stations would assess all N again. Compared once per pair of
+    bodies (``same``), not per station."""
+    if before is now:
+        return True
+    if before is None or now is None:
+        return False
+    key = (id(before), id(now))  # both alive while the run lasts: ids are not reused
+    if key not in same:
+        same[key] = before.model_copy(update={"last_updated": now.last_updated}) == now
+    return same[key]
 
 
 @dataclass(frozen=True, slots=True)
