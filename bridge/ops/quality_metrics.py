@@ -1,13 +1,18 @@
 """The data-quality gauges of /metrics: the report of ``GET /api/v2/data-quality`` in numbers.
 
-Assessing an EVSE costs about 30 µs of CPU when the operator facts are set and up to 0.1 ms
-when every EVSE has findings: 0.3 to 1 s for 10,000 EVSEs, too much for every scrape and far
+Assessing an EVSE costs 20 to 40 µs of CPU when the operator facts are set and up to 0.1 ms
+when every EVSE has findings: 0.2 to 1 s for 10,000 EVSEs, too much for every scrape and far
 too much for the event loop. So the figures are kept with the catalog revision they were made
 from, and made again only by a scrape that finds the catalog changed since (every write goes
 through ``Catalog.apply``, which counts the revision); then in a worker thread, from the
 per-station reports the API keeps too, so only stations whose body, location or operator
 defaults changed are assessed again. A charger's messages never change the catalog: nothing of
 this runs for them.
+
+Measured with 10,000 EVSEs and the service's GC settings (``bridge.eventloop.tune_gc``): a
+first run took 0.2 s of CPU and delayed the event loop by at most 17 ms; a scrape after one
+station's write 40 ms (walking the kept reports); an unchanged catalog nothing. With the default
+GC thresholds a generation-2 collection in the thread stalled the loop for 100+ ms.
 """
 
 from __future__ import annotations
