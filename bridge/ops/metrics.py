@@ -3,7 +3,9 @@
 Event counts (status notifications, pushes, auth failures) are counted as they happen, through
 the hooks of ``Ingest``, ``PushWorker`` and ``OcppServer``. Everything that is a state (who is
 connected, what is pending, when the last fullLoad went out) is read from the running bridge at
-scrape time, so it cannot drift from what the status API shows.
+scrape time, so it cannot drift from what the status API shows. The data-quality gauges are
+the one thing kept between scrapes (too costly to make each time): a scrape makes them again
+before rendering when the catalog changed (``bridge.ops.quality_metrics``).
 
 ``METRICS`` is the single list of every metric: the collectors below are built from it and the
 metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
