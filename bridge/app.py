@@ -47,6 +47,7 @@ from bridge.oicp.networks import NetworkClient
 from bridge.ops.guard import summarise_accept_errors
 from bridge.ops.http import OpsServer
 from bridge.ops.metrics import BridgeMetrics
+from bridge.ops.quality_metrics import QualityGauges
 from bridge.passwords import hash_password
 from bridge.ratelimit import PacedWindow
 from bridge.status.engine import StatusEngine
@@ -125,6 +126,10 @@ class Bridge:
         # Ops: metrics counted through the components' hooks, state read at scrape time.
         self.metrics = BridgeMetrics()
         self.metrics.watch(self)
+        # The data-quality gauges, made on a scrape after a catalog change; their per-station
+        # reports are the API's too (GET /api/v2/data-quality).
+        self.quality = QualityGauges(self.catalog, settings.catalog.operator_defaults, {})
+        self.metrics.refreshers.append(self.quality.refresh)
         self.ingest.on_status = self.metrics.observe_status
         self.ocpp.on_auth_failure = self.metrics.observe_auth_failure
         self.ocpp.admission.on_refused = self.metrics.observe_connection_refused
@@ -199,7 +204,7 @@ class Bridge:
                                      elsewhere=self._not_leader),
             operator_defaults=s.catalog.operator_defaults, hash_password=hash_password,
             hub_data=self.data.describe if self.data is not None else lambda evse_id: None,
-            networks=self.networks,
+            networks=self.networks, quality_cache=self.quality.kept,
         )  # fmt: skip
 
     def make_worker(self, client: PushClient) -> PushWorker:

@@ -15,7 +15,20 @@ from bridge.catalog.catalog import Catalog
 from bridge.catalog.checks import check_record, split_street
 from bridge.catalog.facts import OperatorFacts
 from bridge.catalog.model import LocationBody, StationBody
-from bridge.catalog.quality import CODES, COUNTED, assess, assess_evse, report, summarise
+from bridge.catalog.quality import (
+    CODES,
+    COUNTED,
+    SEVERITY,
+    Kept,
+    Severity,
+    assess,
+    assess_evse,
+    assess_kept,
+    figures,
+    report,
+    stations_of,
+    summarise,
+)
 from bridge.catalog.rules import SetUp
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -60,6 +73,8 @@ def codes(
     result = assess_evse(body.evses[0], body, loc or location(), facts)
     found = {f.code for f in result.findings}
     assert found <= set(CODES)  # the API's code filter knows each
+    # The metrics show each code with its one severity.
+    assert all(f.severity is SEVERITY[f.code] for f in result.findings)
     return found
 
 
@@ -266,3 +281,67 @@ def test_report_covers_shared_evses_and_sums_up() -> None:
     assert summary.score_mean == (100 + items[1].score) / 2
     assert [w.evse_id for w in summary.worst] == ["DE*ABC*E2*1", "DE*ABC*E1*1"]
     assert summarise([]).score_mean is None
+
+
+def test_figures_count_evses_per_code_and_severity_not_findings() -> None:
+    catalog = Catalog(SetUp(operator_id="DE*ABC"))
+    catalog.apply(catalog.plan_location(location(), now=T0))
+    catalog.apply(catalog.plan_location(location(id="L2", postal_code=None), now=T0))
+    catalog.apply(catalog.plan_station(station(), now=T0))
+    bad = StationBody.model_validate({**station(connector(max_voltage=400)).model_dump(),
+                                      "id": "CP2", "location_id": "L2"})  # fmt: skip
+    bad.evses[0].uid, bad.evses[0].evse_id = "E2", "DE*ABC*E2*1"
+    catalog.apply(catalog.plan_station(bad, now=T0))
+    # Without operator facts every EVSE has five required_missing errors: it counts once.
+    items = assess(catalog, OperatorFacts())
+    assert sum(f.code == "required_missing" for f in items[0].findings) == 5
+    got = figures(items)
+    assert got.evses == 2
+    assert got.by_code[("required_missing", Severity.ERROR)] == 2
+    assert got.by_code[("postal_code_empty", Severity.WARNING)] == 1
+    assert got.by_code[("coordinates_zero", Severity.ERROR)] == 0  # every code, 0 when unseen
+    assert set(got.by_code) == set(SEVERITY.items())
+    assert got.by_severity == {Severity.ERROR: 2, Severity.WARNING: 1}
+    assert set(got.missing) == set(COUNTED) and got.missing["location.postal_code"] == 1
+    assert got.missing["operator.hotline_phone"] == 2 and got.missing["evse.floor_level"] == 0
+    assert sum(got.bands.values()) == 2
+    assert got.score_min == min(i.score for i in items)
+    assert got.score_mean == sum(i.score for i in items) / 2
+    assert got.completeness_mean == sum(i.completeness for i in items) / 2
+    empty = figures([])
+    assert empty.evses == 0 and empty.score_min is None and empty.score_mean is None
+    assert set(empty.bands.values()) == {0}
+
+
+def test_kept_reports_are_reused_until_the_station_or_its_location_changes() -> None:
+    catalog = Catalog(SetUp(operator_id="DE*ABC"))
+    catalog.apply(catalog.plan_location(location(), now=T0))
+    catalog.apply(catalog.plan_location(location(id="L2"), now=T0))
+    catalog.apply(catalog.plan_station(station(), now=T0))
+    other = StationBody.model_validate({**station().model_dump(), "id": "CP2",
+                                        "location_id": "L2"})  # fmt: skip
+    other.evses[0].uid, other.evses[0].evse_id = "E2", "DE*ABC*E2*1"
+    catalog.apply(catalog.plan_station(other, now=T0))
+    kept: Kept = {}
+    first = assess_kept(stations_of(catalog), FACTS, kept)
+    assert first == assess(catalog, FACTS)
+    revision = catalog.revision
+    catalog.apply(catalog.plan_location(location(id="L2", postal_code=None), now=T0))
+    assert catalog.revision > revision  # what /metrics keeps is stale now
+    second = assess_kept(stations_of(catalog), FACTS, kept)
+    assert second[0] is first[0]  # CP1: same body, same location, same facts
+    assert second[1] is not first[1] and second == assess(catalog, FACTS)
+    assert {f.code for f in second[1].findings} == {"postal_code_empty"}
+    # A station's write stamps its location; the other stations there keep their reports.
+    neighbour = StationBody.model_validate({**station().model_dump(), "id": "CP3",
+                                            "location_id": "L2"})  # fmt: skip
+    neighbour.evses[0].uid, neighbour.evses[0].evse_id = "E3", "DE*ABC*E3*1"
+    location_before = catalog.locations["L2"].body
+    catalog.apply(catalog.plan_station(neighbour, now=T0.replace(hour=13)))
+    assert catalog.locations["L2"].body is not location_before  # stamped
+    again = assess_kept(stations_of(catalog), FACTS, kept)
+    assert again[1] is second[1] and again == assess(catalog, FACTS)
+    assert kept["CP2"][1] is catalog.locations["L2"].body  # found by identity from now on
+    # Other operator facts: every station again.
+    third = assess_kept(stations_of(catalog), OperatorFacts(), kept)
+    assert third[0] is not second[0] and third == assess(catalog, OperatorFacts())

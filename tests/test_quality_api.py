@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 
 from bridge.app import Bridge
+from bridge.catalog.quality import CODES, COUNTED, SCORE_BANDS, SEVERITY
 from bridge.config import Settings
 from bridge.ops.quality import data_quality
 from tests.conftest import AUTH, READ_AUTH
 from tests.test_catalog_api import CONNECTOR, LOCATION, ok, refused, station
+from tests.test_ops_http import Scrape
 
 FACTS = {"hotline_phone": "+4930123456", "accessibility": "Free publicly accessible",
          "payment_options": ["Contract"], "authentication_modes": ["NFC RFID Classic"],
@@ -118,6 +121,101 @@ async def test_fixing_the_data_clears_the_findings(
              "capabilities": ["RFID_READER"], "connectors": [CONNECTOR]}]}))  # fmt: skip
         data, _ = await ok(api.get("/data-quality", params={"station_id": "CP-B"}))
         assert data["evses"][0]["findings"] == [] and data["summary"]["score_mean"] == 100
+
+
+# -- the report on /metrics ----------------------------------------------------------------------
+async def metrics_and_report(api: httpx.AsyncClient) -> tuple[Scrape, dict[str, Any]]:
+    """A scrape and the report right after it; the gauges must be the report in numbers."""
+    response = await api.get("/metrics")  # the ops port's root
+    assert response.status_code == 200
+    scrape = Scrape(response.text)
+    report, _ = await ok(api.get("/api/v2/data-quality", params={"limit": 1000}))
+    evses, summary = report["evses"], report["summary"]
+    assert scrape.value("bridge_evse_data_assessed") == summary["evses"] == len(evses)
+    for code in CODES:  # each the X-Total-Count of the API's filter by the code
+        _, r = await ok(api.get("/api/v2/data-quality", params={"code": code, "limit": 0}))
+        value = scrape.value("bridge_evse_data_findings", severity=SEVERITY[code], code=code)
+        assert value == int(r.headers["X-Total-Count"]), code
+    for severity in ("error", "warning"):
+        _, r = await ok(api.get("/api/v2/data-quality", params={"severity": severity,
+                                                                  "limit": 0}))  # fmt: skip
+        value = scrape.value("bridge_evse_data_evses_with_findings", severity=severity)
+        assert value == int(r.headers["X-Total-Count"]), severity
+    for field in COUNTED:
+        value = scrape.value("bridge_evse_data_missing_fields", field=field)
+        assert value == sum(field in e["missing"] for e in evses), field
+    for low, high, band in SCORE_BANDS:
+        value = scrape.value("bridge_evse_data_score_evses", score=band)
+        assert value == sum(low <= e["score"] <= high for e in evses), band
+    assert scrape.value("bridge_evse_data_score_min") == summary["score_min"]
+    score_mean = scrape.value("bridge_evse_data_score_mean")
+    assert score_mean is not None and round(score_mean, 1) == summary["score_mean"]
+    completeness = scrape.value("bridge_evse_data_completeness_mean")
+    assert completeness is not None and round(completeness, 1) == summary["completeness_mean"]
+    return scrape, report
+
+
+async def test_metrics_are_the_report_in_numbers_and_follow_catalog_changes(
+    make_bridge: Callable[..., Awaitable[Bridge]],
+) -> None:
+    bridge, base = await start(make_bridge)
+    root = base.removesuffix("/api/v2")
+    async with httpx.AsyncClient(base_url=root, timeout=10, headers=AUTH) as api:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH) as writer:
+            await fill(writer)
+        scrape, _ = await metrics_and_report(api)
+        # The known problems of fill(): the file's 4 EVSEs (no location, no plugs) are errors,
+        # CP-B's location and connector give it 4 warnings, CP-A is right.
+        assert scrape.value("bridge_evse_data_findings", severity="error",
+                            code="location_missing") == 4  # fmt: skip
+        assert scrape.value("bridge_evse_data_evses_with_findings", severity="error") == 4
+        assert scrape.value("bridge_evse_data_evses_with_findings", severity="warning") == 1
+        for code in ("postal_code_empty", "coordinates_swapped", "voltage_line_to_line"):
+            assert scrape.value("bridge_evse_data_findings", severity="warning", code=code) == 1
+        assert scrape.value("bridge_evse_data_score_evses", score="100") == 1
+        assert scrape.value("bridge_evse_data_score_min") == 0
+        mean = scrape.value("bridge_evse_data_score_mean")
+
+        # A scrape of an unchanged catalog makes nothing again.
+        made = bridge.quality.made
+        await metrics_and_report(api)
+        assert bridge.quality.made == made
+
+        # A live change through the management API: the next scrape shows it.
+        kept_a = bridge.quality.kept["CP-A"]
+        await ok(api.patch("/api/v2/locations/LOC-2", json={
+            "postal_code": "10115",
+            "coordinates": {"latitude": "52.520008", "longitude": "13.404954"}}))  # fmt: skip
+        scrape, _ = await metrics_and_report(api)
+        assert bridge.quality.made == made + 1
+        assert bridge.quality.kept["CP-A"] is kept_a  # CP-A's location did not change
+        for code in ("postal_code_empty", "coordinates_swapped"):
+            assert scrape.value("bridge_evse_data_findings", severity="warning", code=code) == 0
+        assert scrape.value("bridge_evse_data_findings", severity="warning",
+                            code="voltage_line_to_line") == 1  # fmt: skip
+        new_mean = scrape.value("bridge_evse_data_score_mean")
+        assert mean is not None and new_mean is not None and new_mean > mean
+
+        # A new station in stock whose only plug OICP does not know (GB/T) is an error more
+        # (production refuses it: the hub would refuse its record); deprecating it takes it
+        # out of the report again.
+        gbt = station("CP-C", evse_id="DE*ABC*E902*1", deployment_state="stock")
+        gbt["evses"][0]["connectors"] = [{**CONNECTOR, "standard": "GBT_AC"}]
+        await ok(api.post("/api/v2/chargestations", json=gbt))
+        scrape, _ = await metrics_and_report(api)
+        assert scrape.value("bridge_evse_data_assessed") == 7
+        assert scrape.value("bridge_evse_data_evses_with_findings", severity="error") == 5
+        assert scrape.value("bridge_evse_data_findings", severity="warning",
+                            code="no_oicp_plug") == 1  # fmt: skip
+        await ok(api.patch("/api/v2/chargestations/CP-C", json={
+            "deployment_state": "deprecated"}))  # fmt: skip
+        # Two scrapes at once after the change share one run.
+        made = bridge.quality.made
+        await asyncio.gather(api.get("/metrics"), api.get("/metrics"))
+        assert bridge.quality.made == made + 1
+        scrape, _ = await metrics_and_report(api)
+        assert scrape.value("bridge_evse_data_assessed") == 6
+        assert scrape.value("bridge_evse_data_evses_with_findings", severity="error") == 4
 
 
 # -- the command ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from bridge.api.tokens import Tokens
 from bridge.catalog.catalog import Catalog
 from bridge.catalog.facts import OperatorFacts
+from bridge.catalog.quality import Kept
 from bridge.config import ApiSettings
 from bridge.delivery.networks import NetworkPushes
 from bridge.delivery.outbox import Outbox
@@ -62,4 +63,4 @@ class ApiContext:
     #: Station id → (the entry, its JSON form): reads of unchanged stations skip pydantic.
     station_cache: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     #: Station id → (its body, its location's, the defaults, its EVSEs' data-quality report).
-    quality_cache: dict[str, tuple[Any, Any, Any, list[Any]]] = field(default_factory=dict)
+    quality_cache: Kept = field(default_factory=dict)

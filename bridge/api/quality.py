@@ -3,9 +3,10 @@
 The report is computed from the catalog in memory (``bridge.catalog.quality``) in a worker
 thread, so that a large catalog does not hold up chargers and pushes (about 65 µs of CPU per
 EVSE), and kept per station until the station, its location or the operator defaults change:
-a repeated request only assesses what changed. Filters narrow the EVSEs, and the summary
-describes exactly the EVSEs that match (all of them without filters: the operator's summary);
-paging applies to the EVSE list only.
+a repeated request only assesses what changed (the kept reports are the bridge's, shared with
+the data-quality gauges of /metrics). Filters narrow the EVSEs, and the summary describes
+exactly the EVSEs that match (all of them without filters: the operator's summary); paging
+applies to the EVSE list only.
 """
 
 from __future__ import annotations
@@ -18,16 +19,7 @@ from bridge.api.context import ApiContext
 from bridge.api.envelope import envelope
 from bridge.api.paging import PAGING, choice, page, page_headers, single
 from bridge.catalog.checks import Severity
-from bridge.catalog.facts import OperatorFacts
-from bridge.catalog.model import LocationBody, StationBody
-from bridge.catalog.quality import (
-    CODES,
-    EvseQuality,
-    Report,
-    assess_station,
-    stations_of,
-    summarise,
-)
+from bridge.catalog.quality import CODES, Report, assess_kept, stations_of, summarise
 
 QUERY = (*PAGING, "location_id", "station_id", "evse_id", "code", "severity")
 
@@ -39,7 +31,7 @@ async def data_quality(ctx: ApiContext, request: web.Request) -> web.Response:
     severities = choice(values, "severity", [s.value for s in Severity])
     location, station, evse_id = (values.get(k) for k in ("location_id", "station_id", "evse_id"))
     stations = stations_of(ctx.catalog)  # on the loop: the catalog's dicts change there
-    assessed = await asyncio.to_thread(_assess, stations, ctx.operator_defaults,
+    assessed = await asyncio.to_thread(assess_kept, stations, ctx.operator_defaults,
                                        ctx.quality_cache)  # fmt: skip
     items = [
         i for i in assessed
@@ -54,20 +46,3 @@ async def data_quality(ctx: ApiContext, request: web.Request) -> web.Response:
     report = Report(summary=summarise(items), evses=chunk)
     headers = page_headers(request, window, len(chunk), len(items))
     return envelope(report.model_dump(mode="json"), headers=headers)
-
-
-def _assess(
-    stations: list[tuple[StationBody, LocationBody | None]],
-    defaults: OperatorFacts,
-    cache: dict[str, tuple[object, object, object, list[EvseQuality]]],
-) -> list[EvseQuality]:
-    out: list[EvseQuality] = []
-    for station, location in stations:
-        kept = cache.get(station.id)
-        if kept is not None and kept[0] is station and kept[1] is location and kept[2] is defaults:
-            out += kept[3]
-            continue
-        items = assess_station(station, location, defaults)
-        cache[station.id] = (station, location, defaults, items)
-        out += items
-    return out

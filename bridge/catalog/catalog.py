@@ -100,6 +100,9 @@ class Catalog:
         self.uid_owner: dict[str, str] = {}  # EVSE uid → station id
         self._order: dict[Kind, list[str]] = {"location": [], "station": [], "template": [],
                                               "network": []}  # fmt: skip
+        #: Counts the changes applied: what is derived from the catalog and kept (the
+        #: data-quality gauges of /metrics) is current while this has not moved.
+        self.revision = 0
 
     # -- reading ---------------------------------------------------------------------------
     def table(self, kind: Kind) -> Mapping[str, Entry[Any]]:
@@ -133,6 +136,7 @@ class Catalog:
             if object_id not in table:
                 insort(self._order[change.kind], object_id)
             table[object_id] = change.after
+            self.revision += 1
             if change.kind == "station":
                 if change.before is not None:
                     for evse in change.before.body.evses:

@@ -14,7 +14,8 @@ error, never below 0: an EVSE with every field and no finding scores 100.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, Field
@@ -38,7 +39,22 @@ from bridge.catalog.model import EvseBody, LocationBody, StationBody
 from bridge.catalog.oicp_terms import OICP_POWER_TYPES, oicp_plug, standard_current
 from bridge.status.table import OcpiStatus
 
-__all__ = ["CODES", "COUNTED", "EvseQuality", "Finding", "Report", "Severity", "Summary", "assess"]
+__all__ = [
+    "CODES",
+    "COUNTED",
+    "SCORE_BANDS",
+    "SEVERITY",
+    "EvseQuality",
+    "Figures",
+    "Finding",
+    "Kept",
+    "Report",
+    "Severity",
+    "Summary",
+    "assess",
+    "assess_kept",
+    "figures",
+]
 
 #: Counted fields → what they become at the hub. Operator facts and plugs are required by
 #: OICP: missing, they are also an error finding (the hub refuses the record).
@@ -72,6 +88,19 @@ CODES = ("ac_on_dc_plug", "coordinates_out_of_range", "coordinates_outside_count
          "location_missing", "no_oicp_plug", "no_oicp_power_type", "oicp_limit",
          "postal_code_empty", "power_mismatch", "required_missing", "street_too_short",
          "voltage_line_to_line")  # fmt: skip
+#: The severity of each code: a code always has the same one (the docs' table lists them), so
+#: the metrics can show every code at 0 without a series for impossible pairs.
+SEVERITY: dict[str, Severity] = {
+    code: Severity.ERROR
+    if code in ("coordinates_out_of_range", "coordinates_zero", "location_missing",
+                "required_missing")
+    else Severity.WARNING
+    for code in CODES
+}  # fmt: skip
+#: Score bands of the metrics (lowest, highest, label): a bounded set of series a dashboard can
+#: stack, with 100 (nothing to improve) apart.
+SCORE_BANDS = ((0, 24, "0-24"), (25, 49, "25-49"), (50, 74, "50-74"), (75, 99, "75-99"),
+               (100, 100, "100"))  # fmt: skip
 PENALTY = {Severity.WARNING: 10, Severity.ERROR: 25}
 WORST = 10  # EVSEs listed in the summary
 
@@ -283,6 +312,110 @@ def assess_station(
 
 def assess(catalog: Catalog, defaults: OperatorFacts) -> list[EvseQuality]:
     return [i for s, loc in stations_of(catalog) for i in assess_station(s, loc, defaults)]
+
+
+#: Station id → (its body, its location's, the operator defaults, its EVSEs' reports).
+Kept = MutableMapping[
+    str, tuple[StationBody, LocationBody | None, OperatorFacts, list[EvseQuality]]
+]
+
+
+def assess_kept(
+    stations: Iterable[tuple[StationBody, LocationBody | None]],
+    defaults: OperatorFacts,
+    kept: Kept,
+) -> list[EvseQuality]:
+    """``assess`` of ``stations_of``'s list, reusing ``kept`` reports of stations whose body and
+    defaults are the very objects they were made from (a write replaces bodies, never changes
+    them) and whose location says the same: a repeated report only assesses what changed. Safe
+    in a worker thread (the API and /metrics may run it at once: each entry is replaced whole).
+    """
+    out: list[EvseQuality] = []
+    same: dict[tuple[int, int], bool] = {}
+    for station, location in stations:
+        entry = kept.get(station.id)
+        if (
+            entry is not None
+            and entry[0] is station
+            and entry[2] is defaults
+            and _says_the_same(entry[1], location, same)
+        ):
+            if entry[1] is not location:  # the next run finds it by identity
+                kept[station.id] = (station, location, defaults, entry[3])
+            out += entry[3]
+            continue
+        items = assess_station(station, location, defaults)
+        kept[station.id] = (station, location, defaults, items)
+        out += items
+    return out
+
+
+def _says_the_same(
+    before: LocationBody | None, now: LocationBody | None, same: dict[tuple[int, int], bool]
+) -> bool:
+    """Whether a location body says what the one a report was made from said, ``last_updated``
+    aside: a station's write stamps its location (OCPI), which no report shows, and without this
+    a write at a location of N stations would assess all N again. Compared once per pair of
+    bodies (``same``), not per station."""
+    if before is now:
+        return True
+    if before is None or now is None:
+        return False
+    key = (id(before), id(now))  # both alive while the run lasts: ids are not reused
+    if key not in same:
+        same[key] = before.model_copy(update={"last_updated": now.last_updated}) == now
+    return same[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The report in numbers for dashboards: counts of EVSEs, not of findings."""
+
+    evses: int
+    #: (code, severity) → EVSEs with at least one such finding; every code of ``CODES``.
+    by_code: dict[tuple[str, Severity], int]
+    #: Severity → EVSEs with at least one finding of it.
+    by_severity: dict[Severity, int]
+    #: Counted field → EVSEs without it; every field of ``COUNTED``.
+    missing: dict[str, int]
+    #: Label of ``SCORE_BANDS`` → EVSEs whose score is in the band.
+    bands: dict[str, int]
+    score_min: int | None
+    score_mean: float | None
+    completeness_mean: float | None
+
+
+def figures(items: Iterable[EvseQuality]) -> Figures:
+    by_code: Counter[tuple[str, Severity]] = Counter(
+        {(code, severity): 0 for code, severity in SEVERITY.items()}
+    )
+    by_severity: Counter[Severity] = Counter(dict.fromkeys(Severity, 0))
+    missing: Counter[str] = Counter(dict.fromkeys(COUNTED, 0))
+    bands: Counter[str] = Counter({label: 0 for _, _, label in SCORE_BANDS})
+    band_of = {score: label for low, high, label in SCORE_BANDS for score in range(low, high + 1)}
+    n = score_sum = completeness_sum = 0
+    score_min: int | None = None
+    for item in items:
+        n += 1
+        score_sum += item.score
+        completeness_sum += item.completeness
+        score_min = item.score if score_min is None else min(score_min, item.score)
+        bands[band_of[item.score]] += 1
+        # An EVSE counts once per code and severity however many fields the finding names.
+        pairs = {(f.code, f.severity) for f in item.findings}
+        by_code.update(pairs)
+        by_severity.update({severity for _, severity in pairs})
+        missing.update(set(item.missing))
+    return Figures(
+        evses=n,
+        by_code=dict(by_code),
+        by_severity=dict(by_severity),
+        missing=dict(missing),
+        bands=dict(bands),
+        score_min=score_min,
+        score_mean=score_sum / n if n else None,
+        completeness_mean=completeness_sum / n if n else None,
+    )
 
 
 def summarise(items: Iterable[EvseQuality]) -> Summary:

@@ -49,6 +49,8 @@ class Probe(DetailSource, Protocol):
 
 
 class Renderer(Protocol):
+    async def refresh(self) -> None: ...
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]: ...
 
 
@@ -238,6 +240,7 @@ class OpsServer:
         return web.json_response(body, status=200 if health.ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        await self.metrics.refresh()  # what is kept and stale is made again, off the loop
         body, content_type = self.metrics.render(request.headers.get("Accept"))
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type

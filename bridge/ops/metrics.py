@@ -3,7 +3,9 @@
 Event counts (status notifications, pushes, auth failures) are counted as they happen, through
 the hooks of ``Ingest``, ``PushWorker`` and ``OcppServer``. Everything that is a state (who is
 connected, what is pending, when the last fullLoad went out) is read from the running bridge at
-scrape time, so it cannot drift from what the status API shows.
+scrape time, so it cannot drift from what the status API shows. The data-quality gauges are
+the one thing kept between scrapes (too costly to make each time): a scrape makes them again
+before rendering when the catalog changed (``bridge.ops.quality_metrics``).
 
 ``METRICS`` is the single list of every metric: the collectors below are built from it and the
 metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
@@ -12,7 +14,7 @@ metrics table in docs/operations.md is generated from it (``bridge.ops.docs``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -185,6 +187,45 @@ METRICS: tuple[MetricDoc, ...] = (
         "bridge_evse_data_fullload_last_success_timestamp_seconds", "gauge", (),
         "Unix time of the last data fullLoad the hub accepted (0: none yet).",
     ),
+    # The data-quality report (GET /api/v2/data-quality) in numbers, made again when the
+    # catalog changed (bridge.ops.quality_metrics).
+    MetricDoc(
+        "bridge_evse_data_assessed", "gauge", (),
+        "EVSEs the data-quality report covers: not REMOVED, of a station in stock or "
+        "production.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_evses_with_findings", "gauge", ("severity",),
+        "EVSEs with at least one data-quality finding of the severity: error (OICP requires "
+        "what is missing or wrong: the hub refuses the record) or warning (lowers Hubject's "
+        "EVSE Data Score). Alert on errors above 0.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_findings", "gauge", ("severity", "code"),
+        "EVSEs with at least one data-quality finding of the code (every code of the "
+        "report, 0 when none has it; a code has one severity).",
+    ),
+    MetricDoc(
+        "bridge_evse_data_missing_fields", "gauge", ("field",),
+        "EVSEs without a counted field (the 15 of the report, e.g. location.opening_times).",
+    ),
+    MetricDoc(
+        "bridge_evse_data_score_evses", "gauge", ("score",),
+        "EVSEs by data-quality score band: 0-24, 25-49, 50-74, 75-99, 100.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_score_min", "gauge", (),
+        "Lowest data-quality score of an EVSE (0-100); absent without EVSEs.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_score_mean", "gauge", (),
+        "Mean data-quality score of the EVSEs (0-100; the report's score_mean unrounded); "
+        "absent without EVSEs.",
+    ),
+    MetricDoc(
+        "bridge_evse_data_completeness_mean", "gauge", (),
+        "Mean percent of the counted fields the EVSEs have (0-100); absent without EVSEs.",
+    ),
     MetricDoc(
         "bridge_hub_client_cert_days_left", "gauge", (),
         "Days until the hub client certificate (oicp.client_cert) expires; absent without one.",
@@ -276,6 +317,9 @@ class BridgeMetrics:
         )
         self._push_children: dict[tuple[str, str, str | None], tuple[Any, Any]] = {}
         self._status_children: dict[tuple[str, OcppStatus], Any] = {}
+        #: Awaited before each scrape is rendered: what is derived and kept is made current
+        #: there, where it may wait for a worker thread (``collect`` cannot).
+        self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
     # -- hooks (called by the bridge's components) -----------------------------------------
     def observe_status(self, charge_point_id: str, protocol: str, status: OcppStatus) -> None:
@@ -317,6 +361,10 @@ class BridgeMetrics:
     def watch(self, bridge: Watched) -> None:
         self.registry.register(_LiveCollector(bridge))
 
+    async def refresh(self) -> None:
+        for refresh in self.refreshers:
+            await refresh()
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition in the format the scraper asked for: (body, content type)."""
         encoder, content_type = choose_encoder(accept or "")
@@ -337,6 +385,28 @@ def _data_gauges(b: Any) -> Iterable[Metric]:
     yield _gauge(
         "bridge_evse_data_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))]
     )
+
+
+def _quality_gauges(b: Any) -> Iterable[Metric]:
+    quality = getattr(b, "quality", None)  # bridge.ops.quality_metrics.QualityGauges
+    f = quality.figures if quality is not None else None
+    if f is None:  # not made yet (no scrape went through refresh)
+        return
+    yield _gauge("bridge_evse_data_assessed", [((), float(f.evses))])
+    yield _gauge("bridge_evse_data_evses_with_findings",
+                 [((s.value,), float(n)) for s, n in f.by_severity.items()])  # fmt: skip
+    yield _gauge("bridge_evse_data_findings", [
+        ((s.value, code), float(n)) for (code, s), n in sorted(f.by_code.items())
+    ])  # fmt: skip
+    yield _gauge("bridge_evse_data_missing_fields",
+                 [((field,), float(n)) for field, n in f.missing.items()])  # fmt: skip
+    yield _gauge("bridge_evse_data_score_evses",
+                 [((band,), float(n)) for band, n in f.bands.items()])  # fmt: skip
+    for name, value in (("bridge_evse_data_score_min", f.score_min),
+                        ("bridge_evse_data_score_mean", f.score_mean),
+                        ("bridge_evse_data_completeness_mean", f.completeness_mean)):  # fmt: skip
+        if value is not None:
+            yield _gauge(name, [((), float(value))])
 
 
 class _LiveCollector:
@@ -395,6 +465,7 @@ class _LiveCollector:
         last = b.last_full_load
         yield _gauge("bridge_fullload_last_success_timestamp_seconds", [((), float(last or 0.0))])
         yield from _data_gauges(b)
+        yield from _quality_gauges(b)
         # Certificates as loaded and in use (a replaced file counts once it is loaded).
         days = b.client_cert_days_left
         if days is not None:
