@@ -151,7 +151,7 @@ async def phase_latency(
         if kind == "bridge":  # the first reports are inserts; let them through first
             settled = await ctx.hub.wait_for(await expected_statuses(gens), HUB_DRAIN_TIMEOUT)
             if hub_delay:
-                await ctx.hub.fault({"fault": "hang", "seconds": hub_delay})
+                await ctx.hub.fault({"fault": "hang", "seconds": hub_delay, "round_trip": True})
         runs = []
         for index in range(cfg.repeat):
             await asyncio.sleep(1.0)

@@ -218,6 +218,24 @@ async def test_hang_delays_the_answer(sim: HubSimulator, http: httpx.AsyncClient
     assert loop.time() - started < 0.3
 
 
+async def test_a_round_trip_hang_counts_the_simulators_own_time(
+    sim: HubSimulator, http: httpx.AsyncClient
+) -> None:
+    sim.latency = 0.3  # the simulator's own work before the fault, as it were
+    sim.faults.hang(0.3, round_trip=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert code_of(await push(http, ActionType.FULL_LOAD, [])) == "000"
+    round_trip = loop.time() - started
+    sim.faults.hang(0.3)  # a plain hang sleeps after that work
+    started = loop.time()
+    assert code_of(await push(http, ActionType.FULL_LOAD, [])) == "000"
+    assert 0.3 <= round_trip < 0.55 <= loop.time() - started
+    assert sim.faults.describe()["hang"] == {"count": None, "seconds": 0.3}
+    await http.post("/sim/faults", json={"fault": "hang", "seconds": 0.1, "round_trip": True})
+    assert sim.faults.describe()["hang"]["round_trip"] is True
+
+
 async def test_control_endpoints_over_http(sim: HubSimulator, http: httpx.AsyncClient) -> None:
     await push(http, ActionType.FULL_LOAD, [("DE*ABC*E1", A), ("DE*ABC*E2", OCC)])
 

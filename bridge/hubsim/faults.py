@@ -39,6 +39,7 @@ class _Fault:
     retry_after: float | str | None = None
     code: str = ""
     seconds: float = 0.0
+    round_trip: bool = False  # hang: ``seconds`` after arrival, the simulator's work included
     action: str | None = None  # only requests with this ActionType
     evse_id: str | None = None  # only requests with a record of this EvseID
 
@@ -50,7 +51,8 @@ class _Fault:
 
     def describe(self) -> dict[str, Any]:
         fields = {k: getattr(self, k) for k in self.__slots__ if k != "count"}
-        return {"count": self.count} | {k: v for k, v in fields.items() if v not in ("", 0, None)}
+        shown = {k: v for k, v in fields.items() if v not in ("", 0, None, False)}
+        return {"count": self.count} | shown
 
 
 class Faults:
@@ -109,15 +111,21 @@ class Faults:
         seconds: float,
         count: int | None = None,
         *,
+        round_trip: bool = False,
         action: str | None = None,
         evse_id: str | None = None,
     ) -> None:
-        """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts)."""
+        """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts).
+
+        ``round_trip``: answer ``seconds`` after each request arrived instead, the simulator's
+        own reading and checking included: a hub whose round trip is ``seconds`` (benchmarks;
+        a plain hang answers that much later than its own work takes)."""
         if seconds < 0:
             raise ValueError("hang needs seconds >= 0")
         self._active["hang"] = _Fault(
-            _count(count), seconds=float(seconds), action=action, evse_id=evse_id
-        )
+            _count(count), seconds=float(seconds), round_trip=round_trip, action=action,
+            evse_id=evse_id,
+        )  # fmt: skip
 
     def late(
         self,

@@ -272,7 +272,8 @@ class HubSimulator:
             if drop is not None and drop.code != "apply":
                 work.delivered = False
                 return _drop(request)  # nothing applied, nothing answered
-            work.answer = await self._answer(request, endpoint, work.operator, work.body)
+            work.answer = await self._answer(request, endpoint, work.operator, work.body,
+                                             work.arrived)  # fmt: skip
             if drop is not None:
                 work.delivered = False
                 return _drop(request)  # applied, but the client gets no answer
@@ -285,7 +286,8 @@ class HubSimulator:
     async def _late(self, work: _Work, request: web.Request, delay: float) -> _Answer:
         try:
             await asyncio.sleep(max(0.0, delay))
-            work.answer = await self._answer(request, work.endpoint, work.operator, work.body)
+            work.answer = await self._answer(request, work.endpoint, work.operator, work.body,
+                                             work.arrived)  # fmt: skip
             return work.answer
         finally:
             self.in_flight -= 1
@@ -316,6 +318,7 @@ class HubSimulator:
         endpoint: Endpoint,
         operator: str,
         body: dict[str, Any] | None,
+        arrived: float,
     ) -> _Answer:
         # Validate first so that schema errors are recorded even for faulted requests.
         problem = self._check_body(request, endpoint, body)
@@ -323,7 +326,8 @@ class HubSimulator:
         summary = self.faults._summary(endpoint, body)
         hang = self.faults._take("hang", summary)
         if hang is not None:
-            await asyncio.sleep(hang.seconds)
+            spent = time.monotonic() - arrived if hang.round_trip else 0.0
+            await asyncio.sleep(max(0.0, hang.seconds - spent))
         failure = self.faults._take("fail_http", summary)
         if failure is not None:
             return _http_failure(failure)
