@@ -16,9 +16,20 @@ that time, so waits add up and nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
+
+
+def wait_until(now: float, at: float) -> float:
+    """Seconds from ``now`` to ``at`` such that ``now + wait`` is not before ``at``: the caller
+    acts at ``now + wait``, and a rounded ``at - now`` can land one unit early, which would put
+    one event more into a window than the limit allows."""
+    wait = at - now
+    while now + wait < at:
+        wait = math.nextafter(wait, math.inf)
+    return wait
 
 
 class SlidingWindow:
@@ -54,9 +65,9 @@ class SlidingWindow:
     def take(self) -> float:
         """Record one event at the earliest allowed time; returns the seconds until then."""
         now = self.clock()
-        at = self.free_at(now)
-        self.record(at)
-        return at - now
+        wait = wait_until(now, self.free_at(now))
+        self.record(now + wait)
+        return wait
 
     def record(self, at: float) -> None:
         """One event at ``at`` (no earlier than :meth:`free_at` said, nor than the last one)."""
@@ -145,10 +156,10 @@ class PacedWindow:
     def take(self) -> float:
         """Record one event at the earliest time both allow; returns the seconds until then."""
         now = self.clock()
-        at = self.free_at(now)
-        self.window.record(at)
-        self.pace.record(at)
-        return at - now
+        wait = wait_until(now, self.free_at(now))
+        self.window.record(now + wait)
+        self.pace.record(now + wait)
+        return wait
 
     async def acquire(self) -> float:
         wait = self.take()

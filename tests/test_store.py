@@ -23,6 +23,7 @@ from bridge.store.migrate import HEAD
 from bridge.store.pgcluster import Cluster
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SqliteStore
+from tests.conftest import Events
 
 
 def store_for(state: dict[str, Any], replica: str = "r1", **extra: Any) -> StagedStore:
@@ -249,3 +250,33 @@ async def test_the_feed_misses_no_transaction_that_commits_late(postgres: str) -
     await cluster.close()
     await writer.close()
     await reader.close()
+
+
+async def test_a_write_the_database_aborts_to_break_a_deadlock_is_tried_again(
+    postgres: str, events: Events
+) -> None:
+    """The leader's sweep and a replica's writes update the same charge point rows in their
+    own orders; the database then aborts one transaction. The store's batch is tried again:
+    the charger waiting for its answer gets it, nothing is lost."""
+    store = store_for({"url": postgres})
+    assert isinstance(store, PostgresStore)
+    store.open()
+    for cp_id in ("CP1", "CP2"):
+        store.put_charge_point(ChargePointRow(cp_id, "1.6", True, False, 1.0))
+    await store.commit()
+    other = await psycopg.AsyncConnection.connect(store.url)
+    await other.execute("SET deadlock_timeout = '60s'")  # the store's session detects it
+    await other.execute("UPDATE charge_point SET boot = 'x' WHERE charge_point_id = 'CP2'")
+    for cp_id in ("CP1", "CP2"):  # CP1 first: locked, then the store waits for CP2
+        store.put_charge_point(ChargePointRow(cp_id, "1.6", True, False, 2.0))
+    write = asyncio.create_task(store.commit())
+    await asyncio.sleep(0.3)
+    await other.execute("UPDATE charge_point SET boot = 'x' WHERE charge_point_id = 'CP1'")
+    await other.commit()  # reached once the store's first try was rolled back
+    await write
+    (retried,) = events.named("store.write_retried")
+    assert retried["attempt"] == 1 and "deadlock" in retried["error"]
+    cur = await other.execute("SELECT charge_point_id, last_seen FROM charge_point ORDER BY 1")
+    assert await cur.fetchall() == [("CP1", 2.0), ("CP2", 2.0)]
+    await other.close()
+    await store.close()

@@ -26,6 +26,8 @@ from dataclasses import fields
 from typing import Any
 
 import psycopg
+import psycopg.errors
+import structlog
 
 from bridge.errors import NotLeaderError, StoreError
 from bridge.store.base import (
@@ -46,6 +48,8 @@ from bridge.store.base import (
     evse_row,
 )
 from bridge.store.migrate import libpq_url, migrate_url
+
+log = structlog.get_logger("bridge.store")
 
 #: The NOTIFY channel every committed change is announced on (payload: the replica).
 CHANNEL = "bridge_feed"
@@ -88,6 +92,9 @@ META_SQL = ("INSERT INTO meta (key, value) VALUES (%s, %s) "
 FENCE_SQL = "SELECT 1 FROM lease WHERE name = 'push' AND holder = %s AND epoch = %s FOR UPDATE"
 IN_FLIGHT_SQL = "UPDATE lease SET in_flight = %s WHERE name = 'push'"
 XMIN_SQL = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+#: Errors after which the whole transaction was rolled back and may simply be tried again.
+_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_CONFLICT_TRIES = 3
 
 
 def connect_kwargs(replica_id: str) -> dict[str, Any]:
@@ -181,6 +188,22 @@ class PostgresStore(StagedStore):
             raise NotLeaderError("this replica does not hold the push lease")
 
     async def _write(self, batch: Batch) -> None:
+        """One transaction for the batch; tried again when the database aborted it only to
+        break a deadlock or a serialization conflict (replicas and the leader's sweep update
+        the same charge point rows in their own orders): nothing was written, and a charger
+        waiting for its answer should not get an error for a conflict that a second try
+        resolves."""
+        for attempt in range(1, _CONFLICT_TRIES + 1):
+            try:
+                await self._write_once(batch)
+                return
+            except StoreError as exc:
+                conflict = exc.__cause__
+                if attempt == _CONFLICT_TRIES or not isinstance(conflict, _CONFLICTS):
+                    raise
+                log.info("store.write_retried", attempt=attempt, error=_line(conflict))
+
+    async def _write_once(self, batch: Batch) -> None:
         conn = await self.connection()
         me = self.replica_id
         try:
