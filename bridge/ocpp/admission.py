@@ -23,7 +23,7 @@ from enum import StrEnum
 
 import structlog
 
-from bridge.ocpp.auth import network_key
+from bridge.ocpp.throttle import network_key
 
 log = structlog.get_logger("bridge.ocpp")
 

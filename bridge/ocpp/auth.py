@@ -11,6 +11,11 @@ Passwords are kept only as salted scrypt hashes (``scrypt:N:r:p:salt:digest``, m
 least 16 random characters (OCPP), so their entropy, not the hash cost, is what resists
 guessing; the default cost is kept low because every charger pays it on its first login after
 a start (docs/security.md, "Why the default cost is low").
+
+This module decides the profile and checks Basic credentials. The failed-login throttle
+(:mod:`bridge.ocpp.throttle`), the profile 3 certificate checks (:mod:`bridge.ocpp.client_cert`)
+and the refusal reasons (:mod:`bridge.ocpp.failure`) have modules of their own; the names the
+handshake's callers use stay importable from here.
 """
 
 from __future__ import annotations
@@ -20,22 +25,21 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import math
 import os
 import random
 import ssl
-import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from bridge.errors import ConfigError
+from bridge.ocpp.client_cert import check_client_cert
+from bridge.ocpp.failure import Failure
+from bridge.ocpp.throttle import FailureThrottle
 from bridge.passwords import (
     DEFAULT_N,
     DEFAULT_P,
@@ -48,35 +52,25 @@ from bridge.passwords import (
 if TYPE_CHECKING:
     from bridge.config import ChargerSettings, OcppSecuritySettings
 
+__all__ = [
+    "Authenticator",
+    "CheckQueue",
+    "Failure",
+    "FailureThrottle",
+    "check_client_cert",
+    "load_password_hash",
+    "parse_basic",
+]
+
 log = structlog.get_logger("bridge.ocpp")
 
 _CHECKS_IN_PARALLEL = 2  # hashlib.scrypt releases the GIL: two threads use two cores
 _NOMINAL_CHECK_S = 0.0015  # a default-cost check, until checks have been timed
 _QUEUE_SHARE = 0.5  # of handshake_timeout a login may wait for its password check
 _RETRY_AFTER_MAX = 120  # s
-_WAKE_BATCH = 64  # logins waiting for an address's checks that are woken per event-loop turn
 
 
-Reserve = Callable[[], Awaitable["Failure | None"]]
-
-
-class Failure(StrEnum):
-    """Why a connection was refused; stable labels for logs and metrics."""
-
-    MISSING_CREDENTIALS = "missing_credentials"
-    MALFORMED_CREDENTIALS = "malformed_credentials"
-    WRONG_USERNAME = "wrong_username"
-    WRONG_PASSWORD = "wrong_password"
-    UNKNOWN_CHARGE_POINT = "unknown_charge_point"
-    NO_PASSWORD_CONFIGURED = "no_password_configured"
-    CLIENT_CERT_MISSING = "client_cert_missing"
-    CLIENT_CERT_MISMATCH = "client_cert_mismatch"
-    CLIENT_CERT_REJECTED = "client_cert_rejected"
-    THROTTLED = "throttled"
-    EVSE_ID_TAKEN = "evse_id_taken"  # an unlisted ID whose EvseIDs belong to another charger
-    UNLISTED_LIMIT = "unlisted_limit"  # ocpp.max_unlisted_chargers reached
-    BUSY = "busy"  # too many password checks queued: HTTP 503, try again later
-    UPSTREAM_REFUSED = "upstream_refused"  # proxy: the CSMS answered 401, 403 or 404
+Reserve = Callable[[], Awaitable[Failure | None]]
 
 
 def parse_basic(values: list[str]) -> tuple[str, bytes] | None:
@@ -300,212 +294,3 @@ def load_password_hash(charge_point_id: str, charger: ChargerSettings) -> str | 
     except ValueError as exc:
         raise ConfigError(where, f"{charger.password_hash_file}: {exc}") from None
     return text
-
-
-def common_names(peercert: Mapping[str, Any] | None) -> list[str]:
-    """Every subject CN of a certificate as returned by ``SSLObject.getpeercert()``."""
-    if not peercert:
-        return []
-    names = []
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                names.append(str(value))
-    return names
-
-
-def check_client_cert(charge_point_id: str, peercert: Mapping[str, Any] | None) -> Failure | None:
-    """Profile 3: the (already chain-verified) certificate must name exactly this charger."""
-    if not peercert:
-        return Failure.CLIENT_CERT_MISSING
-    if common_names(peercert) != [charge_point_id]:
-        return Failure.CLIENT_CERT_MISMATCH
-    return None
-
-
-# -- TLS ---------------------------------------------------------------------------------------
-def tls_failure(exc: BaseException) -> Failure | None:
-    """Which TLS handshake errors are a refused client certificate (an auth failure).
-
-    Others (a charger that does not trust our certificate, plain http, timeouts) are not.
-    """
-    if isinstance(exc, ssl.SSLCertVerificationError):  # chain, validity or purpose
-        return Failure.CLIENT_CERT_REJECTED
-    if isinstance(exc, ssl.SSLError) and exc.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-        return Failure.CLIENT_CERT_MISSING
-    return None
-
-
-# -- throttling --------------------------------------------------------------------------------
-def network_key(address: str) -> str:
-    """The unit of per-address limits: the IP address; IPv6 per /64 (what one subscriber holds)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    stamp: float
-    pending: int = 0  # password checks reserved and not yet settled
-    announced: bool = False  # ocpp.auth_throttled logged for this exhaustion
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
-
-
-class FailureThrottle:
-    """Failed logins per address: a token bucket of ``limit`` failures refilled over ``window``.
-
-    While an address has no token left every attempt from it is refused (HTTP 429) before any
-    credential is looked at, and the refusal is counted too: the bucket goes into debt (down to
-    ``-limit``), so an address that keeps trying stays refused. A password check takes its token
-    *before* it starts (``reserve``) and gives it back only when the password was right, so
-    logins sent all at once cannot run more checks than the budget: those beyond it wait for
-    the address's checks in progress and are refused if those fail. IPv6 addresses count per
-    /64, which one subscriber usually holds.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_tracked: int = 100_000,
-    ) -> None:
-        self.limit = float(limit)
-        self.rate = limit / window
-        self.clock = clock
-        self.max_tracked = max_tracked
-        self._buckets: dict[str, _Bucket] = {}
-
-    key = staticmethod(network_key)
-
-    def _bucket(self, key: str, now: float) -> _Bucket:
-        """The refilled bucket of ``key`` (new buckets are not stored until they change)."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            return _Bucket(self.limit, now)
-        bucket.tokens = min(self.limit, bucket.tokens + (now - bucket.stamp) * self.rate)
-        bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.announced = False
-        return bucket
-
-    def _store(self, key: str, bucket: _Bucket) -> None:
-        self._buckets.pop(key, None)  # re-insert: dict order = least recently failed first
-        self._buckets[key] = bucket
-        if len(self._buckets) > self.max_tracked:
-            self._prune(bucket.stamp)
-
-    def retry_after(self, address: str) -> float:
-        """Seconds until ``address`` may try again (0: now).
-
-        0 too while checks of the address are in progress: their outcome decides (``reserve``
-        waits for it), a budget they hold is not used up.
-        """
-        key = self.key(address)
-        if key not in self._buckets:
-            return 0.0
-        bucket = self._bucket(key, self.clock())
-        if bucket.tokens >= 1 or bucket.pending > 0:
-            return 0.0
-        return (1 - bucket.tokens) / self.rate
-
-    def failed(self, address: str) -> bool:
-        """Count one failure or refusal; True if the address's budget is now used up and that
-        was not announced yet (log ``ocpp.auth_throttled`` once)."""
-        key = self.key(address)
-        bucket = self._bucket(key, self.clock())
-        bucket.tokens = max(-self.limit, bucket.tokens - 1)
-        self._store(key, bucket)
-        return self._announce(bucket)
-
-    def _announce(self, bucket: _Bucket) -> bool:
-        if bucket.tokens >= 1 or bucket.announced:
-            return False
-        bucket.announced = True
-        return True
-
-    async def reserve(self, address: str, timeout: float) -> Failure | None:
-        """Take a token for a password check about to start (None), or say why not.
-
-        ``Failure.THROTTLED``: the budget is used up (answer 429; the refusal is counted).
-        ``Failure.BUSY``: this address's checks in progress kept the budget for ``timeout``
-        seconds (answer 503; not counted, nothing was checked). Settle with ``settle``.
-        """
-        key = self.key(address)
-        deadline = self.clock() + timeout
-        while True:
-            bucket = self._bucket(key, self.clock())
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
-                bucket.pending += 1
-                self._store(key, bucket)
-                return None
-            if bucket.pending == 0:
-                self.failed(address)
-                return Failure.THROTTLED
-            # Checks of this address are running: their outcome decides whether this one may.
-            waiter = asyncio.get_running_loop().create_future()
-            bucket.waiters.append(waiter)
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self.clock())):
-                    await waiter
-            except TimeoutError:
-                return Failure.BUSY
-            finally:
-                if waiter in bucket.waiters:
-                    bucket.waiters.remove(waiter)
-
-    def settle(self, address: str, *, ok: bool) -> bool:
-        """End a reservation: a right password gets its token back; else it stays spent.
-
-        True, like ``failed``, when the budget is used up and was not announced yet.
-        """
-        key = self.key(address)
-        bucket = self._bucket(key, self.clock())
-        bucket.pending = max(0, bucket.pending - 1)
-        if ok:
-            bucket.tokens = min(self.limit, bucket.tokens + 1)
-        self._wake(key, bucket)
-        self._store(key, bucket)
-        return not ok and self._announce(bucket)
-
-    def _wake(self, key: str, bucket: _Bucket) -> None:
-        """Wake the waiters that can now decide: one per token given back (first come, first
-        served; thousands of chargers behind one NAT may wait), or all of them when nothing is
-        in progress any more (they are refused). Many are woken ``_WAKE_BATCH`` per event-loop
-        turn: each answer takes a fraction of a millisecond, and thousands at once would stall
-        every other connection for about a second."""
-        waiters = bucket.waiters
-        due = len(waiters) if bucket.pending == 0 else max(0, math.floor(bucket.tokens))
-        for _ in range(min(due, _WAKE_BATCH, len(waiters))):
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-        if waiters and due > _WAKE_BATCH:
-            asyncio.get_running_loop().call_soon(self._wake_later, key)
-
-    def _wake_later(self, key: str) -> None:
-        bucket = self._buckets.get(key)
-        if bucket is not None:
-            self._wake(key, self._bucket(key, self.clock()))
-
-    def _prune(self, now: float) -> None:
-        def idle(bucket: _Bucket) -> bool:
-            return bucket.pending == 0 and not bucket.waiters
-
-        for key in [k for k, b in self._buckets.items() if idle(b)]:
-            if self._bucket(key, now).tokens >= self.limit:
-                del self._buckets[key]
-        for key in [k for k, b in self._buckets.items() if idle(b)]:
-            if len(self._buckets) <= self.max_tracked:
-                break
-            del self._buckets[key]

@@ -29,7 +29,9 @@ import structlog
 
 from bridge.config import OcppSecuritySettings
 from bridge.ocpp import auth
-from bridge.ocpp.auth import Failure
+from bridge.ocpp.client_cert import check_client_cert
+from bridge.ocpp.failure import Failure
+from bridge.ocpp.throttle import FailureThrottle, network_key
 from bridge.ratelimit import LogLimiter
 from bridge.status.registry import Registry
 
@@ -100,9 +102,7 @@ class Handshake:
         self.security = security
         self.registry = registry
         self.auth = authenticator
-        self.throttle = auth.FailureThrottle(
-            security.auth_failure_limit, security.auth_failure_window
-        )
+        self.throttle = FailureThrottle(security.auth_failure_limit, security.auth_failure_window)
         #: Called with a Failure label on every refused login (metrics hook).
         self.on_auth_failure: Callable[[str], None] | None = None
         self._busy_refused, self._busy_logged_at = 0, -math.inf
@@ -114,7 +114,7 @@ class Handshake:
         cp_id = charge_point_id_from_path(attempt.path)
         if cp_id is None:
             # Scanners try thousands of paths: one line per address and window.
-            left_out = self.rejected_lines.admit(auth.network_key(attempt.address))
+            left_out = self.rejected_lines.admit(network_key(attempt.address))
             if left_out is not None:
                 log.warning("ocpp.rejected", status=404, path=urlsplit(attempt.path).path[:120],
                             peer=attempt.peer, reason="not an OCPP path /ocpp/{chargePointId}",
@@ -148,7 +148,7 @@ class Handshake:
                 )
             return self._unlisted(cp_id, address, peer, profile)
         if profile == 3:
-            failure = auth.check_client_cert(cp_id, attempt.peercert)
+            failure = check_client_cert(cp_id, attempt.peercert)
             detail = None
             if failure is None and attempt.revoked():
                 # Its TLS handshake finished before a CRL that lists it was loaded.

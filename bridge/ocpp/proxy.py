@@ -39,7 +39,8 @@ from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 
 from bridge.config import ChargerSettings, OcppSettings
-from bridge.ocpp.auth import Authenticator, Failure
+from bridge.ocpp.auth import Authenticator
+from bridge.ocpp.failure import Failure
 from bridge.ocpp.rpc import DIALECTS
 from bridge.ocpp.session import StatusSink
 from bridge.ocpp.tap import Note, Tap, Verdict

@@ -29,11 +29,13 @@ from bridge.config import ChargerSettings, OcppSettings
 from bridge.errors import ConfigError
 from bridge.ocpp import auth, proxy, tls, v16, v201
 from bridge.ocpp.admission import Admission
+from bridge.ocpp.client_cert import tls_failure
 from bridge.ocpp.connection import connection_class, tls_reason
 from bridge.ocpp.handshake import Attempt, Handshake, charge_point_id_from_path, format_peer
 from bridge.ocpp.idle import IdleWatch
 from bridge.ocpp.rpc import DIALECTS, OCPP16
 from bridge.ocpp.session import Handler, Session, Sink
+from bridge.ocpp.throttle import FailureThrottle, network_key
 from bridge.ocpp.wire import send_now
 from bridge.ratelimit import LogLimiter, TokenBucket
 from bridge.status.registry import Registry
@@ -88,7 +90,7 @@ class OcppServer:
         self._tls_failed_lines = LogLimiter(TLS_FAILED_LOG_WINDOW, TLS_FAILED_LOG_BUDGET)
 
     @property
-    def throttle(self) -> auth.FailureThrottle:
+    def throttle(self) -> FailureThrottle:
         return self.handshake.throttle
 
     @property
@@ -280,10 +282,10 @@ class OcppServer:
         peername = transport.get_extra_info("peername")
         peer = format_peer(peername)
         reason = tls_reason(exc)
-        failure = auth.tls_failure(exc)
+        failure = tls_failure(exc)
         address = str(peername[0]) if peername else "?"
         if failure is None:  # scanners, plain http on the TLS port, dropped mobile links
-            left_out = self._tls_failed_lines.admit(auth.network_key(address))
+            left_out = self._tls_failed_lines.admit(network_key(address))
             if left_out is not None:
                 log.info("ocpp.tls_failed", peer=peer, reason=reason, repeated=left_out,
                          others_left_out=self._tls_failed_lines.take_over_budget())  # fmt: skip

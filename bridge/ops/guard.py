@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from bridge.ocpp.auth import network_key
+from bridge.ocpp.throttle import network_key
 
 log = structlog.get_logger("bridge")
 

@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
 from bridge.delivery.lane import PushEvent
-from bridge.ocpp.auth import Failure
+from bridge.ocpp.failure import Failure
 from bridge.ocpp.proxy import LATENCY_BUCKETS, Proxy, RelayStats
 from bridge.ocpp.rpc import PROTOCOLS
 from bridge.status.table import OICP_STATUSES, OcppStatus
