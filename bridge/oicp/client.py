@@ -3,31 +3,30 @@
 One push at a time: OICP requires data pushes to be strictly sequential, so the caller awaits
 each :meth:`OicpClient.push_evse_status` before sending the next. The client never retries;
 it turns every outcome into either a :class:`PushOutcome` or a :class:`~bridge.errors.HubError`
-with enough detail (OICP code, HTTP status, Retry-After) for the caller to decide.
+with enough detail (OICP code, HTTP status, Retry-After) for the caller to decide. This module
+does the I/O; reading the hub's answers (:mod:`bridge.oicp.answers`) and saying what a failed
+exchange means (:mod:`bridge.oicp.transport_errors`) are done without I/O in modules of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
 
 from bridge.config import OicpSettings
-from bridge.errors import ConfigError, HubRejectedError, HubTransportError
+from bridge.errors import ConfigError
+from bridge.oicp.answers import PushOutcome, parse_retry_after, push_outcome
 from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
 from bridge.oicp.transport import Http11Transport
+from bridge.oicp.transport_errors import transport_error
 from bridge.status.table import OicpStatus
 
 __all__ = ["OicpClient", "PushOutcome", "parse_retry_after", "ssl_context_for"]
@@ -37,24 +36,12 @@ DATA_PATHS = {
     "2.3": "/api/oicp/evsepush/v23/operators/{operator}/data-records",
     "2.2": "/api/oicp/evsepush/v22/operators/{operator}/data-records",
 }
-SUCCESS_CODE = "000"
 # A data push of more records than this is streamed (chunks of _CHUNK_RECORDS records).
 _STREAM_FROM = 1000
 _CHUNK_RECORDS = 200
-_SNIPPET = 200  # characters of an unexpected body quoted in error messages
 _READ = httpx.ByteStream(b"")  # stands in for a response's stream once its body has been read
 # Answer headers that send a push's answer through httpx (header decoding, body decoding).
 _SPECIAL = frozenset({b"retry-after", b"content-encoding"})
-
-
-@dataclass(frozen=True, slots=True)
-class PushOutcome:
-    """A push the hub accepted (HTTP 200, Result true, code 000)."""
-
-    code: str
-    http_status: int
-    duration_ms: float
-    acknowledgment: Acknowledgment
 
 
 class OicpClient:
@@ -159,7 +146,7 @@ class OicpClient:
         else:
             status, retry_after, body = await self._push(content, total)
         duration_ms = (time.monotonic() - started) * 1000.0
-        outcome = _outcome(status, retry_after, body, duration_ms, self._known_ack)
+        outcome = push_outcome(status, retry_after, body, duration_ms, self._known_ack)
         self._known_ack = (body, outcome.acknowledgment)
         return outcome
 
@@ -194,7 +181,7 @@ class OicpClient:
             )  # fmt: skip
         duration_ms = (time.monotonic() - started) * 1000.0
         body = response.content
-        outcome = _outcome(
+        outcome = push_outcome(
             response.status_code, response.headers.get("Retry-After"), body, duration_ms,
             self._known_ack,
         )  # fmt: skip
@@ -256,7 +243,7 @@ class OicpClient:
             response.stream = _READ
             return response
         except (TimeoutError, httpx.RequestError) as exc:
-            error = self._transport_error(exc, total, shown)
+            error = transport_error(exc, total, shown, self._settings)
             raise error from error.__cause__
 
     async def _push(self, content: bytes, total: float) -> tuple[int, str | None, bytes]:
@@ -282,30 +269,8 @@ class OicpClient:
                     response.stream = _READ  # no reference cycle (see _post)
             return answer.status, retry_after, body
         except (TimeoutError, httpx.RequestError) as exc:
-            error = self._transport_error(exc, total, self.status_url)
+            error = transport_error(exc, total, self.status_url, self._settings)
             raise error from error.__cause__
-
-    def _transport_error(self, exc: Exception, total: float, shown: str) -> HubTransportError:
-        """What a failed exchange means for the push: whether the hub may have got it
-        (``maybe_applied``); chained to ``exc`` (``__cause__``) only for network errors."""
-        if isinstance(exc, httpx.ConnectTimeout):
-            return HubTransportError(
-                f"connect timeout after {self._settings.connect_timeout}s (POST {shown})"
-            )
-        if isinstance(exc, httpx.PoolTimeout):  # never left this process
-            return HubTransportError(f"timeout after {total}s (POST {shown})")
-        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-            return HubTransportError(f"timeout after {total}s (POST {shown})", maybe_applied=True)
-        assert isinstance(exc, httpx.RequestError)  # transport errors, undecodable answers
-        message = f"{_describe(exc)} (POST {shown})"
-        if shown.startswith("https:") and self._settings.client_cert is None:
-            # With TLS 1.3 a refused client certificate shows up only as a reset/EOF.
-            message += "; note: no client certificate configured (oicp.client_cert)"
-        # Only a connection that never opened is sure not to have carried the request.
-        sent = not isinstance(exc, httpx.ConnectError)
-        error = HubTransportError(message, maybe_applied=sent)
-        error.__cause__ = exc
-        return error
 
 
 def _head_template(url: httpx.URL, headers: httpx.Headers) -> tuple[bytes, bytes]:
@@ -341,161 +306,3 @@ def ssl_context_for(settings: OicpSettings) -> ssl.SSLContext:
                 "oicp.client_cert", f"cannot load {settings.client_cert} / {key}: {exc}"
             ) from exc
     return context
-
-
-def _describe(exc: httpx.RequestError) -> str:
-    """Say what went wrong at the network level, naming TLS problems as such."""
-    os_error: OSError | None = None
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            # a wrapped verification error may lack verify_message
-            reason = getattr(cause, "verify_message", None) or cause
-            return f"TLS: certificate verify failed: {reason}"
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS: {cause.reason or cause}"
-        if isinstance(cause, OSError) and os_error is None and cause.strerror:
-            os_error = cause
-        cause = cause.__cause__ or cause.__context__
-    kinds: dict[type[httpx.RequestError], str] = {
-        httpx.ConnectError: "cannot connect",
-        httpx.RemoteProtocolError: "connection closed by hub",
-        httpx.ReadError: "read error",
-        httpx.WriteError: "write error",
-    }
-    kind = kinds.get(type(exc), type(exc).__name__)
-    detail = os_error.strerror if os_error is not None else str(exc)
-    return f"{kind}: {detail}" if detail else kind
-
-
-def _outcome(
-    status: int,
-    retry_after_header: str | None,
-    content: bytes,
-    duration_ms: float,
-    known: tuple[bytes, Acknowledgment] | None,
-) -> PushOutcome:
-    """PushOutcome of an accepted push, else HubRejectedError; ``known``: a success seen before."""
-    if known is not None and status == 200 and content == known[0]:
-        return PushOutcome(SUCCESS_CODE, status, duration_ms, known[1])
-    retry_after = parse_retry_after(retry_after_header)
-    body = _json_or_none(content)
-
-    if status == 200:
-        try:
-            ack = Acknowledgment.model_validate(body)
-        except ValidationError:
-            raise HubRejectedError(
-                f"hub answered HTTP 200 without an OICP acknowledgment: {_snippet(content)}",
-                http_status=status,
-                retry_after=retry_after,
-            ) from None
-        if ack.Result is True and ack.StatusCode.Code == SUCCESS_CODE:
-            return PushOutcome(ack.StatusCode.Code, status, duration_ms, ack)
-        sc = ack.StatusCode
-        raise HubRejectedError(
-            _rejection_message(status, sc.Code, sc.Description, sc.AdditionalInfo, ack.Result),
-            code=sc.Code,
-            http_status=status,
-            description=sc.Description,
-            additional_info=sc.AdditionalInfo,
-            retry_after=retry_after,
-        )
-
-    # Not 200: Hubject sends OicpERoamingFault (401/017, 404/300), FaultBody (400, 500) or HTML.
-    code, description, info = _fault_fields(body)
-    if body is None and content:
-        info = info or _snippet(content)
-    error = HubRejectedError(
-        _rejection_message(status, code, description, info, None),
-        code=code,
-        http_status=status,
-        description=description,
-        additional_info=info,
-        retry_after=retry_after,
-    )
-    error.field_errors = _field_errors(body)
-    raise error
-
-
-def _json_or_none(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:  # includes UnicodeDecodeError
-        return None
-
-
-def _fault_fields(body: Any) -> tuple[str | None, str | None, str | None]:
-    """(code, description, additional info) from a non-200 JSON body, whatever its shape."""
-    if not isinstance(body, dict):
-        return None, None, None
-    code = description = info = None
-    status_code = body.get("StatusCode")
-    if isinstance(status_code, dict):
-        code = _str_or_none(status_code.get("Code"))
-        description = _str_or_none(status_code.get("Description"))
-        info = _str_or_none(status_code.get("AdditionalInfo"))
-    description = description or _str_or_none(body.get("message"))
-    errors = body.get("validationErrors")
-    if isinstance(errors, list) and errors and info is None:
-        info = "; ".join(
-            f"{e.get('fieldReference')}: {e.get('errorMessage')}" if isinstance(e, dict) else str(e)
-            for e in errors
-        )
-    return code, description, info
-
-
-def _field_errors(body: Any) -> tuple[tuple[str, str], ...]:
-    """Hubject's ``validationErrors`` as (fieldReference, errorMessage) pairs."""
-    errors = body.get("validationErrors") if isinstance(body, dict) else None
-    if not isinstance(errors, list):
-        return ()
-    return tuple(
-        (str(e.get("fieldReference", "")), str(e.get("errorMessage", "")))
-        for e in errors
-        if isinstance(e, dict)
-    )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _rejection_message(
-    status: int,
-    code: str | None,
-    description: str | None,
-    info: str | None,
-    result: bool | None,
-) -> str:
-    parts = [f"hub answered HTTP {status}"]
-    if code is not None:
-        parts.append(f"code {code}")
-    if result is not None:
-        parts.append(f"Result {str(result).lower()}")
-    message = ", ".join(parts)
-    detail = ": ".join(x for x in (description, info) if x)
-    return f"{message}: {detail}" if detail else message
-
-
-def _snippet(content: bytes) -> str:
-    text = re.sub(r"\s+", " ", content.decode("utf-8", "replace")).strip()
-    if not text:
-        return "(empty body)"
-    return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/invalid."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # isdigit() alone also accepts e.g. "²"
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

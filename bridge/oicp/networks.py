@@ -21,12 +21,12 @@ import httpx
 
 from bridge.config import OicpSettings
 from bridge.errors import HubRejectedError
-from bridge.oicp.client import (
+from bridge.oicp.answers import (
     SUCCESS_CODE,
-    _fault_fields,
-    _json_or_none,
-    _rejection_message,
+    fault_fields,
+    json_or_none,
     parse_retry_after,
+    rejection_message,
 )
 
 
@@ -69,16 +69,16 @@ class NetworkClient:
 def outcome(response: httpx.Response, sent: Mapping[str, Any], duration_ms: float) -> AssignOutcome:
     status = response.status_code
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    answer = _json_or_none(response.content)
+    answer = json_or_none(response.content)
     if status == 200 and isinstance(answer, dict):
-        code, description, info = _fault_fields(answer)
+        code, description, info = fault_fields(answer)
         if code in (None, SUCCESS_CODE) and answer.get("NetworkName") == sent["NetworkName"]:
             return AssignOutcome(SUCCESS_CODE, status, duration_ms)
         if code == SUCCESS_CODE:
             return AssignOutcome(SUCCESS_CODE, status, duration_ms)
         if code is not None:
             raise HubRejectedError(
-                _rejection_message(status, code, description, info, None), code=code,
+                rejection_message(status, code, description, info, None), code=code,
                 http_status=status, description=description, additional_info=info,
                 retry_after=retry_after,
             )  # fmt: skip
@@ -87,8 +87,8 @@ def outcome(response: httpx.Response, sent: Mapping[str, Any], duration_ms: floa
             f"hub answered HTTP 200 without the assignment's echo or a status code: "
             f"{response.content[:200]!r}", http_status=status, retry_after=retry_after,
         )  # fmt: skip
-    code, description, info = _fault_fields(answer)
+    code, description, info = fault_fields(answer)
     raise HubRejectedError(
-        _rejection_message(status, code, description, info, None), code=code, http_status=status,
+        rejection_message(status, code, description, info, None), code=code, http_status=status,
         description=description, additional_info=info, retry_after=retry_after,
     )  # fmt: skip
