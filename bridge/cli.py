@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _oicp_statuses(text: str) -> frozenset[str]:
-    from bridge.ops.commands import parse_oicp_statuses
+    from bridge.ops.status_cmd import parse_oicp_statuses
 
     try:
         return parse_oicp_statuses(text)
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "check-config":
-            from bridge.ops.commands import check_config
+            from bridge.ops.check_config_cmd import check_config
 
             return check_config(args.config)
         if args.command == "hub-sim":
@@ -279,12 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return data_quality(settings, as_json=args.json, fail_under=args.fail_under)
         if args.command == "status":
-            from bridge.ops.commands import status
+            from bridge.ops.status_cmd import status
 
             return status(settings, oicp_statuses=args.status, pending_only=args.pending,
                           as_json=args.json)  # fmt: skip
     except ConfigError as exc:
-        from bridge.ops.commands import report_config_error
+        from bridge.ops.check_config_cmd import report_config_error
 
         return report_config_error(exc)
     except BridgeError as exc:

@@ -229,7 +229,7 @@ async def test_fullload_command_asks_the_running_bridge(tmp_path: Path, hub: Hub
 async def test_check_config_names_a_station_owned_by_the_api(
     make_bridge: Callable[..., Awaitable[Bridge]], hub: HubSimulator, tmp_path: Path
 ) -> None:
-    from bridge.ops.commands import check_settings
+    from bridge.ops.check_config_cmd import check_settings
 
     first = await make_bridge()
     assert first.ops_server is not None

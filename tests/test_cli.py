@@ -25,7 +25,8 @@ from bridge.app import Bridge
 from bridge.cli import main
 from bridge.devtools.charger_sim import Spec, run_chargers
 from bridge.hubsim import HubSimulator
-from bridge.ops.commands import check_config, parse_oicp_statuses, status
+from bridge.ops.check_config_cmd import check_config
+from bridge.ops.status_cmd import parse_oicp_statuses, status
 from tests.conftest import charger, eventually, pushes, settings_for
 from tests.procs import BridgeProcess, write_config
 

@@ -289,7 +289,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 # -- alerting rules ------------------------------------------------------------------------------
 def test_alert_rules_use_only_metrics_the_bridge_exports() -> None:
-    from bridge.ops.metrics import METRICS
+    from bridge.ops.metric_table import METRICS
 
     rules = yaml.safe_load((ROOT / "docs" / "prometheus-alerts.yml").read_text(encoding="utf-8"))
     exported = set()

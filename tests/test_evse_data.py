@@ -17,7 +17,7 @@ import trustme
 
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator, server_ssl_context
-from bridge.ops.commands import status
+from bridge.ops.status_cmd import status
 from tests.conftest import AUTH, OPERATOR_FACTS, charger, eventually, pushes, settings_for
 from tests.oicp_schema import validate_push_body
 from tests.procs import BridgeProcess, RawCharger

@@ -18,7 +18,7 @@ import yaml
 
 from bridge.app import Bridge
 from bridge.hubsim import HubSimulator
-from bridge.ops.commands import check_settings
+from bridge.ops.check_config_cmd import check_settings
 from tests.conftest import AUTH, READ_AUTH, WRITE_TOKEN, charger, eventually, settings_for
 
 NET = "Berlin AC"

@@ -27,7 +27,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.errors import ConfigError
 from bridge.ocpp.tls import TlsFiles
-from bridge.ops.commands import check_config
+from bridge.ops.check_config_cmd import check_config
 from tests.conftest import Events, eventually
 from tests.procs import BridgeProcess, write_config
 from tests.test_ocpp_security import basic

@@ -21,7 +21,8 @@ from websockets.typing import Subprotocol
 from bridge.app import Bridge
 from bridge.errors import ConfigError
 from bridge.hubsim import HubSimulator
-from bridge.ops.metrics import METRICS, BridgeMetrics
+from bridge.ops.metric_table import METRICS
+from bridge.ops.metrics import BridgeMetrics
 from bridge.passwords import hash_password
 from tests.conftest import charger, eventually, pushes, settings_for
 

@@ -393,7 +393,7 @@ def test_pass_through_needs_no_hash_and_allows_unlisted_chargers_with_passwords(
 
 
 def test_check_config_loads_the_upstream_files(tmp_path: Path) -> None:
-    from bridge.ops.commands import check_settings
+    from bridge.ops.check_config_cmd import check_settings
 
     (tmp_path / "not-a-ca.pem").write_text("nothing here\n")
     base = {"mode": "proxy", "upstream": {"url": "wss://csms.example/ocpp/{charge_point_id}"}}

@@ -3,7 +3,7 @@
 * ``docs/configuration.md``: every setting of :class:`bridge.config.Settings` with its type,
   default, environment variable and description;
 * the metrics table in ``docs/operations.md`` (between ``<!-- BEGIN generated: metrics -->`` and
-  ``<!-- END generated: metrics -->``), from :data:`bridge.ops.metrics.METRICS`.
+  ``<!-- END generated: metrics -->``), from :data:`bridge.ops.metric_table.METRICS`.
 
 ``python -m bridge.ops.docs --write`` regenerates both; ``--check`` exits 1 if either is stale
 (the test suite does the same check).
@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from bridge.config import EvseId, OperatorId, Settings
-from bridge.ops.metrics import METRICS
+from bridge.ops.metric_table import METRICS
 from bridge.status.table import OcppStatus, OicpStatus
 
 __all__ = [
