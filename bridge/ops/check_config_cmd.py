@@ -106,23 +106,13 @@ def _check_catalog_owners(settings: Settings, check: Check) -> None:
     Reads the catalog directly, only from a database already at this bridge's schema
     (check-config never migrates or writes).
     """
-    import sqlite3
-
-    from bridge.store.migrate import HEAD, current_revision
-
     path = settings.state.database
     if not settings.chargers or not path.is_file():
         return
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            if current_revision(db) != HEAD:
-                return
-            rows = db.execute("SELECT id FROM catalog_station WHERE source = 'api'").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:
+    found = _read_current(path, "SELECT id FROM catalog_station WHERE source = 'api'")
+    if found is None:
         return  # the start reports what is wrong with the database itself
+    (rows,) = found
     for (station_id,) in rows:
         if station_id in settings.chargers:
             check.problems.append(
@@ -134,26 +124,18 @@ def _check_catalog_owners(settings: Settings, check: Check) -> None:
 def _check_networks(settings: Settings, check: Check) -> None:
     """The price-zero guard: an EVSE of a network in none of its groups (read from the state
     database as for the owners above; the running bridge reports the same in its metrics)."""
-    import sqlite3
-
     from bridge.catalog.model import StationBody
     from bridge.catalog.networks import NetworkBody, unassigned
-    from bridge.store.migrate import HEAD, current_revision
 
     path = settings.state.database
     if settings.state.url is not None or not path.is_file():
         return
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            if current_revision(db) != HEAD:
-                return
-            networks = db.execute("SELECT body FROM catalog_network ORDER BY id").fetchall()
-            stations = dict(db.execute("SELECT id, body FROM catalog_station").fetchall())
-        finally:
-            db.close()
-    except sqlite3.Error:
+    found = _read_current(path, "SELECT body FROM catalog_network ORDER BY id",
+                          "SELECT id, body FROM catalog_station")  # fmt: skip
+    if found is None:
         return
+    networks, station_rows = found
+    stations = dict(station_rows)
     for (raw,) in networks:
         network = NetworkBody.model_validate_json(raw)
         wanted = {i: _Entry(StationBody.model_validate_json(stations[i]))
@@ -350,3 +332,22 @@ def _summary(settings: Settings, path: Path | None, check: Check) -> str:
         evse_list = "  ".join(f"{k}→{v}" for k, v in sorted(charger.evses.items()))
         lines.append(f"  {cp_id}: {evse_list}")
     return "\n".join(lines)
+
+
+def _read_current(path: Path, *queries: str) -> list[list[Any]] | None:
+    """The rows of ``queries`` from the SQLite state database, read-only; None when it cannot
+    be read or is not at the current schema (the start reports and migrates that)."""
+    import sqlite3
+
+    from bridge.store.migrate import HEAD, current_revision
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if current_revision(db) != HEAD:
+                return None
+            return [db.execute(query).fetchall() for query in queries]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
