@@ -118,7 +118,7 @@ class CountingStream(io.StringIO):
         return super().write(text)
 
 
-async def test_lines_on_the_loop_are_written_once_per_iteration_in_order() -> None:
+async def test_lines_on_the_loop_are_gathered_and_written_in_order() -> None:
     stream = CountingStream()
     lines = bridge_logging._Lines(stream)
     for n in range(50):
@@ -130,10 +130,12 @@ async def test_lines_on_the_loop_are_written_once_per_iteration_in_order() -> No
     # A thread without a loop writes at once, and what the loop gathered goes first.
     assert stream.getvalue().splitlines() == [*(f"line {n}" for n in range(50)), "from a thread"]
     lines.write("after")
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.sleep(bridge_logging.GATHER_S * 5)
     assert stream.getvalue().splitlines()[-1] == "after"
     assert stream.writes == 2
+    for n in range(bridge_logging.GATHER_LINES):  # a burst is written without waiting
+        lines.write(f"burst {n}")
+    assert stream.writes == 3 and stream.getvalue().endswith(f"burst {n}\n")
 
 
 def test_lines_without_a_loop_are_written_at_once() -> None:

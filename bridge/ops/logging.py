@@ -79,15 +79,22 @@ def _tap(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str
     return event
 
 
+#: How long lines logged on the event loop may wait to be written together (s).
+GATHER_S = 0.001
+#: Lines that are written at once, whatever the wait (a burst does not pile up).
+GATHER_LINES = 256
+
+
 class _Lines:
-    """Where rendered lines go: the stream, written once per event-loop iteration.
+    """Where rendered lines go: the stream, written together once a millisecond at most.
 
     A busy bridge logs a line per StatusNotification and per push, thousands a second; one
-    write() each was a tenth of a push's CPU. Lines logged on a thread that runs an event loop
-    are gathered and written (and flushed: containers read pipes) by a callback the loop runs
-    next, microseconds later; anywhere else, and at exit, they are written at once. Both paths
-    share one lock and one buffer, so no line is lost or written twice and the lines of one
-    thread keep their order.
+    write() each was a tenth of a push's CPU, and the push lane logs one line per event-loop
+    iteration. Lines logged on a thread that runs an event loop are gathered for ``GATHER_S``
+    (or ``GATHER_LINES``) and written (and flushed: containers read pipes) by a callback of
+    that loop; anywhere else, and at exit, they are written at once. Both paths share one lock
+    and one buffer, so no line is lost or written twice and the lines of one thread keep their
+    order. A process killed outright loses at most the last millisecond's lines.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -101,6 +108,8 @@ class _Lines:
         with self._lock:
             if self._due and threading.get_ident() == self._thread:
                 self._pending.append(line)
+                if len(self._pending) >= GATHER_LINES:
+                    self._write_pending()
                 return
         loop = asyncio._get_running_loop()  # None on a thread without a running loop
         with self._lock:
@@ -111,7 +120,7 @@ class _Lines:
             self._pending.append(line)
             self._due, self._thread = True, threading.get_ident()
         try:
-            loop.call_soon(self.flush)
+            loop.call_later(GATHER_S, self.flush)
         except RuntimeError:  # the loop is closing: write now
             self.flush()
 
