@@ -138,6 +138,25 @@ async def test_lines_on_the_loop_are_gathered_and_written_in_order() -> None:
     assert stream.writes == 3 and stream.getvalue().endswith(f"burst {n}\n")
 
 
+def test_lines_a_finished_loop_gathered_go_out_with_the_next_line() -> None:
+    stream = CountingStream()
+    lines = bridge_logging._Lines(stream)
+
+    async def log_and_end() -> None:
+        lines.write("last of the loop")  # its loop ends before the gathering callback runs
+
+    asyncio.run(log_and_end())
+    lines.write("after the loop")
+    assert stream.getvalue() == "last of the loop\nafter the loop\n"
+
+    async def log_again() -> None:  # a later loop on the same thread gathers anew
+        lines.write("next loop")
+        await asyncio.sleep(bridge_logging.GATHER_S * 5)
+
+    asyncio.run(log_again())
+    assert stream.getvalue().endswith("after the loop\nnext loop\n")
+
+
 def test_lines_without_a_loop_are_written_at_once() -> None:
     stream = CountingStream()
     lines = bridge_logging._Lines(stream)

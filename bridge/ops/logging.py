@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import sys
@@ -101,24 +102,29 @@ class _Lines:
         self._stream = stream
         self._lock = threading.Lock()
         self._pending: list[str] = []
-        self._due = False  # a flush is scheduled on the loop of thread ``_thread``
+        #: The loop (of thread ``_thread``) whose callback writes what is pending; None: none.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
 
     def write(self, line: str) -> None:
         with self._lock:
-            if self._due and threading.get_ident() == self._thread:
-                self._pending.append(line)
-                if len(self._pending) >= GATHER_LINES:
-                    self._write_pending()
-                return
+            gathering = self._loop
+            if gathering is not None and threading.get_ident() == self._thread:
+                if gathering.is_running():
+                    self._pending.append(line)
+                    if len(self._pending) >= GATHER_LINES:
+                        self._write_pending()
+                    return
+                self._loop = None  # it stopped before its callback ran: write what it held
+                self._write_pending()
         loop = asyncio._get_running_loop()  # None on a thread without a running loop
         with self._lock:
-            if loop is None or self._due:  # no loop here, or another thread's flush is due
+            if loop is None or self._loop is not None:  # no loop here, or another's gathering
                 self._pending.append(line)
                 self._write_pending()
                 return
             self._pending.append(line)
-            self._due, self._thread = True, threading.get_ident()
+            self._loop, self._thread = loop, threading.get_ident()
         try:
             loop.call_later(GATHER_S, self.flush)
         except RuntimeError:  # the loop is closing: write now
@@ -126,7 +132,7 @@ class _Lines:
 
     def flush(self) -> None:
         with self._lock:
-            self._due = False
+            self._loop = None
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -290,7 +296,8 @@ class _Current:
 @atexit.register
 def _flush_at_exit() -> None:
     if _Current.lines is not None:
-        _Current.lines.flush()
+        with contextlib.suppress(ValueError, OSError):  # the stream may be closed by now
+            _Current.lines.flush()
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
