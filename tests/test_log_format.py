@@ -179,3 +179,55 @@ def test_lines_still_gathered_at_exit_are_written() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, check=True)  # fmt: skip
     assert json.loads(out.stdout)["event"] == "last.words"
+
+
+class FailingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def write(self, text: str) -> int:
+        self.attempts += 1
+        raise BrokenPipeError("the log reader is gone")
+
+
+async def test_a_failing_stream_costs_the_lines_once_not_a_loop_of_errors(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    stream = FailingStream()
+    lines = bridge_logging._Lines(stream)
+    lines.write("lost")
+    await asyncio.sleep(bridge_logging.GATHER_S * 50)
+    assert stream.attempts == 1  # the callback failed once and did not schedule itself again
+    lines.write("lost too")
+    await asyncio.sleep(bridge_logging.GATHER_S * 50)
+    assert stream.attempts == 2  # the next line tries again
+    assert capfd.readouterr().err.count("log lines lost") == 1
+
+
+async def test_warnings_go_out_at_once_with_what_was_gathered_before_them() -> None:
+    stream = CountingStream()
+    lines = bridge_logging._Lines(stream)
+    lines.write("info")
+    lines.write("warning", at_once=True)
+    assert stream.getvalue() == "info\nwarning\n" and stream.writes == 1
+
+
+def test_a_line_logged_while_a_line_is_written_does_not_hang() -> None:
+    """A finalizer that logs may run inside the write (the lock is reentrant)."""
+    lines: Any = None
+
+    class Reentrant(CountingStream):
+        def write(self, text: str) -> int:
+            if self.writes == 0:
+                self.writes += 1
+                lines.write("from inside", at_once=True)
+                return super().write(text)
+            return super().write(text)
+
+    stream = Reentrant()
+    lines = bridge_logging._Lines(stream)
+    done = threading.Event()
+    threading.Thread(target=lambda: (lines.write("outer"), done.set()), daemon=True).start()
+    assert done.wait(5)
+    assert sorted(stream.getvalue().splitlines()) == ["from inside", "outer"]

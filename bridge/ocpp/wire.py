@@ -21,7 +21,8 @@ def send_now(connection: Connection, frame: str | bytes) -> bool:
     if (
         connection.protocol.state is not State.OPEN
         or connection.paused
-        or getattr(connection, "send_in_progress", None) is not None
+        or getattr(connection, "send_in_progress", None) is not None  # websockets 17
+        or getattr(connection, "fragmented_send_waiter", None) is not None  # websockets 14
         or connection.transport.is_closing()
     ):
         return False

@@ -93,20 +93,30 @@ class _Lines:
     write() each was a tenth of a push's CPU, and the push lane logs one line per event-loop
     iteration. Lines logged on a thread that runs an event loop are gathered for ``GATHER_S``
     (or ``GATHER_LINES``) and written (and flushed: containers read pipes) by a callback of
-    that loop; anywhere else, and at exit, they are written at once. Both paths share one lock
-    and one buffer, so no line is lost or written twice and the lines of one thread keep their
-    order. A process killed outright loses at most the last millisecond's lines.
+    that loop; anywhere else, at exit, and for warnings and errors (with what was gathered
+    before them) they are written at once. Both paths share one lock (reentrant: a finalizer
+    may log while a line is written) and one buffer, so no line is lost or written twice and the
+    lines of one thread keep their order. A process killed outright, or a loop that blocks,
+    keeps the INFO lines of its last millisecond unwritten. A stream that fails (a closed pipe)
+    costs the lines of that write, reported once on stderr, and is tried again with the next.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pending: list[str] = []
+        self._failed = False  # a failed write of the loop's callback was reported
         #: The loop (of thread ``_thread``) whose callback writes what is pending; None: none.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
 
-    def write(self, line: str) -> None:
+    def write(self, line: str, *, at_once: bool = False) -> None:
+        """Write ``line`` with the next gathered write, or now (``at_once``: warnings, errors)."""
+        if at_once:
+            with self._lock:
+                self._pending.append(line)
+                self._write_pending()
+            return
         with self._lock:
             gathering = self._loop
             if gathering is not None and threading.get_ident() == self._thread:
@@ -131,16 +141,22 @@ class _Lines:
             self.flush()
 
     def flush(self) -> None:
+        """Write what was gathered (the loop's callback; also at exit and on a new set-up)."""
         with self._lock:
             self._loop = None
-            self._write_pending()
+            try:
+                self._write_pending()
+            except Exception as exc:  # raised in the callback it would be logged, and fail again
+                if not self._failed:
+                    self._failed = True
+                    print(f"log lines lost: cannot write to the log stream: {exc!r}",
+                          file=sys.__stderr__)  # fmt: skip
 
     def _write_pending(self) -> None:
         if not self._pending:
             return
-        text = "\n".join(self._pending) + "\n"
-        self._pending.clear()
-        self._stream.write(text)
+        pending, self._pending = self._pending, []  # a line logged while writing goes next
+        self._stream.write("\n".join(pending) + "\n")
         self._stream.flush()
 
 
@@ -154,7 +170,11 @@ class _Writer:
     def msg(self, message: str) -> None:
         self._lines.write(message)
 
-    debug = info = warning = warn = error = exception = critical = msg
+    def urgent(self, message: str) -> None:
+        self._lines.write(message, at_once=True)
+
+    debug = info = msg
+    warning = warn = error = exception = critical = urgent
 
 
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -166,7 +186,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.write(self.format(record))
+            self._lines.write(self.format(record), at_once=record.levelno >= logging.WARNING)
         except Exception:
             self.handleError(record)
 
@@ -286,7 +306,10 @@ class _JsonBoundLogger(_BoundLogger):  # type: ignore[misc]
             line = _json_line(self._logger, method_name, event_dict)
         except structlog.DropEvent:
             return
-        self._logger.msg(line)
+        if method_name in ("debug", "info"):
+            self._logger.msg(line)
+        else:
+            self._logger.urgent(line)
 
 
 class _Current:
