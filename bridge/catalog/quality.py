@@ -320,6 +320,10 @@ Kept = MutableMapping[
 ]
 
 
+#: Location bodies compared during one run: (id, id) → (before, now, says the same).
+_Compared = dict[tuple[int, int], tuple[LocationBody, LocationBody, bool]]
+
+
 def assess_kept(
     stations: Iterable[tuple[StationBody, LocationBody | None]],
     defaults: OperatorFacts,
@@ -331,7 +335,7 @@ def assess_kept(
     in a worker thread (the API and /metrics may run it at once: each entry is replaced whole).
     """
     out: list[EvseQuality] = []
-    same: dict[tuple[int, int], bool] = {}
+    same: _Compared = {}
     for station, location in stations:
         entry = kept.get(station.id)
         if (
@@ -350,9 +354,7 @@ def assess_kept(
     return out
 
 
-def _says_the_same(
-    before: LocationBody | None, now: LocationBody | None, same: dict[tuple[int, int], bool]
-) -> bool:
+def _says_the_same(before: LocationBody | None, now: LocationBody | None, same: _Compared) -> bool:
     """Whether a location body says what the one a report was made from said, ``last_updated``
     aside: a station's write stamps its location (OCPI), which no report shows, and without this
     a write at a location of N stations would assess all N again. Compared once per pair of
@@ -361,10 +363,14 @@ def _says_the_same(
         return True
     if before is None or now is None:
         return False
-    key = (id(before), id(now))  # both alive while the run lasts: ids are not reused
-    if key not in same:
-        same[key] = before.model_copy(update={"last_updated": now.last_updated}) == now
-    return same[key]
+    key = (id(before), id(now))
+    if key not in same:  # the entry holds both bodies: their ids are not reused during the run
+        same[key] = (
+            before,
+            now,
+            before.model_copy(update={"last_updated": now.last_updated}) == now,
+        )
+    return same[key][2]
 
 
 @dataclass(frozen=True, slots=True)
