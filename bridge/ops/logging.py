@@ -318,9 +318,10 @@ class _Current:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _Current.lines is not None:
-        with contextlib.suppress(ValueError, OSError):  # the stream may be closed by now
-            _Current.lines.flush()
+    lines = _Current.lines
+    if lines is not None:  # a stream closed by now has no reader left to tell
+        with lines._lock, contextlib.suppress(ValueError, OSError):
+            lines._write_pending()
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
