@@ -99,6 +99,7 @@ async def measure(
                 for cp in ids for key in range(1, EVSES_PER_CHARGER + 1)
             ))  # fmt: skip
             pending = len(bridge.outbox)
+            times = os.times()
             cpu, sink_cpu, busy = time.process_time(), _proc_cpu(sink.pid), _machine_busy()
             started = time.perf_counter()
             worker.reset()  # ends the hold
@@ -107,10 +108,11 @@ async def measure(
                 await asyncio.sleep(0.005)
             wall = time.perf_counter() - started
             cpu = time.process_time() - cpu
+            kernel = os.times().system - times.system
             sink_cpu = _proc_cpu(sink.pid) - sink_cpu
             other = _machine_busy() - busy - cpu - sink_cpu
             if r:
-                runs.append({"pushes": pending, "wall_s": wall, "cpu_s": cpu,
+                runs.append({"pushes": pending, "wall_s": wall, "cpu_s": cpu, "kernel_s": kernel,
                              "sink_cpu_s": sink_cpu, "other_cores": other / wall})  # fmt: skip
         async with httpx.AsyncClient() as http:
             held = (await http.get(f"http://127.0.0.1:{port}/sink")).json()
@@ -126,6 +128,7 @@ async def measure(
         "runs": runs,
         "cpu_us_per_push": per_push,
         "pushes_per_s": rates,
+        "kernel_us_per_push": [x["kernel_s"] / x["pushes"] * 1e6 for x in runs],
         "sink_cpu_us_per_push": [x["sink_cpu_s"] / x["pushes"] * 1e6 for x in runs],
         "other_cores": [round(x["other_cores"], 3) for x in runs],
         "median_cpu_us_per_push": statistics.median(per_push),

@@ -231,3 +231,33 @@ def test_a_line_logged_while_a_line_is_written_does_not_hang() -> None:
     threading.Thread(target=lambda: (lines.write("outer"), done.set()), daemon=True).start()
     assert done.wait(5)
     assert sorted(stream.getvalue().splitlines()) == ["from inside", "outer"]
+
+
+def test_a_hot_logger_writes_the_lines_structlogs_logger_writes(restore_console: None) -> None:
+    from bridge.hotlog import HotLogger
+
+    hot = HotLogger("bridge.push")
+    fields: dict[str, Any] = {"hub_code": "000", "duration_ms": 0.4, "pending": 3,
+                              "ocpp_status": ["Charging"], "text": "ä\x1b", "custom": Custom()}  # fmt: skip
+    tapped: list[dict[str, Any]] = []
+    bridge_logging.add_tap(tapped.append)
+    try:
+        for fmt in ("json", "console"):
+            ours, theirs = io.StringIO(), io.StringIO()
+            setup_logging("INFO", fmt, stream=ours)
+            hot.info("push.ok", **fields)
+            setup_logging("INFO", fmt, stream=theirs)  # a new set-up: looked up again
+            structlog.get_logger("bridge.push").info("push.ok", **fields)
+            hot.info("status.received", n=1)
+            bridge_logging.set_level("WARNING")
+            hot.info("not.shown")
+            setup_logging("INFO", fmt, stream=io.StringIO())  # writes what was gathered
+            assert ours.getvalue().count("\n") == 1
+            first, second = theirs.getvalue().splitlines()
+            stamp = re.compile(r'"timestamp": "[^"]*"|^\S+Z ')
+            assert stamp.sub("T", ours.getvalue().strip()) == stamp.sub("T", first)
+            assert "status.received" in second
+    finally:
+        bridge_logging.remove_tap(tapped.append)
+    # Taps see hot lines as any other event.
+    assert [e["event"] for e in tapped].count("push.ok") == 4

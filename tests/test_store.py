@@ -92,6 +92,53 @@ async def test_a_later_put_replaces_and_concurrent_commits_share_batches(
     assert found == {(k, f"S{290 + k}") for k in range(10)}  # the last put of each key
 
 
+def written_connectors(backend: dict[str, Any]) -> set[tuple[int, str]]:
+    """What another process would read from the database now."""
+    reader = store_for(backend)
+    found = {(c.evse_key, c.ocpp_status) for c in reader.open().connectors}
+    reader.close_unwritten()
+    return found
+
+
+async def test_writes_committed_within_a_window_share_a_commit_or_go_on_their_own(
+    backend: dict[str, Any],
+) -> None:
+    """commit_within (the push lane's acknowledgments): written by the first commit that comes
+    sooner, else when the window ends; once per window, whatever is put in it; and on close."""
+    store = store_for(backend)
+    store.open()
+    writes = 0
+    write = store._write
+
+    async def counted(batch: Any) -> None:
+        nonlocal writes
+        writes += 1
+        await write(batch)
+
+    store._write = counted  # type: ignore[method-assign]
+    store.put_connector(ConnectorRow("CP1", 1, 1, "A", None, None, 1.0))
+    store.commit_within(0.3)
+    store.put_connector(ConnectorRow("CP1", 2, 1, "B", None, None, 1.0))
+    store.commit_within(0.3)  # the window is already running
+    await asyncio.sleep(0.1)
+    assert writes == 0 and written_connectors(backend) == set()
+    await asyncio.sleep(0.4)
+    assert writes == 1 and written_connectors(backend) == {(1, "A"), (2, "B")}
+
+    store.put_connector(ConnectorRow("CP1", 3, 1, "C", None, None, 1.0))
+    store.commit_within(0.3)
+    store.put_connector(ConnectorRow("CP1", 4, 1, "D", None, None, 1.0))
+    await store.commit()  # a charger's answer: it takes the waiting row along
+    assert writes == 2 and (3, "C") in written_connectors(backend)
+    await asyncio.sleep(0.4)  # the window ends with nothing left: no empty commit
+    assert writes == 2
+
+    store.put_connector(ConnectorRow("CP1", 5, 1, "E", None, None, 1.0))
+    store.commit_within(30)
+    await store.close()  # a stop writes it
+    assert (5, "E") in written_connectors(backend)
+
+
 async def test_a_failed_write_keeps_everything_for_the_next(backend: dict[str, Any]) -> None:
     """The database fails a commit (its session cut / locked by another writer): the commit
     raises, nothing staged is dropped, and the next commit writes it."""

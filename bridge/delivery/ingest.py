@@ -22,12 +22,14 @@ from typing import Any
 import structlog
 
 from bridge.delivery.outbox import Outbox
+from bridge.hotlog import HotLogger
 from bridge.status.aggregate import STATION_DOWN
 from bridge.status.engine import STATION, EvseChange, StatusEngine, StatusReport
 from bridge.status.table import OcppStatus
 from bridge.store.base import ChargePointRow, ConnectorRow, StagedStore
 
 log = structlog.get_logger("bridge.ingest")
+hot_log = HotLogger("bridge.ingest")  # status.received: a line per StatusNotification
 
 Slot = tuple[str, int, int]  # (charge point, evse_key, connector_id)
 _UNMAPPED_LOGGED_MAX = 10_000
@@ -213,7 +215,7 @@ class Ingest:
         # memory; the row is written on connect, boot and disconnect.
         if self.on_status is not None:
             self.on_status(charge_point_id, self._row(charge_point_id).protocol or "?", status)
-        log.info(
+        hot_log.info(
             "status.received",
             charge_point_id=charge_point_id,
             evse_key=evse_key,

@@ -24,6 +24,7 @@ import httpx
 from bridge.config import OicpSettings
 from bridge.errors import ConfigError
 from bridge.oicp.answers import PushOutcome, parse_retry_after, push_outcome
+from bridge.oicp.deadline import Deadlines
 from bridge.oicp.models import Acknowledgment, ActionType, StatusRequestEncoder
 from bridge.oicp.transport import Http11Transport
 from bridge.oicp.transport_errors import transport_error
@@ -88,6 +89,7 @@ class OicpClient:
         # A status push in wire form around its body, from a request httpx builds once: the
         # same bytes as before, without an httpx.Request (and Response) per push.
         self._head = _head_template(self._url, self._headers)
+        self._deadlines = Deadlines()  # the pushes' time limits, on one loop timer
         # TLS, connection limits and keep-alive belong to the transport; HTTP(S)_PROXY is not
         # used (the hub is reached directly, as httpx does whenever a transport is given).
         self._http = httpx.AsyncClient(
@@ -250,8 +252,9 @@ class OicpClient:
         """A status push on the own transport: (HTTP status, Retry-After, decoded body)."""
         assert self._transport is not None
         start, end = self._head
+        limit = self._deadlines.start(total)  # the whole exchange, as in _post
         try:
-            async with asyncio.timeout(total):  # the whole exchange, as in _post
+            try:
                 answer = await self._transport.send_bytes(
                     self._url,
                     b"%s%d%s%s" % (start, len(content), end, content),
@@ -267,6 +270,12 @@ class OicpClient:
                     retry_after = response.headers.get("Retry-After")
                     body = await response.aread()
                     response.stream = _READ  # no reference cycle (see _post)
+            except asyncio.CancelledError:
+                if self._deadlines.timed_out(limit):
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._deadlines.stop(limit)
             return answer.status, retry_after, body
         except (TimeoutError, httpx.RequestError) as exc:
             error = transport_error(exc, total, self.status_url, self._settings)

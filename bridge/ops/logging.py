@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from bridge import hotlog
+
 # Libraries that log a line per frame or per request at INFO; we keep that at DEBUG.
 _CHATTY = ("ocpp", "websockets", "aiohttp.access", "httpx", "httpcore")
 
@@ -311,6 +313,20 @@ class _JsonBoundLogger(_BoundLogger):  # type: ignore[misc]
         else:
             self._logger.urgent(line)
 
+    def info_fields(self, event: str, fields: dict[str, Any]) -> None:
+        """``info(event, **fields)`` with the keywords already in a dict (taken over); what
+        ``bridge.hotlog.HotLogger`` calls."""
+        if _Level.value > logging.INFO:
+            return
+        if self._context:
+            fields = {**self._context, **fields}
+        fields["event"] = event
+        try:
+            line = _json_line(self._logger, "info", fields)
+        except structlog.DropEvent:
+            return
+        self._logger.msg(line)
+
 
 class _Current:
     lines: _Lines | None = None  # the current set-up's; what it still holds is written at exit
@@ -328,6 +344,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
     if _Current.lines is not None:
         _Current.lines.flush()  # what the previous set-up gathered goes to its stream first
     lines = _Current.lines = _Lines(stream or sys.stdout)
+    hotlog.reconfigured()
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=lambda event, **_: _encode(event))
         if fmt == "json"

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from bridge.delivery.lane import PushEvent
 from bridge.ocpp.failure import Failure
 from bridge.ops.live_metrics import LiveCollector, Watched
 from bridge.ops.metric_table import BY_NAME
+from bridge.ops.push_tally import PushTally
 from bridge.status.table import OcppStatus
 
 __all__ = ["BridgeMetrics"]
@@ -41,18 +42,11 @@ class BridgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.status_notifications = _counter(self.registry, "bridge_status_notifications_total")
-        self.pushes = _counter(self.registry, "bridge_pushes_total")
         self.auth_failures = _counter(self.registry, "bridge_ocpp_auth_failures_total")
         self.connections_refused = _counter(self.registry, "bridge_ocpp_connections_refused_total")
         self.ops_refused = _counter(self.registry, "bridge_ops_connections_refused_total")
-        self.push_duration = Histogram(
-            "bridge_push_duration_seconds",
-            BY_NAME["bridge_push_duration_seconds"].help,
-            BY_NAME["bridge_push_duration_seconds"].labels,
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self._push_children: dict[tuple[str, str, str | None], tuple[Any, Any]] = {}
+        self.pushes = PushTally(DURATION_BUCKETS)
+        self.registry.register(self.pushes)
         self._status_children: dict[tuple[str, OcppStatus], Any] = {}
         #: Awaited before each scrape is rendered: what is derived and kept is made current
         #: there, where it may wait for a worker thread (``collect`` cannot).
@@ -70,18 +64,7 @@ class BridgeMetrics:
         child.inc()
 
     def observe_push(self, event: PushEvent) -> None:
-        # The labelled children, looked up once: labels() per push was a measurable share of
-        # the push lane's CPU at thousands of pushes a second (bench/RESULTS.md).
-        key = (event.action, event.outcome, event.code)
-        children = self._push_children.get(key)
-        if children is None:
-            code = event.code or "none"
-            children = self._push_children[key] = (
-                self.pushes.labels(action=event.action, outcome=event.outcome, code=code),
-                self.push_duration.labels(action=event.action),
-            )
-        children[0].inc()
-        children[1].observe(max(0.0, event.duration_s))
+        self.pushes.add(event.action, event.outcome, event.code, event.duration_s)
 
     def observe_auth_failure(self, reason: str) -> None:
         # Only the known reasons become labels: anything else (e.g. an ID a stranger made up)
