@@ -238,7 +238,8 @@ def test_a_hot_logger_writes_the_lines_structlogs_logger_writes(restore_console:
 
     hot = HotLogger("bridge.push")
     fields: dict[str, Any] = {"hub_code": "000", "duration_ms": 0.4, "pending": 3,
-                              "ocpp_status": ["Charging"], "text": "ä\x1b", "custom": Custom()}  # fmt: skip
+                              "ocpp_status": ["Charging"], "text": "ä\x1b",
+                              "custom": Custom()}  # fmt: skip
     tapped: list[dict[str, Any]] = []
     bridge_logging.add_tap(tapped.append)
     try:
@@ -261,3 +262,51 @@ def test_a_hot_logger_writes_the_lines_structlogs_logger_writes(restore_console:
         bridge_logging.remove_tap(tapped.append)
     # Taps see hot lines as any other event.
     assert [e["event"] for e in tapped].count("push.ok") == 4
+
+
+HOT_SCRIPT = """
+import asyncio, io, json, sys, threading
+import structlog
+from bridge.hotlog import HotLogger
+from tests.test_log_format import Custom
+from bridge.ops import logging as bridge_logging
+from bridge.ops.logging import setup_logging
+
+def run(stream):
+    setup_logging("INFO", "json", stream=stream)
+    hot, log = HotLogger("bridge.push"), structlog.get_logger("bridge.push")
+    async def main():
+        for n in range(5):
+            hot.info("push.ok", n=n, ocpp_status=["Charging"], text="ä\\x1b")
+            log.info("other", n=n)
+        log.warning("push.retry", n=5)  # written at once, after what was gathered
+        hot.info("push.ok", n=6, custom=Custom())
+        threading.Thread(target=hot.info, args=("from.thread",), kwargs={"n": 7}).start()
+        await asyncio.sleep(0.05)
+        hot.info("push.ok", n=8)
+    asyncio.run(main())
+
+deferred = io.StringIO()
+run(deferred)  # no taps, no context variables: hot lines are rendered when written
+bridge_logging.add_tap(lambda event: None)
+general = io.StringIO()
+run(general)  # with a tap: every line rendered when logged
+setup_logging("INFO", "json", stream=io.StringIO())  # writes what the last loop gathered
+print(json.dumps([deferred.getvalue(), general.getvalue()]))
+"""
+
+
+def test_hot_lines_rendered_when_written_are_the_lines_rendered_at_once() -> None:
+    out = subprocess.run([sys.executable, "-c", HOT_SCRIPT], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    deferred, general = json.loads(out.stdout)
+    assert TIMESTAMP.sub("T", deferred) == TIMESTAMP.sub("T", general)
+    events = [json.loads(line) for line in deferred.splitlines()]
+    assert [(e["event"], e.get("n")) for e in events] == [
+        *[(name, n) for n in range(5) for name in ("push.ok", "other")],
+        ("push.retry", 5), ("push.ok", 6), ("from.thread", 7), ("push.ok", 8),
+    ]  # fmt: skip
+    assert events[11]["custom"] == "custom!" and events[0]["text"] == "ä\x1b"
+    for event in events:
+        when = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+        assert abs((datetime.now(UTC) - when).total_seconds()) < 30

@@ -24,7 +24,9 @@ PUSHES = st.lists(
 
 @given(PUSHES)
 @example([("update", "ok", "000", 0.025), ("update", "ok", "000", 0.0250001)])
-def test_the_series_are_prometheus_clients(pushes: list[tuple[str, str, str | None, float]]) -> None:
+def test_the_series_are_prometheus_clients(
+    pushes: list[tuple[str, str, str | None, float]],
+) -> None:
     theirs = CollectorRegistry()
     doc, hdoc = BY_NAME["bridge_pushes_total"], BY_NAME["bridge_push_duration_seconds"]
     counter = Counter("bridge_pushes_total", doc.help, doc.labels, registry=theirs)
