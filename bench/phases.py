@@ -165,6 +165,9 @@ async def phase_latency(
         if kind == "bridge":
             if hub_delay:
                 await ctx.hub.fault({"fault": "clear"})
+                result["hub_round_trip_seen"] = await asyncio.to_thread(
+                    hub_round_trips, server.proc.log
+                )
             result["initial_inserts"] = settled
             result["hub_check"] = await ctx.hub.wait_for(
                 await expected_statuses(gens), HUB_DRAIN_TIMEOUT
@@ -174,6 +177,19 @@ async def phase_latency(
     finally:
         await gens.stop()
         await server.proc.stop()
+
+
+def hub_round_trips(log: Path) -> dict[str, float | None]:
+    """The hub's round trip as the bridge measured it: ``duration_ms`` of its ``push.ok``
+    lines for updates (the windows' pushes; the initial inserts went before the hub's delay)."""
+    durations = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"push.ok"' in line and '"update"' in line:
+            try:
+                durations.append(float(json.loads(line)["duration_ms"]) / 1000)
+            except (ValueError, KeyError, TypeError):
+                continue
+    return summary_ms(durations)
 
 
 def _run_line(run: dict[str, Any]) -> str:

@@ -234,6 +234,14 @@ def spread(values: list[float], digits: int = 0) -> str:
     )
 
 
+def _seen(rtt: dict[str, Any] | None) -> str:
+    """The hub's round trip as the bridge measured it (push durations)."""
+    if not rtt or not rtt.get("n"):
+        return "hub round trip as the bridge saw it: -"
+    return (f"hub round trip as the bridge saw it p50 {rtt['p50_ms']:.1f} / "
+            f"p99 {rtt['p99_ms']:.1f} ms")  # fmt: skip
+
+
 def _verdict(met: bool | None) -> str:
     return "-" if met is None else ("PASS" if met else "FAIL")
 
@@ -282,7 +290,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"p99 to hub ≤ {bound:.0f} ms, every run",
                 " / ".join(f"{v or 0:.1f}" for v in p99) + " ms",
                 _verdict(ok),
-                f"p50 {spread([r['to_hub']['p50_ms'] or 0 for r in prof['runs']], 1)} ms",
+                f"p50 {spread([r['to_hub']['p50_ms'] or 0 for r in prof['runs']], 1)} ms; "
+                + _seen(prof.get("hub_round_trip_seen")),
             )
         )
     for size, pair in sorted((results.get("ingest") or {}).items(), key=lambda x: int(x[0])):

@@ -310,3 +310,24 @@ def test_hot_lines_rendered_when_written_are_the_lines_rendered_at_once() -> Non
     for event in events:
         when = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
         assert abs((datetime.now(UTC) - when).total_seconds()) < 30
+
+
+async def test_a_hot_line_waits_unrendered_and_keeps_the_moment_it_was_logged(
+    monkeypatch: pytest.MonkeyPatch, restore_console: None
+) -> None:
+    from bridge.hotlog import HotLogger
+
+    monkeypatch.setattr(structlog.contextvars, "_CONTEXT_VARS", {})  # none bound in this process
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream=stream)
+    hot = HotLogger("bridge.push")
+    at = 1_764_610_000_123_456_789
+    with monkeypatch.context() as patched:
+        patched.setattr(bridge_logging.time, "time_ns", lambda: at)
+        hot.info("push.ok", n=1)
+    lines = bridge_logging._Current.lines
+    assert lines is not None and [type(p) for p in lines._pending] == [dict]  # not rendered yet
+    await asyncio.sleep(0.05)  # the gathering callback writes it
+    event = json.loads(stream.getvalue())
+    assert event == {"n": 1, "event": "push.ok", "level": "info", "logger": "bridge.push",
+                     "timestamp": "2025-12-01T17:26:40.123456Z"}  # fmt: skip

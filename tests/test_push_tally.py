@@ -22,18 +22,18 @@ PUSHES = st.lists(
 )  # fmt: skip
 
 
-@given(PUSHES)
-@example([("update", "ok", "000", 0.025), ("update", "ok", "000", 0.0250001)])
+@given(PUSHES, st.sampled_from([DURATION_BUCKETS, (2e-7, 0.5, 1e7, float("inf"))]))
+@example([("update", "ok", "000", 0.025), ("update", "ok", "000", 0.0250001)], DURATION_BUCKETS)
 def test_the_series_are_prometheus_clients(
-    pushes: list[tuple[str, str, str | None, float]],
+    pushes: list[tuple[str, str, str | None, float]], buckets: tuple[float, ...]
 ) -> None:
     theirs = CollectorRegistry()
     doc, hdoc = BY_NAME["bridge_pushes_total"], BY_NAME["bridge_push_duration_seconds"]
     counter = Counter("bridge_pushes_total", doc.help, doc.labels, registry=theirs)
     histogram = Histogram("bridge_push_duration_seconds", hdoc.help, hdoc.labels,
-                          buckets=DURATION_BUCKETS, registry=theirs)  # fmt: skip
+                          buckets=buckets, registry=theirs)  # fmt: skip
     ours = CollectorRegistry()
-    tally = PushTally(DURATION_BUCKETS)
+    tally = PushTally(buckets)
     ours.register(tally)
     for action, outcome, code, seconds in pushes:
         counter.labels(action=action, outcome=outcome, code=code or "none").inc()

@@ -135,8 +135,14 @@ async def test_writes_committed_within_a_window_share_a_commit_or_go_on_their_ow
 
     store.put_connector(ConnectorRow("CP1", 5, 1, "E", None, None, 1.0))
     store.commit_within(30)
+    store.commit_within(0.1)  # a shorter window: it ends first
+    await asyncio.sleep(0.4)
+    assert writes == 3 and (5, "E") in written_connectors(backend)
+
+    store.put_connector(ConnectorRow("CP1", 6, 1, "F", None, None, 1.0))
+    store.commit_within(30)
     await store.close()  # a stop writes it
-    assert (5, "E") in written_connectors(backend)
+    assert (6, "F") in written_connectors(backend)
 
 
 async def test_a_failed_write_keeps_everything_for_the_next(backend: dict[str, Any]) -> None:

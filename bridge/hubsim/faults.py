@@ -118,8 +118,9 @@ class Faults:
         """Sleep ``seconds`` before handling the next ``count`` pushes (client timeouts).
 
         ``round_trip``: answer ``seconds`` after each request arrived instead, the simulator's
-        own reading and checking included: a hub whose round trip is ``seconds`` (benchmarks;
-        a plain hang answers that much later than its own work takes)."""
+        own reading, checking and applying done first and included: a hub whose round trip is
+        ``seconds`` (benchmarks; a plain hang answers that much later than its own work
+        takes, and applies the push after the wait)."""
         if seconds < 0:
             raise ValueError("hang needs seconds >= 0")
         self._active["hang"] = _Fault(

@@ -31,6 +31,7 @@ from bridge.hubsim.faults import (
     _Answer,
     _fault_body,
     _http_failure,
+    _Summary,
     _summary,
     acknowledgment,
 )
@@ -325,9 +326,25 @@ class HubSimulator:
 
         summary = self.faults._summary(endpoint, body)
         hang = self.faults._take("hang", summary)
-        if hang is not None:
-            spent = time.monotonic() - arrived if hang.round_trip else 0.0
-            await asyncio.sleep(max(0.0, hang.seconds - spent))
+        if hang is None:
+            return self._decide(endpoint, operator, body, summary, problem)
+        if not hang.round_trip:
+            await asyncio.sleep(hang.seconds)
+            return self._decide(endpoint, operator, body, summary, problem)
+        # A hub whose round trip is ``seconds``: its work first, then the rest of the time.
+        answer = self._decide(endpoint, operator, body, summary, problem)
+        await asyncio.sleep(max(0.0, hang.seconds - (time.monotonic() - arrived)))
+        return answer
+
+    def _decide(
+        self,
+        endpoint: Endpoint,
+        operator: str,
+        body: dict[str, Any] | None,
+        summary: _Summary,
+        problem: _Answer | None,
+    ) -> _Answer:
+        """The answer to a push the faults let through (and, if it is taken, its effect)."""
         failure = self.faults._take("fail_http", summary)
         if failure is not None:
             return _http_failure(failure)

@@ -14,6 +14,7 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 __all__ = ["Deadlines", "Limit"]
@@ -48,6 +49,9 @@ class Deadlines:
         """Limit the current task's await to ``seconds`` from now; pair with :meth:`stop`."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (tests): forget the old one's
+            if self._timer is not None:
+                with contextlib.suppress(RuntimeError):  # that loop may be closed
+                    self._timer.cancel()
             self._loop, self._limits, self._timer, self._timer_at = loop, {}, None, math.inf
         task = asyncio.current_task(loop)
         if task is None:

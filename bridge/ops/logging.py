@@ -242,10 +242,10 @@ def _escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 class _Stamp:
-    """The second of the last timestamp and its text (one strftime per second, not per line)."""
+    """The second of the last timestamp and its text (one strftime per second, not per line),
+    as one tuple: threads stamp lines too, and two fields could be read half updated."""
 
-    second = -1
-    text = ""
+    last: tuple[int, str] = (-1, "")
 
 
 def _iso_now() -> str:
@@ -257,10 +257,11 @@ def _iso_now() -> str:
 def _iso_at(microseconds: int) -> str:
     """:func:`_iso_now` for a moment in microseconds since the epoch."""
     second, micro = divmod(microseconds, 1_000_000)
-    if second != _Stamp.second:
-        _Stamp.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _Stamp.second = second
-    return f"{_Stamp.text}.{micro:06d}Z" if micro else f"{_Stamp.text}Z"
+    last_second, text = _Stamp.last
+    if second != last_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Stamp.last = (second, text)
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
 
 
 def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -306,8 +307,19 @@ def _render_deferred(event: dict[str, Any]) -> str:
     event["timestamp"] = _iso_at(event["timestamp"])
     try:
         return _encode(event)
+    except Exception:  # the names and the event stay as they are, values become text
+        return _encode({key: value if key in _KEPT else _safe_repr(value)
+                        for key, value in event.items()})  # fmt: skip
+
+
+_KEPT = frozenset(("event", "level", "logger", "timestamp"))
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
     except Exception:
-        return _encode({key: repr(value) for key, value in event.items()})
+        return f"<{type(value).__name__}: unprintable>"
 
 
 def _contextvars_bound() -> bool:
@@ -378,7 +390,6 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
     if _Current.lines is not None:
         _Current.lines.flush()  # what the previous set-up gathered goes to its stream first
     lines = _Current.lines = _Lines(stream or sys.stdout)
-    hotlog.reconfigured()
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=lambda event, **_: _encode(event))
         if fmt == "json"
@@ -403,6 +414,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None 
         wrapper_class=_JsonBoundLogger if fmt == "json" else _BoundLogger,
         cache_logger_on_first_use=True,
     )
+    hotlog.reconfigured()  # after configure: a hot logger looks the new logger up
     handler = _LineHandler(lines)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

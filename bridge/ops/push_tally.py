@@ -10,27 +10,25 @@ duration: the same as with two children).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from bridge.ops.metric_table import BY_NAME
 
 __all__ = ["PushTally"]
 
 
-def _bound(value: float) -> str:
-    """A bucket's ``le`` as prometheus_client writes it (floatToGoString)."""
-    return "+Inf" if value == float("inf") else repr(float(value))
-
-
 class PushTally:
     """Counts per (action, outcome, code) and durations per action; a registry collector."""
 
     def __init__(self, buckets: Iterable[float]) -> None:
-        self.bounds = tuple(sorted(float(b) for b in buckets))
-        self._labels = [_bound(b) for b in self.bounds] + ["+Inf"]
+        # As prometheus_client's Histogram: the bounds sorted, +Inf always the last bucket.
+        self.bounds = tuple(sorted(float(b) for b in buckets if float(b) != math.inf))
+        self._labels = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         self.counts: dict[tuple[str, str, str], int] = {}
         #: Per action: a count per bucket (the last one above every bound) and the sum.
         self.durations: dict[str, tuple[list[int], list[float]]] = {}

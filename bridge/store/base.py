@@ -293,8 +293,14 @@ class StagedStore(ABC):
     async def _close(self) -> None: ...
 
     @abstractmethod
+    def _close_unwritten(self) -> None: ...
+
     def close_unwritten(self) -> None:
         """Close without writing what is staged (read-only use next to a running bridge)."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._close_unwritten()
 
     async def close(self) -> None:
         """Commit what is outstanding and close."""
@@ -383,8 +389,15 @@ class StagedStore(ABC):
         acknowledgments (an identical re-push after a restart). A busy lane then shares one
         commit per ``seconds`` instead of paying one per group-commit window, a tenth of the
         CPU of a push at thousands a second (bench/RESULTS.md)."""
-        if self._later is None and self.is_open:
-            self._later = asyncio.get_running_loop().call_later(seconds, self._commit_later)
+        if not self.is_open:
+            return
+        loop = asyncio.get_running_loop()
+        later = self._later
+        if later is not None:
+            if later.when() <= loop.time() + seconds:
+                return  # the armed window ends first
+            later.cancel()
+        self._later = loop.call_later(seconds, self._commit_later)
 
     def _commit_later(self) -> None:
         self._later = None

@@ -160,7 +160,7 @@ class PostgresStore(StagedStore):
         if conn is not None:
             await conn.close()
 
-    def close_unwritten(self) -> None:
+    def _close_unwritten(self) -> None:
         self._opened = False
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:

@@ -148,7 +148,7 @@ class SqliteStore(StagedStore):
             await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
         self._executor.shutdown(wait=True)
 
-    def close_unwritten(self) -> None:
+    def _close_unwritten(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             db.close()
