@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bridge.app import Bridge
 from bridge.catalog.quality import CODES, COUNTED, SCORE_BANDS, SEVERITY
@@ -303,3 +304,30 @@ async def test_values_the_hub_would_refuse_are_refused_by_field(
         await ok(api.put("/chargestations/CP-GB", json=gbt))
         data, _ = await ok(api.get("/data-quality", params={"station_id": "CP-GB"}))
         assert {f["code"] for f in data["evses"][0]["findings"]} == {"no_oicp_plug"}
+
+
+async def test_a_failed_computation_is_tried_once_per_scrape(
+    make_bridge: Callable[..., Awaitable[Bridge]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures cannot be made (a bug, say): the scrape is answered with the other metrics
+    after one try, not two, and the next scrape tries again."""
+    from bridge.ops import quality_metrics
+
+    bridge, base = await start(make_bridge)
+    root = base.removesuffix("/api/v2")
+    tries = 0
+
+    def failing(*_: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        raise RuntimeError("cannot assess")
+
+    monkeypatch.setattr(quality_metrics, "_figures", failing)
+    async with httpx.AsyncClient(base_url=root, timeout=10, headers=AUTH) as api:
+        first = await api.get("/metrics")
+        assert first.status_code == 200 and "bridge_chargers_connected" in first.text
+        assert tries == 1 and bridge.quality is not None and bridge.quality.made == 0
+        monkeypatch.undo()
+        second = await api.get("/metrics")
+        assert tries == 1 and "bridge_evse_data_assessed" in second.text
+        assert bridge.quality.made == 1

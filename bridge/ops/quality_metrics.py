@@ -43,7 +43,7 @@ class QualityGauges:
         #: How many times the figures were made (tests see that an unchanged catalog costs none).
         self.made = 0
         self._made_from: tuple[int, OperatorFacts] | None = None
-        self._making: asyncio.Task[None] | None = None
+        self._making: asyncio.Task[bool] | None = None
 
     def current(self) -> bool:
         made = self._made_from
@@ -58,9 +58,10 @@ class QualityGauges:
             if self._making is None:
                 self._making = asyncio.create_task(self._make(), name="quality-metrics")
             # Shielded: a scraper that hangs up does not cancel the run the others wait for.
-            await asyncio.shield(self._making)
+            if not await asyncio.shield(self._making):
+                return  # failed (logged): this scrape has the last figures, the next tries again
 
-    async def _make(self) -> None:
+    async def _make(self) -> bool:
         made_from = (self.catalog.revision, self.defaults)
         stations = stations_of(self.catalog)  # on the loop: the catalog's dicts change there
         try:
@@ -68,9 +69,11 @@ class QualityGauges:
         except Exception:
             # The other metrics matter more than these: the scrape goes on with the last ones.
             log.exception("ops.hook_failed", hook="data_quality_metrics")
+            return False
         else:
             self._made_from = made_from
             self.made += 1
+            return True
         finally:
             self._making = None
 

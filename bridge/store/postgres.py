@@ -21,6 +21,7 @@ usual configuration (PGPASSWORD, .pgpass, sslmode) for free.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -95,6 +96,7 @@ XMIN_SQL = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 #: Errors after which the whole transaction was rolled back and may simply be tried again.
 _CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _CONFLICT_TRIES = 3
+_CONFLICT_PAUSE_S = 0.01  # before a second try (twice that before a third), ±50 %
 
 
 def connect_kwargs(replica_id: str) -> dict[str, Any]:
@@ -202,6 +204,9 @@ class PostgresStore(StagedStore):
                 if attempt == _CONFLICT_TRIES or not isinstance(conflict, _CONFLICTS):
                     raise
                 log.info("store.write_retried", attempt=attempt, error=_line(conflict))
+                # A moment for the transaction it collided with to finish, different for
+                # each replica so that two colliding again in step is unlikely.
+                await asyncio.sleep(random.uniform(0.5, 1.5) * _CONFLICT_PAUSE_S * attempt)
 
     async def _write_once(self, batch: Batch) -> None:
         conn = await self.connection()
