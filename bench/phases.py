@@ -163,11 +163,11 @@ async def phase_latency(
         result: dict[str, Any] = dict(ordered[len(ordered) // 2])
         result |= {"chargers": n, "connect": up, "runs": runs, "hub_delay_ms": hub_delay * 1000}
         if kind == "bridge":
-            if hub_delay:
-                await ctx.hub.fault({"fault": "clear"})
+            if hub_delay:  # the windows' pushes only: read before the hub answers at once again
                 result["hub_round_trip_seen"] = await asyncio.to_thread(
                     hub_round_trips, server.proc.log
                 )
+                await ctx.hub.fault({"fault": "clear"})
             result["initial_inserts"] = settled
             result["hub_check"] = await ctx.hub.wait_for(
                 await expected_statuses(gens), HUB_DRAIN_TIMEOUT

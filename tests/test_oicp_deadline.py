@@ -54,7 +54,7 @@ def test_a_limit_that_passes_raises_timeout_and_others_are_kept(loop: str) -> No
         assert 0.29 <= took < 2.0
         # Nothing left over: a later await in the same task is not cancelled.
         assert await limited(deadlines, 5.0, asyncio.sleep(0.01, "again")) == "again"
-        assert deadlines._limits == {}
+        assert deadlines._limits == set()
 
     on(loop, main)
 
@@ -68,7 +68,7 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation(loop: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert deadlines._limits == {}
+        assert deadlines._limits == set()
 
     on(loop, main)
 
@@ -97,7 +97,7 @@ def test_many_limits_in_a_row_share_one_timer(loop: str) -> None:
         for n in range(200):
             assert await limited(deadlines, 10.0, asyncio.sleep(0, n)) == n
         timer = deadlines._timer
-        assert timer is not None and deadlines._limits == {}
+        assert timer is not None and deadlines._limits == set()
         for _ in range(3):
             await limited(deadlines, 10.0, asyncio.sleep(0))
         assert deadlines._timer is timer  # not re-armed: each new limit lies after it

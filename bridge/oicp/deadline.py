@@ -40,7 +40,7 @@ class Deadlines:
     """Limits of the awaits of one event loop, on one timer."""
 
     def __init__(self) -> None:
-        self._limits: dict[int, Limit] = {}
+        self._limits: set[Limit] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -52,12 +52,12 @@ class Deadlines:
             if self._timer is not None:
                 with contextlib.suppress(RuntimeError):  # that loop may be closed
                     self._timer.cancel()
-            self._loop, self._limits, self._timer, self._timer_at = loop, {}, None, math.inf
+            self._loop, self._limits, self._timer, self._timer_at = loop, set(), None, math.inf
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a time limit needs a task")
         limit = Limit(task, loop.time() + seconds)
-        self._limits[id(limit)] = limit
+        self._limits.add(limit)
         if limit.when < self._timer_at:
             self._arm(loop, limit.when)
         return limit
@@ -65,7 +65,7 @@ class Deadlines:
     def stop(self, limit: Limit) -> None:
         """The await is over (call in ``finally``); the timer stays armed for the others, or
         fires and finds none."""
-        self._limits.pop(id(limit), None)
+        self._limits.discard(limit)
         if limit.expired:  # it passed, but the await ended without that cancellation
             limit.expired = False
             limit.task.uncancel()
@@ -92,9 +92,9 @@ class Deadlines:
             return
         now = loop.time() + _EARLY
         earliest = math.inf
-        for key, limit in list(self._limits.items()):
+        for limit in list(self._limits):
             if limit.when <= now:
-                del self._limits[key]
+                self._limits.discard(limit)
                 limit.expired = True
                 limit.task.cancel()
             elif limit.when < earliest:
